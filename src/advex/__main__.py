@@ -1,0 +1,5 @@
+import sys
+
+from advex.cli import main
+
+sys.exit(main())

@@ -1,0 +1,7 @@
+"""Attacks. Each is a small configured object called as ``attack(model, x, y=None, target=None)``
+and returns an :class:`AttackResult`."""
+
+from advex.attacks.base import AttackResult, as_classifier, frozen
+from advex.attacks.szegedy import Szegedy
+
+__all__ = ["AttackResult", "Szegedy", "as_classifier", "frozen"]

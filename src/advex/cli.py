@@ -1,0 +1,266 @@
+"""The ``advex`` command line: parses, calls the library, prints, saves."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Sequence
+
+from advex import __version__
+from advex.errors import AdvexError
+
+DEMO_TARGET = "ostrich"
+
+
+# ---------------------------------------------------------------------------- helpers
+def _load_model(spec: str, arch: str | None, device: str | None):
+    from advex.models import DEFAULT_MODEL, load, names
+
+    p = Path(spec)
+    if spec not in names() and p.suffix in (".safetensors", ".pt", ".pth", ".bin"):
+        return load(arch or DEFAULT_MODEL, weights=p, device=device)
+    if arch is not None:
+        raise AdvexError("--arch names the architecture of a checkpoint given to --model; drop it for zoo names")
+    return load(spec, device=device)
+
+
+def _table(rows: list[dict], columns: list[tuple[str, str]]) -> str:
+    cells = [[h for _, h in columns]] + [[str(r[k]) for k, _ in columns] for r in rows]
+    widths = [max(len(c[j]) for c in cells) for j in range(len(columns))]
+    lines = ["  ".join(c[j].ljust(widths[j]) for j in range(len(columns))) for c in cells]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def _run_attack(args, model, images, target, title: str, save_originals: bool) -> int:
+    """Attack, write PNGs, re-read them to measure success, then the figure and JSON."""
+    import torch
+
+    from advex.attacks import Szegedy
+    from advex.data.images import atomic_write_bytes, load_image, pack, save_png
+    from advex.report import FigureRow, three_column_figure
+
+    for im in images:
+        for note in im.notes:
+            print(f"note: {note}", file=sys.stderr)
+    attack = Szegedy(
+        method=args.method,
+        norm=args.norm,
+        c=args.c,
+        eps=args.eps,
+        search_steps=args.search_steps,
+        max_iter=args.max_iter,
+        confidence=args.confidence,
+        progress=not args.quiet,
+    )
+    print(f"model {model.name} on {model.device}; {attack!r}; target {target or 'none (untargeted)'}", file=sys.stderr)
+    t0 = time.perf_counter()
+    result = attack(model, [im.pixels for im in images], target=target)
+    attack_time = time.perf_counter() - t0
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    adv_paths = []
+    for im, xa in zip(images, result.x_adv):
+        if save_originals:
+            save_png(im.pixels, out / f"{im.name}_orig.png")
+        path = out / f"{im.name}_adv.png"
+        save_png(xa, path)
+        adv_paths.append(path)
+
+    # Success is measured on what was saved: re-read the 8-bit PNGs from disk.
+    reread = [load_image(p).pixels for p in adv_paths]
+    xb, sizes = pack(reread)
+    x0, _ = pack([im.pixels for im in images])
+    dev = model.device
+    label, conf, prob = model.predict(xb.to(dev), sizes)
+    label, conf, prob = label.cpu(), conf.cpu(), prob.cpu()
+    if result.target is not None:
+        success = label == result.target
+    else:
+        success = label != result.label
+    r = (xb - x0).flatten(1)
+    numel = (sizes[:, 0] * sizes[:, 1] * 3).float()
+    l2, linf = r.norm(dim=1), r.abs().amax(1)
+    rms = l2 / numel.sqrt()
+
+    rows, fig_rows = [], []
+    for i, im in enumerate(images):
+        rows.append({
+            "image": im.name,
+            "source": im.source,
+            "adversarial_png": str(adv_paths[i]),
+            "size": [int(sizes[i, 0]), int(sizes[i, 1])],
+            "original": model.class_name(int(result.label[i])),
+            "original_confidence": round(float(result.confidence[i]), 4),
+            "adversarial": model.class_name(int(label[i])),
+            "adversarial_confidence": round(float(conf[i]), 4),
+            "target": None if result.target is None else model.class_name(int(result.target[i])),
+            "target_confidence": None if result.target is None else round(float(prob[i, result.target[i]]), 4),
+            "l2": round(float(l2[i]), 4),
+            "linf": round(float(linf[i]), 5),
+            "linf_255": int(round(float(linf[i]) * 255)),
+            "rms": round(float(rms[i]), 6),
+            "c": None if torch.isnan(result.extra["c"][i]) else float(result.extra["c"][i]),
+            "eps": None if torch.isnan(result.extra["eps"][i]) else float(result.extra["eps"][i]),
+            "grad_evals": int(result.grad_evals[i]),
+            "success": bool(success[i]),
+        })
+        fig_rows.append(FigureRow(im.name, im.pixels, reread[i], rows[-1]["original"], rows[-1]["original_confidence"],
+                                  rows[-1]["adversarial"], rows[-1]["adversarial_confidence"], bool(success[i])))
+    three_column_figure(fig_rows, out / "figure.png", title=title)
+    summary = {
+        "advex_version": __version__,
+        "command": " ".join(["advex", *sys.argv[1:]]) if sys.argv and sys.argv[0].endswith("advex") else None,
+        "model": model.name,
+        "device": str(dev),
+        "attack": repr(attack),
+        "success_measured_on": "8-bit PNGs re-read from disk",
+        "success_rate": float(success.float().mean()),
+        "median_rms": float(rms.median()),
+        "attack_time_s": round(attack_time, 2),
+        "machine": f"{platform.machine()} {platform.system()}, {os.cpu_count()} logical CPUs, torch {torch.__version__}",
+        "images": rows,
+    }
+    atomic_write_bytes(out / "summary.json", (json.dumps(summary, indent=2) + "\n").encode())
+
+    cols = [("image", "image"), ("orig", "original"), ("adv", "adversarial"), ("conf", "confidence"),
+            ("l2", "L2"), ("linf", "Linf"), ("linf_255", "Linf/255"), ("rms", "rms"), ("ok", "success")]
+    table_rows = [{
+        "image": r_["image"],
+        "orig": f"{r_['original']} ({100 * r_['original_confidence']:.1f}%)",
+        "adv": r_["adversarial"],
+        "conf": f"{100 * r_['adversarial_confidence']:.1f}%",
+        "l2": f"{r_['l2']:.3f}",
+        "linf": f"{r_['linf']:.4f}",
+        "linf_255": r_["linf_255"],
+        "rms": f"{r_['rms']:.5f}",
+        "ok": "yes" if r_["success"] else "NO",
+    } for r_ in rows]
+    print(_table(table_rows, cols))
+    print(f"\nsuccess {int(success.sum())}/{len(images)} (measured on the saved 8-bit PNGs), "
+          f"median rms distortion {float(rms.median()):.5f}, attack {attack_time:.1f} s")
+    print(f"wrote {out}/figure.png, {out}/summary.json and {len(images)} *_adv.png")
+    return 0
+
+
+# ---------------------------------------------------------------------------- commands
+def cmd_demo(args) -> int:
+    from advex.data import sample_photos
+
+    t0 = time.perf_counter()
+    model = _load_model(args.model, None, args.device)
+    images = sample_photos()
+    rc = _run_attack(args, model, images, DEMO_TARGET,
+                     title=f'{model.name}: every photo plus an imperceptible r is an "{DEMO_TARGET}"',
+                     save_originals=True)
+    print(f"demo wall time {time.perf_counter() - t0:.1f} s")
+    return rc
+
+
+def cmd_attack(args) -> int:
+    from advex.data import load_images
+
+    if args.untargeted and args.target is not None:
+        raise AdvexError("give either --target CLASS or --untargeted, not both")
+    if not args.untargeted and args.target is None:
+        raise AdvexError("give --target CLASS (a name such as ostrich, or an index) or --untargeted")
+    images = load_images(args.images)
+    model = _load_model(args.model, args.arch, args.device)
+    if args.target is not None:
+        model.class_index(args.target)  # fail on an unknown name before any work
+    title = f"{model.name}: target {args.target}" if args.target else f"{model.name}: untargeted"
+    return _run_attack(args, model, images, args.target, title=title, save_originals=False)
+
+
+def cmd_models(args) -> int:
+    from advex.models import describe
+
+    for name, text in describe().items():
+        print(f"{name:20s} {text}")
+    return 0
+
+
+# ---------------------------------------------------------------------------- parser
+def _seed(value: str) -> int:
+    try:
+        return int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--seed takes an integer, got {value!r}") from None
+
+
+def _positive(value: str) -> float:
+    try:
+        v = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {value!r}") from None
+    if not v > 0:
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {value!r}")
+    return v
+
+
+def _add_attack_options(p: argparse.ArgumentParser, out_default: str) -> None:
+    p.add_argument("--model", default="efficientnet-lite0",
+                   help="zoo name (see `advex models`), FILE.py[:NAME], or a checkpoint (.safetensors/.pt) of --arch")
+    p.add_argument("--method", choices=["lbfgs", "adam"], default="lbfgs", help="solver (default: lbfgs)")
+    p.add_argument("--norm", choices=["l2", "linf"], default="l2", help="perturbation norm (default: l2)")
+    p.add_argument("--c", type=_positive, default=None, help="fix the l2 trade-off c (default: per-image search)")
+    p.add_argument("--eps", type=_positive, default=None, help="fix the linf radius (default: per-image search)")
+    p.add_argument("--search-steps", type=int, default=7, help="optimisations per image in the search (default: 7)")
+    p.add_argument("--max-iter", type=int, default=None, help="solver iterations per optimisation")
+    p.add_argument("--confidence", type=float, default=0.0, help="required logit margin of the target (default: 0)")
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N, mps or auto (default)")
+    p.add_argument("--seed", type=_seed, default=0, help="random seed (default: 0)")
+    p.add_argument("--out", default=out_default, help=f"output folder (default: {out_default})")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="advex", description="Adversarial examples: craft, defend, certify.")
+    parser.add_argument("--version", action="version", version=f"advex {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("demo", help='turn the sample photos into "ostrich" (Szegedy et al. 2013)')
+    _add_attack_options(p, "advex-demo")
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("attack", help="attack your own photos")
+    p.add_argument("--images", nargs="+", required=True, metavar="PATH", help="image files or folders (PNG/JPEG)")
+    p.add_argument("--target", default=None, help="target class name or index, e.g. ostrich or 9")
+    p.add_argument("--untargeted", action="store_true", help="push away from the current prediction instead")
+    p.add_argument("--arch", default=None, help="architecture of a checkpoint given to --model (default: efficientnet-lite0)")
+    _add_attack_options(p, "advex-attack")
+    p.set_defaults(func=cmd_attack)
+
+    p = sub.add_parser("models", help="list the model zoo")
+    p.set_defaults(func=cmd_models)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        if hasattr(args, "seed"):
+            import torch
+
+            torch.manual_seed(args.seed)
+        return args.func(args)
+    except AdvexError as e:
+        print(f"advex: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("advex: interrupted; outputs already written are complete, nothing half-written", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

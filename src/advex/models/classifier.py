@@ -1,0 +1,138 @@
+"""`Classifier`: any network, seen by advex as pixels in [0, 1] -> logits.
+
+Normalisation and resizing live inside the wrapper, so every attack works in pixel
+space and an epsilon means the same thing for every model.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import nn
+
+from advex.data.classes import resolve_class
+from advex.errors import AdvexError
+from advex.models.resize import apply_resize, resize_matrices
+
+
+class Classifier(nn.Module):
+    """Wrap a network that maps normalised images to logits.
+
+    Args:
+        net: the user's ``nn.Module`` (its input is ``(x - mean) / std``).
+        mean, std: per-channel normalisation the network was trained with (pixels in
+            [0, 1]); ``None`` means none.
+        classes: class names, index i is class i; enables names wherever indices go.
+        input_size: (H, W) the network needs. Inputs of another size are centre-cropped
+            (``crop_fraction`` of the short side) and resized with an antialiased
+            bilinear filter, differentiably. ``None`` passes inputs through unchanged.
+        crop_fraction: 1.0 resizes the whole image (largest centred box of the input
+            aspect ratio); 0.875 is the usual ImageNet "resize to 256, crop 224".
+        synonyms: extra names per class (e.g. WordNet synonyms) accepted by lookups.
+        channels: input channels expected (3 for RGB, 1 for grayscale).
+        name: a label for reports.
+    """
+
+    def __init__(
+        self,
+        net: nn.Module,
+        *,
+        mean: Sequence[float] | float | None = None,
+        std: Sequence[float] | float | None = None,
+        classes: Sequence[str] | None = None,
+        input_size: tuple[int, int] | int | None = None,
+        crop_fraction: float = 1.0,
+        synonyms: Sequence[Sequence[str]] | None = None,
+        channels: int = 3,
+        name: str | None = None,
+    ) -> None:
+        super().__init__()
+        if not isinstance(net, nn.Module):
+            raise AdvexError(f"Classifier wraps an nn.Module, got {type(net).__name__}")
+        if isinstance(input_size, int):
+            input_size = (input_size, input_size)
+        if not 0 < crop_fraction <= 1:
+            raise AdvexError(f"crop_fraction must be in (0, 1], got {crop_fraction}")
+        self.net = net
+        self.classes = list(classes) if classes is not None else None
+        self.synonyms = [list(s) for s in synonyms] if synonyms is not None else None
+        self.input_size = tuple(input_size) if input_size is not None else None
+        self.crop_fraction = float(crop_fraction)
+        self.channels = channels
+        self.name = name or type(net).__name__
+        self.register_buffer("mean", self._stat(mean, 0.0), persistent=False)
+        self.register_buffer("std", self._stat(std, 1.0), persistent=False)
+        if (self.std <= 0).any():
+            raise AdvexError("std must be positive")
+
+    def _stat(self, v, default: float) -> torch.Tensor:
+        if v is None:
+            v = default
+        t = torch.as_tensor(v, dtype=torch.float32).flatten()
+        if t.numel() == 1:
+            t = t.expand(self.channels).clone()
+        if t.numel() != self.channels:
+            raise AdvexError(f"mean/std need 1 or {self.channels} values, got {t.numel()}")
+        return t.view(1, -1, 1, 1)
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def device(self) -> torch.device:
+        for t in self.parameters():
+            return t.device
+        return self.mean.device
+
+    @property
+    def num_classes(self) -> int | None:
+        return len(self.classes) if self.classes is not None else None
+
+    def class_index(self, label: int | str) -> int:
+        """Index of a class given by index or name (case-insensitive, synonyms too)."""
+        return resolve_class(label, self.classes, self.synonyms)
+
+    def class_name(self, index: int) -> str:
+        return self.classes[index] if self.classes is not None else str(index)
+
+    # ------------------------------------------------------------------ forward
+    def preprocess(self, x: torch.Tensor, sizes: torch.Tensor | None = None) -> torch.Tensor:
+        """Crop/resize to the network's input size (if it has one) and normalise."""
+        if x.ndim != 4 or x.shape[1] != self.channels:
+            raise AdvexError(
+                f"{self.name} takes images of shape (N, {self.channels}, H, W) in [0, 1], got {tuple(x.shape)}"
+            )
+        h, w = x.shape[-2:]
+        if sizes is not None or (self.input_size is not None and (h, w) != self.input_size):
+            if self.input_size is None:
+                raise AdvexError(f"{self.name} has no input_size, so it cannot take a batch of mixed-size images")
+            if sizes is None:
+                sz = [(h, w)]
+            else:
+                sz = [tuple(s) for s in sizes.tolist()]
+                if len(sz) != x.shape[0]:
+                    raise AdvexError(f"sizes has {len(sz)} rows for a batch of {x.shape[0]} images")
+            a_h, a_w = resize_matrices(sz, (h, w), self.input_size, self.crop_fraction)
+            x = apply_resize(x, a_h.to(x.device, x.dtype), a_w.to(x.device, x.dtype))
+        return (x - self.mean.to(x.dtype)) / self.std.to(x.dtype)
+
+    def forward(self, x: torch.Tensor, sizes: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits for images ``x`` in [0, 1], shape (N, C, H, W).
+
+        ``sizes`` (N, 2) gives each image's true (H, W) when ``x`` is a zero-padded
+        canvas of mixed-size images (see :func:`advex.data.images.pack`).
+        """
+        return self.net(self.preprocess(x, sizes))
+
+    @torch.no_grad()
+    def predict(self, x: torch.Tensor, sizes: torch.Tensor | None = None, batch_size: int = 64):
+        """(labels, confidences, probabilities) under ``torch.no_grad``, in chunks."""
+        probs = []
+        for i in range(0, x.shape[0], batch_size):
+            s = sizes[i : i + batch_size] if sizes is not None else None
+            probs.append(self(x[i : i + batch_size], s).float().softmax(-1))
+        p = torch.cat(probs)
+        conf, label = p.max(-1)
+        return label, conf, p
+
+    def extra_repr(self) -> str:
+        return f"name={self.name!r}, input_size={self.input_size}, classes={self.num_classes}"

