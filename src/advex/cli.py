@@ -8,8 +8,8 @@ import os
 import platform
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from advex import __version__
 from advex.errors import AdvexError
@@ -91,28 +91,40 @@ def _run_attack(args, model, images, target, title: str, save_originals: bool) -
 
     rows, fig_rows = [], []
     for i, im in enumerate(images):
-        rows.append({
-            "image": im.name,
-            "source": im.source,
-            "adversarial_png": str(adv_paths[i]),
-            "size": [int(sizes[i, 0]), int(sizes[i, 1])],
-            "original": model.class_name(int(result.label[i])),
-            "original_confidence": round(float(result.confidence[i]), 4),
-            "adversarial": model.class_name(int(label[i])),
-            "adversarial_confidence": round(float(conf[i]), 4),
-            "target": None if result.target is None else model.class_name(int(result.target[i])),
-            "target_confidence": None if result.target is None else round(float(prob[i, result.target[i]]), 4),
-            "l2": round(float(l2[i]), 4),
-            "linf": round(float(linf[i]), 5),
-            "linf_255": int(round(float(linf[i]) * 255)),
-            "rms": round(float(rms[i]), 6),
-            "c": None if torch.isnan(result.extra["c"][i]) else float(result.extra["c"][i]),
-            "eps": None if torch.isnan(result.extra["eps"][i]) else float(result.extra["eps"][i]),
-            "grad_evals": int(result.grad_evals[i]),
-            "success": bool(success[i]),
-        })
-        fig_rows.append(FigureRow(im.name, im.pixels, reread[i], rows[-1]["original"], rows[-1]["original_confidence"],
-                                  rows[-1]["adversarial"], rows[-1]["adversarial_confidence"], bool(success[i])))
+        rows.append(
+            {
+                "image": im.name,
+                "source": im.source,
+                "adversarial_png": str(adv_paths[i]),
+                "size": [int(sizes[i, 0]), int(sizes[i, 1])],
+                "original": model.class_name(int(result.label[i])),
+                "original_confidence": round(float(result.confidence[i]), 4),
+                "adversarial": model.class_name(int(label[i])),
+                "adversarial_confidence": round(float(conf[i]), 4),
+                "target": None if result.target is None else model.class_name(int(result.target[i])),
+                "target_confidence": None if result.target is None else round(float(prob[i, result.target[i]]), 4),
+                "l2": round(float(l2[i]), 4),
+                "linf": round(float(linf[i]), 5),
+                "linf_255": int(round(float(linf[i]) * 255)),
+                "rms": round(float(rms[i]), 6),
+                "c": None if torch.isnan(result.extra["c"][i]) else float(result.extra["c"][i]),
+                "eps": None if torch.isnan(result.extra["eps"][i]) else float(result.extra["eps"][i]),
+                "grad_evals": int(result.grad_evals[i]),
+                "success": bool(success[i]),
+            }
+        )
+        fig_rows.append(
+            FigureRow(
+                im.name,
+                im.pixels,
+                reread[i],
+                rows[-1]["original"],
+                rows[-1]["original_confidence"],
+                rows[-1]["adversarial"],
+                rows[-1]["adversarial_confidence"],
+                bool(success[i]),
+            )
+        )
     three_column_figure(fig_rows, out / "figure.png", title=title)
     summary = {
         "advex_version": __version__,
@@ -124,27 +136,41 @@ def _run_attack(args, model, images, target, title: str, save_originals: bool) -
         "success_rate": float(success.float().mean()),
         "median_rms": float(rms.median()),
         "attack_time_s": round(attack_time, 2),
-        "machine": f"{platform.machine()} {platform.system()}, {os.cpu_count()} logical CPUs, torch {torch.__version__}",
+        "machine": f"{platform.machine()} {platform.system()}, {os.cpu_count()} CPUs, torch {torch.__version__}",
         "images": rows,
     }
     atomic_write_bytes(out / "summary.json", (json.dumps(summary, indent=2) + "\n").encode())
 
-    cols = [("image", "image"), ("orig", "original"), ("adv", "adversarial"), ("conf", "confidence"),
-            ("l2", "L2"), ("linf", "Linf"), ("linf_255", "Linf/255"), ("rms", "rms"), ("ok", "success")]
-    table_rows = [{
-        "image": r_["image"],
-        "orig": f"{r_['original']} ({100 * r_['original_confidence']:.1f}%)",
-        "adv": r_["adversarial"],
-        "conf": f"{100 * r_['adversarial_confidence']:.1f}%",
-        "l2": f"{r_['l2']:.3f}",
-        "linf": f"{r_['linf']:.4f}",
-        "linf_255": r_["linf_255"],
-        "rms": f"{r_['rms']:.5f}",
-        "ok": "yes" if r_["success"] else "NO",
-    } for r_ in rows]
+    cols = [
+        ("image", "image"),
+        ("orig", "original"),
+        ("adv", "adversarial"),
+        ("conf", "confidence"),
+        ("l2", "L2"),
+        ("linf", "Linf"),
+        ("linf_255", "Linf/255"),
+        ("rms", "rms"),
+        ("ok", "success"),
+    ]
+    table_rows = [
+        {
+            "image": r_["image"],
+            "orig": f"{r_['original']} ({100 * r_['original_confidence']:.1f}%)",
+            "adv": r_["adversarial"],
+            "conf": f"{100 * r_['adversarial_confidence']:.1f}%",
+            "l2": f"{r_['l2']:.3f}",
+            "linf": f"{r_['linf']:.4f}",
+            "linf_255": r_["linf_255"],
+            "rms": f"{r_['rms']:.5f}",
+            "ok": "yes" if r_["success"] else "NO",
+        }
+        for r_ in rows
+    ]
     print(_table(table_rows, cols))
-    print(f"\nsuccess {int(success.sum())}/{len(images)} (measured on the saved 8-bit PNGs), "
-          f"median rms distortion {float(rms.median()):.5f}, attack {attack_time:.1f} s")
+    print(
+        f"\nsuccess {int(success.sum())}/{len(images)} (measured on the saved 8-bit PNGs), "
+        f"median rms distortion {float(rms.median()):.5f}, attack {attack_time:.1f} s"
+    )
     print(f"wrote {out}/figure.png, {out}/summary.json and {len(images)} *_adv.png")
     return 0
 
@@ -156,9 +182,14 @@ def cmd_demo(args) -> int:
     t0 = time.perf_counter()
     model = _load_model(args.model, None, args.device)
     images = sample_photos()
-    rc = _run_attack(args, model, images, DEMO_TARGET,
-                     title=f'{model.name}: every photo plus an imperceptible r is an "{DEMO_TARGET}"',
-                     save_originals=True)
+    rc = _run_attack(
+        args,
+        model,
+        images,
+        DEMO_TARGET,
+        title=f'{model.name}: every photo plus an imperceptible r is an "{DEMO_TARGET}"',
+        save_originals=True,
+    )
     print(f"demo wall time {time.perf_counter() - t0:.1f} s")
     return rc
 
@@ -205,8 +236,11 @@ def _positive(value: str) -> float:
 
 
 def _add_attack_options(p: argparse.ArgumentParser, out_default: str) -> None:
-    p.add_argument("--model", default="efficientnet-lite0",
-                   help="zoo name (see `advex models`), FILE.py[:NAME], or a checkpoint (.safetensors/.pt) of --arch")
+    p.add_argument(
+        "--model",
+        default="efficientnet-lite0",
+        help="zoo name (see `advex models`), FILE.py[:NAME], or a checkpoint (.safetensors/.pt) of --arch",
+    )
     p.add_argument("--method", choices=["lbfgs", "adam"], default="lbfgs", help="solver (default: lbfgs)")
     p.add_argument("--norm", choices=["l2", "linf"], default="l2", help="perturbation norm (default: l2)")
     p.add_argument("--c", type=_positive, default=None, help="fix the l2 trade-off c (default: per-image search)")
@@ -233,7 +267,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--images", nargs="+", required=True, metavar="PATH", help="image files or folders (PNG/JPEG)")
     p.add_argument("--target", default=None, help="target class name or index, e.g. ostrich or 9")
     p.add_argument("--untargeted", action="store_true", help="push away from the current prediction instead")
-    p.add_argument("--arch", default=None, help="architecture of a checkpoint given to --model (default: efficientnet-lite0)")
+    p.add_argument(
+        "--arch", default=None, help="architecture of a checkpoint given to --model (default: efficientnet-lite0)"
+    )
     _add_attack_options(p, "advex-attack")
     p.set_defaults(func=cmd_attack)
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import json
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -51,6 +52,7 @@ class AttackResult:
 
     def rows(self, classes: Sequence[str] | None = None) -> list[dict[str, Any]]:
         """One JSON-ready dict per image."""
+
         def name(i: int) -> str:
             return classes[i] if classes is not None else str(i)
 
@@ -79,7 +81,9 @@ class AttackResult:
         return out
 
     def to_json(self, classes: Sequence[str] | None = None) -> str:
-        return json.dumps({"time_s": self.time_s, "success_rate": self.success_rate, "images": self.rows(classes)}, indent=2)
+        return json.dumps(
+            {"time_s": self.time_s, "success_rate": self.success_rate, "images": self.rows(classes)}, indent=2
+        )
 
 
 def as_classifier(model: nn.Module) -> Classifier:

@@ -9,8 +9,8 @@ step size, curvature history and stopping state.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 
@@ -165,7 +165,6 @@ def adam_box(
     """
     n = r0.shape[0]
     dev = r0.device
-    all_idx = torch.arange(n, device=dev)
     r = r0.clamp(lower, upper).clone()
     m = torch.zeros_like(r)
     v = torch.zeros_like(r)

@@ -28,7 +28,8 @@ from torch import nn
 
 from advex.attacks.base import AttackResult, Targets, as_classifier, frozen, perturbation_norms, resolve_targets
 from advex.attacks.optim import adam_box, lbfgs_box
-from advex.data.images import pack, quantize as quantize_8bit, unpack
+from advex.data.images import pack, unpack
+from advex.data.images import quantize as quantize_8bit
 from advex.errors import AdvexError
 
 
@@ -214,7 +215,7 @@ class Szegedy:
                 lower, upper = torch.maximum(lower, -e), torch.minimum(upper, e)
             c_sub = torch.zeros(idx.numel(), device=dev) if linf else s[idx]
 
-            def objective(rr: torch.Tensor, local: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            def objective(rr: torch.Tensor, local: torch.Tensor, idx=idx, c_sub=c_sub):
                 g_idx = idx[local]
                 rr = rr.detach().requires_grad_(True)
                 with torch.enable_grad():
@@ -258,8 +259,10 @@ class Szegedy:
         conf_a, label_a = pa.max(-1)
         success = is_success(logits_adv, all_idx) & torch.isfinite(best_dist)
         norms = perturbation_norms(best_adv - x, numel)
-        extra = {"c": best_s if not linf else torch.full_like(best_s, math.nan),
-                 "eps": (1.0 / best_s) if linf else torch.full_like(best_s, math.nan)}
+        extra = {
+            "c": best_s if not linf else torch.full_like(best_s, math.nan),
+            "eps": (1.0 / best_s) if linf else torch.full_like(best_s, math.nan),
+        }
         if targeted:
             extra["target_confidence"] = pa.gather(1, goal[:, None]).squeeze(1)
         x_adv = unpack(best_adv, sizes) if ragged else best_adv

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import difflib
 import json
+from collections.abc import Sequence
 from functools import lru_cache
 from importlib import resources
-from typing import Sequence
 
 from advex.errors import AdvexError
 

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Sequence
 
 import numpy as np
 import torch
@@ -81,7 +81,9 @@ def load_image(path: str | os.PathLike) -> LoadedImage:
                 arr = arr.astype(np.float64)
                 arr = arr / (65535.0 if arr.max(initial=0) > 255 else 255.0)
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-        raise AdvexError(f"cannot read {p} as an image ({type(e).__name__}); accepted: PNG, JPEG, BMP, WebP, TIFF") from None
+        raise AdvexError(
+            f"cannot read {p} as an image ({type(e).__name__}); accepted: PNG, JPEG, BMP, WebP, TIFF"
+        ) from None
     notes: list[str] = []
     if mode in ("P", "PA"):
         notes.append(f"{p.name}: palette image converted to RGB")

@@ -6,7 +6,7 @@ space and an epsilon means the same thing for every model.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import nn

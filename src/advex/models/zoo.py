@@ -6,9 +6,9 @@ import hashlib
 import importlib.util
 import os
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import torch
 from torch import nn
@@ -42,7 +42,9 @@ def _efficientnet_lite0() -> nn.Module:
     try:
         from efficientnet_lite_pytorch import EfficientNet
     except ImportError:
-        raise AdvexError("efficientnet-lite0 needs the package efficientnet-lite-pytorch: pip install efficientnet-lite-pytorch") from None
+        raise AdvexError(
+            "efficientnet-lite0 needs the package efficientnet-lite-pytorch: pip install efficientnet-lite-pytorch"
+        ) from None
     return EfficientNet.from_name("efficientnet-lite0")
 
 
@@ -109,7 +111,10 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
             sd = torch.load(p, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - any failure to parse is the same user error
         msg = str(e).splitlines()[0][:160] if str(e) else type(e).__name__
-        raise AdvexError(f"cannot read checkpoint {p}: {msg} (accepted: .safetensors, or a torch state dict loadable with weights_only=True)") from None
+        raise AdvexError(
+            f"cannot read checkpoint {p}: {msg} "
+            "(accepted: .safetensors, or a torch state dict loadable with weights_only=True)"
+        ) from None
     if isinstance(sd, dict) and "state_dict" in sd and isinstance(sd["state_dict"], dict):
         sd = sd["state_dict"]
     if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
@@ -121,7 +126,7 @@ def load_weights(net: nn.Module, sd: dict[str, torch.Tensor], source: str, arch:
     """Load ``sd`` into ``net`` or raise one clear line on any mismatch."""
     own = net.state_dict()
     if sd and all(k.startswith("module.") for k in sd):  # saved from DataParallel/DDP
-        sd = {k[len("module."):]: v for k, v in sd.items()}
+        sd = {k[len("module.") :]: v for k, v in sd.items()}
     missing = [k for k in own if k not in sd]
     unexpected = [k for k in sd if k not in own]
     shapes = [k for k in own if k in sd and tuple(sd[k].shape) != tuple(own[k].shape)]
@@ -153,7 +158,9 @@ def _from_python(spec: str) -> nn.Module:
     attr = attr or "model"
     obj = getattr(module, attr, None)
     if obj is None:
-        raise AdvexError(f"{p} defines no {attr!r}; give FILE.py:NAME where NAME is an nn.Module or a function returning one")
+        raise AdvexError(
+            f"{p} defines no {attr!r}; give FILE.py:NAME where NAME is an nn.Module or a function returning one"
+        )
     if not isinstance(obj, nn.Module) and callable(obj):
         obj = obj()
     if not isinstance(obj, nn.Module):
@@ -183,7 +190,10 @@ def load(
             if entry.sha256 is not None:
                 digest = _sha256(path)
                 if digest != entry.sha256:
-                    raise AdvexError(f"weights file {path} has SHA-256 {digest[:16]}..., expected {entry.sha256[:16]}...: reinstall the package")
+                    raise AdvexError(
+                        f"weights file {path} has SHA-256 {digest[:16]}..., "
+                        f"expected {entry.sha256[:16]}...: reinstall the package"
+                    )
             sd = read_state_dict(path)
             load_weights(net, sd, str(path), name)
         else:

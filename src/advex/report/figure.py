@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import io
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import torch
 
@@ -52,7 +52,10 @@ def three_column_figure(rows: Sequence[FigureRow], path: str | os.PathLike, titl
     aspects = [row.x.shape[-2] / row.x.shape[-1] for row in rows]
     heights = [3.4 * a + 0.75 for a in aspects]
     fig, axes = plt.subplots(
-        n, 3, figsize=(10.5, sum(heights) + (0.5 if title else 0)), squeeze=False,
+        n,
+        3,
+        figsize=(10.5, sum(heights) + (0.5 if title else 0)),
+        squeeze=False,
         gridspec_kw={"height_ratios": heights},
     )
     for i, row in enumerate(rows):
@@ -60,9 +63,16 @@ def three_column_figure(rows: Sequence[FigureRow], path: str | os.PathLike, titl
         k = magnification(r)
         panels = [
             (row.x, f"{row.name}: {row.label}\n{100 * row.confidence:.1f}% confident", "black"),
-            ((0.5 + k * r), f"perturbation r  (x{k}, grey = 0)\nmax |r| = {255 * float(r.abs().max()):.0f}/255", "dimgray"),
-            (row.x_adv, f"x + r: {row.label_adv}\n{100 * row.confidence_adv:.1f}% confident",
-             "darkred" if row.success else "black"),
+            (
+                (0.5 + k * r),
+                f"perturbation r  (x{k}, grey = 0)\nmax |r| = {255 * float(r.abs().max()):.0f}/255",
+                "dimgray",
+            ),
+            (
+                row.x_adv,
+                f"x + r: {row.label_adv}\n{100 * row.confidence_adv:.1f}% confident",
+                "darkred" if row.success else "black",
+            ),
         ]
         for j, (img, text, colour) in enumerate(panels):
             ax = axes[i, j]

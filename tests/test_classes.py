@@ -1,0 +1,42 @@
+import pytest
+
+from advex.data.classes import imagenet_classes, imagenet_synonyms, resolve_class
+from advex.errors import AdvexError
+
+
+def _r(label):
+    return resolve_class(label, imagenet_classes(), imagenet_synonyms())
+
+
+def test_imagenet_list_is_complete_and_unique():
+    names = imagenet_classes()
+    assert len(names) == 1000 and len(set(names)) == 1000
+    assert names[9] == "ostrich" and names[0] == "tench" and names[999] == "toilet tissue"
+
+
+@pytest.mark.parametrize("label", ["ostrich", "OSTRICH", " Ostrich ", "Struthio camelus", 9, "9"])
+def test_names_resolve_case_insensitively(label):
+    assert _r(label) == 9
+
+
+def test_unknown_name_lists_close_matches():
+    with pytest.raises(AdvexError, match=r"unknown class name 'ostrch'.*'ostrich'"):
+        _r("ostrch")
+
+
+def test_ambiguous_synonym_is_an_error_naming_both():
+    assert _r("crane bird") == 134 and _r("construction crane") == 517
+    with pytest.raises(AdvexError, match="ambiguous.*134.*517"):
+        _r("crane")
+
+
+def test_index_out_of_range():
+    with pytest.raises(AdvexError, match="out of range"):
+        _r(1000)
+    with pytest.raises(AdvexError, match="out of range"):
+        _r(-1)
+
+
+def test_name_without_class_names():
+    with pytest.raises(AdvexError, match="no class names"):
+        resolve_class("cat", None, None, num_classes=10)
