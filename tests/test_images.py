@@ -67,3 +67,13 @@ def test_sample_photos_ship_with_scikit_image():
     assert ims[1].pixels.shape == (3, 512, 512)  # grayscale, replicated
     with pytest.raises(AdvexError, match="unknown sample photo"):
         sample_photos(["nope"])
+
+
+def test_written_files_get_the_usual_permissions(tmp_path):
+    import os
+
+    save_png(torch.rand(3, 4, 4), tmp_path / "a.png")
+    mask = os.umask(0)
+    os.umask(mask)
+    assert (tmp_path / "a.png").stat().st_mode & 0o777 == 0o666 & ~mask
+    assert [p.name for p in tmp_path.iterdir()] == ["a.png"]  # no temporary file left behind

@@ -56,6 +56,7 @@ def _run_attack(args, model, images, target, title: str, save_originals: bool) -
         search_steps=args.search_steps,
         max_iter=args.max_iter,
         confidence=args.confidence,
+        lr=args.lr,
         progress=not args.quiet,
     )
     print(f"model {model.name} on {model.device}; {attack!r}; target {target or 'none (untargeted)'}", file=sys.stderr)
@@ -247,6 +248,7 @@ def _add_attack_options(p: argparse.ArgumentParser, out_default: str) -> None:
     p.add_argument("--eps", type=_positive, default=None, help="fix the linf radius (default: per-image search)")
     p.add_argument("--search-steps", type=int, default=7, help="optimisations per image in the search (default: 7)")
     p.add_argument("--max-iter", type=int, default=None, help="solver iterations per optimisation")
+    p.add_argument("--lr", type=_positive, default=1 / 255, help="Adam step size, pixels in [0, 1] (default: 1/255)")
     p.add_argument("--confidence", type=float, default=0.0, help="required logit margin of the target (default: 0)")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N, mps or auto (default)")
     p.add_argument("--seed", type=_seed, default=0, help="random seed (default: 0)")

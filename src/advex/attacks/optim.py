@@ -25,7 +25,9 @@ class SolveStats:
 
 
 def _dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    return (a * b).flatten(1).sum(1)
+    """Per-image inner product of two (N, ...) tensors, without a temporary."""
+    n = a.shape[0]
+    return torch.linalg.vecdot(a.reshape(n, -1), b.reshape(n, -1))
 
 
 def _bcast(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
@@ -85,21 +87,25 @@ def lbfgs_box(
             idx, free, pg, pg_max = idx[still], free[still], pg[still], pg_max[still]
             if idx.numel() == 0:
                 break
-        # two-loop recursion (zero history slots have rho = 0 and act as no-ops)
+        # two-loop recursion (zero history slots have rho = 0 and act as no-ops); the
+        # history of the active images is gathered once (a view when all are active)
+        whole = idx.numel() == n
+        S_a, Y_a, rho_a = (S, Y, rho) if whole else (S[:, idx], Y[:, idx], rho[:, idx])
         q = pg.clone()
         alphas = []
         order = [(slot - 1 - j) % history for j in range(history)]
         for j in order:
-            a = rho[j, idx] * _dot(S[j, idx], q)
+            a = rho_a[j] * _dot(S_a[j], q)
             alphas.append(a)
-            q -= _bcast(a, q) * Y[j, idx]
+            q.addcmul_(Y_a[j], _bcast(-a, q))
         gam = gamma[idx]
         has_h = gam > 0
         scale = torch.where(has_h, gam, init_step / pg_max.clamp_min(1e-30))
         z = _bcast(scale, q) * q
         for j, a in zip(reversed(order), reversed(alphas)):
-            b = rho[j, idx] * _dot(Y[j, idx], z)
-            z += S[j, idx] * _bcast(a - b, z)
+            b = rho_a[j] * _dot(Y_a[j], z)
+            z.addcmul_(S_a[j], _bcast(a - b, z))
+        del S_a, Y_a
         d = -z * free
         slope = _dot(d, pg)
         bad = slope >= 0  # not a descent direction: restart from steepest descent

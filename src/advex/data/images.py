@@ -147,6 +147,12 @@ def quantize(x: torch.Tensor) -> torch.Tensor:
     return to_uint8(x).to(x.dtype if x.is_floating_point() else torch.float32).div_(255.0)
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     """Write a file via a temporary sibling and ``os.replace``: never half-written."""
     p = Path(path)
@@ -154,6 +160,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files; give the usual mode
         os.replace(tmp, p)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

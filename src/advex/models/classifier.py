@@ -61,6 +61,7 @@ class Classifier(nn.Module):
         self.crop_fraction = float(crop_fraction)
         self.channels = channels
         self.name = name or type(net).__name__
+        self._resize_cache: dict = {}  # (sizes, canvas H, W, device, dtype) -> resize matrices
         self.register_buffer("mean", self._stat(mean, 0.0), persistent=False)
         self.register_buffer("std", self._stat(std, 1.0), persistent=False)
         if (self.std <= 0).any():
@@ -111,8 +112,15 @@ class Classifier(nn.Module):
                 sz = [tuple(s) for s in sizes.tolist()]
                 if len(sz) != x.shape[0]:
                     raise AdvexError(f"sizes has {len(sz)} rows for a batch of {x.shape[0]} images")
-            a_h, a_w = resize_matrices(sz, (h, w), self.input_size, self.crop_fraction)
-            x = apply_resize(x, a_h.to(x.device, x.dtype), a_w.to(x.device, x.dtype))
+            key = (tuple(sz), h, w, x.device, x.dtype)
+            mats = self._resize_cache.get(key)
+            if mats is None:
+                a_h, a_w = resize_matrices(sz, (h, w), self.input_size, self.crop_fraction)
+                mats = (a_h.to(x.device, x.dtype), a_w.to(x.device, x.dtype))
+                if len(self._resize_cache) >= 64:
+                    self._resize_cache.pop(next(iter(self._resize_cache)))
+                self._resize_cache[key] = mats
+            x = apply_resize(x, *mats)
         return (x - self.mean.to(x.dtype)) / self.std.to(x.dtype)
 
     def forward(self, x: torch.Tensor, sizes: torch.Tensor | None = None) -> torch.Tensor:
