@@ -129,7 +129,7 @@ def _run_attack(args, model, images, target, title: str, save_originals: bool) -
     three_column_figure(fig_rows, out / "figure.png", title=title)
     summary = {
         "advex_version": __version__,
-        "command": " ".join(["advex", *sys.argv[1:]]) if sys.argv and sys.argv[0].endswith("advex") else None,
+        "command": " ".join(["advex", *args.argv]),
         "model": model.name,
         "device": str(dev),
         "attack": repr(attack),
@@ -282,7 +282,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
+    args.argv = argv
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
