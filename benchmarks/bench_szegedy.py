@@ -131,8 +131,10 @@ def main() -> None:
     print(f"\nwrote {out}")
     for k in ("lbfgs", "adam", "adam_lr_0.25/255"):
         r = result[k]
-        print(f"| {k} | {r['success']} | {r['median_rms']:.5f} | {r['median_l2']:.3f} | {r['median_linf_255']:.0f} | "
-              f"{sum(r['grad_evals_per_image']) / 5:.0f} | {r['attack_s_per_image']} | {r['wall_s']} |")
+        print(
+            f"| {k} | {r['success']} | {r['median_rms']:.5f} | {r['median_l2']:.3f} | {r['median_linf_255']:.0f} | "
+            f"{sum(r['grad_evals_per_image']) / 5:.0f} | {r['attack_s_per_image']} | {r['wall_s']} |"
+        )
 
 
 if __name__ == "__main__":

@@ -52,22 +52,22 @@ def test_box_is_respected_at_saturated_pixels(tiny_model):
     assert res.success.all()
 
 
-def _linear_model():
+def _linear_problem(dual_norm):
+    """A linear 2-class model, inputs away from the box, targets = the other class, and the
+    exact minimum perturbation |z_a - z_b| / ||w_a - w_b||_* (the box is inactive)."""
     torch.manual_seed(0)
-    net = nn.Sequential(nn.Flatten(), nn.Linear(3 * 4 * 4, 2))
-    return Classifier(net, classes=["a", "b"])
-
-
-def test_c_search_finds_the_minimum_l2_perturbation():
-    """For a linear 2-class model the smallest L2 change that flips the class is the
-    distance to the decision hyperplane, |z_a - z_b| / ||w_a - w_b|| (box inactive)."""
-    m = _linear_model()
+    m = Classifier(nn.Sequential(nn.Flatten(), nn.Linear(3 * 4 * 4, 2)), classes=["a", "b"])
     x = 0.45 + 0.1 * torch.rand(4, 3, 4, 4)
     label = m.predict(x)[0]
     target = 1 - label
     w = m.net[1].weight
     z = m(x).detach()
-    dist = (z.gather(1, label[:, None]) - z.gather(1, target[:, None])).squeeze(1).abs() / (w[0] - w[1]).norm()
+    margin = (z.gather(1, label[:, None]) - z.gather(1, target[:, None])).squeeze(1).abs()
+    return m, x, target, margin / dual_norm(w[0] - w[1])
+
+
+def test_c_search_finds_the_minimum_l2_perturbation():
+    m, x, target, dist = _linear_problem(torch.linalg.vector_norm)
     res = _fast(search_steps=12)(m, x, target=target)
     assert res.success.all()
     assert (res.l2 >= dist - 1e-5).all()  # nothing can beat the true minimum
@@ -79,13 +79,7 @@ def test_c_search_finds_the_minimum_l2_perturbation():
 
 
 def test_linf_search_finds_the_minimum_linf_perturbation():
-    m = _linear_model()
-    x = 0.45 + 0.1 * torch.rand(4, 3, 4, 4)
-    label = m.predict(x)[0]
-    target = 1 - label
-    w = m.net[1].weight
-    z = m(x).detach()
-    dist = (z.gather(1, label[:, None]) - z.gather(1, target[:, None])).squeeze(1).abs() / (w[0] - w[1]).abs().sum()
+    m, x, target, dist = _linear_problem(lambda v: v.abs().sum())
     res = _fast(norm="linf", search_steps=12)(m, x, target=target)
     assert res.success.all()
     assert (res.linf >= dist - 1e-5).all() and (res.linf <= dist * 1.1).all(), (res.linf, dist)
