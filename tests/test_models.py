@@ -109,7 +109,7 @@ def test_tampered_weights_fail_the_checksum(monkeypatch, tmp_path):
     monkeypatch.setitem(
         zoo.ZOO,
         "efficientnet-lite0",
-        zoo.ZooEntry(entry.name, entry.description, entry.build, lambda: bad, entry.sha256, entry.wrap),
+        zoo.ZooEntry(entry.name, entry.description, entry.make, lambda: bad, entry.sha256),
     )
     with pytest.raises(AdvexError, match="SHA-256"):
         M.load("efficientnet-lite0")

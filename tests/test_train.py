@@ -1,0 +1,149 @@
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from advex.defences import TrainConfig, losses, make_classifier, train
+from advex.defences.train import augment_crop_flip
+from advex.errors import AdvexError
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
+pytestmark = pytest.mark.skipif(not (SHARED / "mnist").is_dir(), reason="../shared/datasets not present")
+SMOKE = dict(dataset="mnist", arch="small", epochs=1, train_n=2560, batch_size=64, lr=3e-3, eval_n=200, eval_steps=5)
+
+
+@pytest.mark.parametrize(
+    "dataset,arch",
+    [("mnist", "small"), ("mnist", "large"), ("cifar10", "small"), ("cifar10", "large"), ("cifar10", "resnet")],
+)
+def test_architectures_build(dataset, arch):
+    m = make_classifier(dataset, arch)
+    c, s = (1, 28) if dataset == "mnist" else (3, 32)
+    assert m(torch.rand(2, c, s, s)).shape == (2, 10)
+
+
+def test_augmentation_is_a_shifted_or_flipped_copy():
+    x = torch.rand(64, 3, 8, 8)
+    g = torch.Generator().manual_seed(0)
+    y = augment_crop_flip(x, g, pad=2)
+    ok = 0
+    for i in range(64):
+        cands = []
+        xp = torch.nn.functional.pad(x[i], (2, 2, 2, 2))
+        for dy in range(5):
+            for dx in range(5):
+                crop = xp[:, dy : dy + 8, dx : dx + 8]
+                cands += [crop, crop.flip(-1)]
+        ok += any(torch.equal(y[i], c) for c in cands)
+    assert ok == 64
+    assert not torch.equal(y, x)
+
+
+def test_standard_training_learns_and_writes_everything(tmp_path):
+    run = train(TrainConfig(**SMOKE), tmp_path, progress=False, verbose=False, command="test")
+    assert run.card["clean_acc"] > 0.8
+    for f in (
+        "model.safetensors",
+        "config.json",
+        "metrics.json",
+        "curves.png",
+        "state.json",
+        "state.safetensors",
+        "card.json",
+    ):
+        assert (tmp_path / f).is_file(), f
+    assert not list(tmp_path.glob("*.tmp")) and not list(tmp_path.glob(".*"))
+    from advex.models.zoo import read_state_dict
+
+    assert set(read_state_dict(tmp_path / "model.safetensors")) == set(run.model.net.state_dict())
+
+
+@pytest.mark.parametrize("defence", ["pgd", "trades", "fast"])
+def test_adversarial_defences_run_and_record_robust_accuracy(tmp_path, defence):
+    cfg = TrainConfig(**{**SMOKE, "train_n": 640}, defence=defence, eps=0.3, attack_steps=3)
+    run = train(cfg, tmp_path, progress=False, verbose=False)
+    h = run.history[-1]
+    from advex.data.datasets import load_dataset
+    from advex.defences import clean_accuracy
+
+    clean_same_images = clean_accuracy(run.model, load_dataset("mnist", "test").subset(200))
+    assert 0 <= h["robust_acc"] <= clean_same_images
+    assert torch.isfinite(torch.tensor(h["train_loss"]))
+
+
+def test_interrupt_leaves_a_checkpoint_that_resumes(tmp_path, monkeypatch):
+    cfg = TrainConfig(**{**SMOKE, "train_n": 1280, "batch_size": 128, "epochs": 3})
+    calls = {"n": 0}
+    real = losses.LOSSES["none"]
+
+    def flaky(*a):
+        calls["n"] += 1
+        if calls["n"] == 15:  # in the second epoch (10 steps per epoch)
+            raise KeyboardInterrupt
+        return real(*a)
+
+    monkeypatch.setitem(losses.LOSSES, "none", flaky)
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, tmp_path, progress=False, verbose=False)
+    state = json.loads((tmp_path / "state.json").read_text())
+    assert state["epoch"] == 1 and state["step"] == 10
+    monkeypatch.setitem(losses.LOSSES, "none", real)
+    run = train(TrainConfig(), tmp_path, resume=True, progress=False, verbose=False)
+    assert [h["epoch"] for h in run.history] == [1, 2, 3]
+    assert json.loads((tmp_path / "state.json").read_text())["step"] == 30
+
+
+def test_bad_training_input(tmp_path):
+    with pytest.raises(AdvexError, match="unknown architecture 'tiny'"):
+        TrainConfig(arch="tiny").resolved()
+    with pytest.raises(AdvexError, match="unknown defence 'magic'"):
+        TrainConfig(defence="magic").resolved()
+    with pytest.raises(AdvexError, match=r"eps must be in \[0, 1\]"):
+        TrainConfig(defence="pgd", eps=8).resolved()
+    with pytest.raises(AdvexError, match="needs --eps > 0"):
+        TrainConfig(defence="pgd").resolved()
+    with pytest.raises(AdvexError, match="nothing to resume"):
+        train(TrainConfig(), tmp_path / "empty", resume=True)
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(AdvexError, match="cannot write to output folder"):
+        train(TrainConfig(**SMOKE), tmp_path / "file" / "out", progress=False)
+
+
+def test_cli_train_and_errors(tmp_path, capsys):
+    from advex.cli import main
+
+    rc = main(
+        ["train", "--dataset", "mnist", "--epochs", "1", "--train-n", "640", "--out", str(tmp_path / "o"), "--quiet"]
+    )
+    assert rc == 0 and "clean test accuracy" in capsys.readouterr().out
+    assert json.loads((tmp_path / "o" / "card.json").read_text())["command"].startswith("advex train --dataset mnist")
+    assert main(["train", "--dataset", "mnist", "--arch", "vgg", "--out", str(tmp_path / "x")]) == 2
+    assert "unknown architecture 'vgg'" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
+
+
+def test_torchrun_two_processes_end_with_identical_weights(tmp_path):
+    from safetensors.torch import load_file
+
+    worker = Path(__file__).with_name("ddp_worker.py")
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node=2",
+        "--master_port=29517",
+        str(worker),
+        str(tmp_path),
+    ]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    a, b = load_file(str(tmp_path / "rank0.safetensors")), load_file(str(tmp_path / "rank1.safetensors"))
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    torch.manual_seed(0)  # train() seeds with cfg.seed = 0 before building the network
+    init = make_classifier("mnist", "small").net.state_dict()
+    assert any(not torch.equal(a[k], init[k]) for k in a)
+    assert json.loads((tmp_path / "card.json").read_text())["processes"] == 2
