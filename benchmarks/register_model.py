@@ -34,6 +34,7 @@ def main() -> None:
     ap.add_argument("--attack-steps", type=int, default=None)
     ap.add_argument("--step-size", type=float, default=None)
     ap.add_argument("--eps", type=float, default=None, help="evaluation eps (default: the training eps)")
+    ap.add_argument("--note", default=None, help="a sentence for the card (other evaluations, caveats)")
     args = ap.parse_args()
     run = Path(args.run)
     card = json.loads((run / "card.json").read_text())
@@ -53,6 +54,8 @@ def main() -> None:
         card["eps"] = eps
     card["eval_time_s"] = round(time.perf_counter() - t0, 1)
     card["train_config"] = cfg
+    if args.note:
+        card["note"] = args.note
     WEIGHTS.mkdir(parents=True, exist_ok=True)
     dest = WEIGHTS / f"{args.name}.safetensors"
     shutil.copyfile(run / "model.safetensors", dest)

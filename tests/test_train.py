@@ -112,6 +112,15 @@ def test_bad_training_input(tmp_path):
         train(TrainConfig(**SMOKE), tmp_path / "file" / "out", progress=False)
 
 
+def test_resume_with_weights_of_another_architecture(tmp_path):
+    from safetensors.torch import save_file
+
+    train(TrainConfig(**{**SMOKE, "max_steps": 2}), tmp_path, progress=False, verbose=False)
+    save_file(make_classifier("mnist", "large").net.state_dict(), str(tmp_path / "model.safetensors"))
+    with pytest.raises(AdvexError, match="does not match architecture small"):
+        train(TrainConfig(), tmp_path, resume=True, progress=False)
+
+
 def test_cli_train_and_errors(tmp_path, capsys):
     from advex.cli import main
 

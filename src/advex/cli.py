@@ -245,6 +245,10 @@ def cmd_train(args) -> int:
         download=args.download,
     )
     card = run.card
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
     if card and run.rank == 0:
         rob = (
             f", robust {100 * card['robust_acc']:.2f}% ({card['robust_eval']})"
@@ -281,6 +285,17 @@ def _positive(value: str) -> float:
     return v
 
 
+def _fraction(value: str) -> float:
+    """A number or a fraction such as 8/255."""
+    try:
+        if "/" in value:
+            num, den = value.split("/", 1)
+            return float(num) / float(den)
+        return float(value)
+    except (ValueError, ZeroDivisionError):
+        raise argparse.ArgumentTypeError(f"expected a number or a fraction like 8/255, got {value!r}") from None
+
+
 def _add_attack_options(p: argparse.ArgumentParser, out_default: str) -> None:
     p.add_argument(
         "--model",
@@ -290,7 +305,7 @@ def _add_attack_options(p: argparse.ArgumentParser, out_default: str) -> None:
     p.add_argument("--method", choices=["lbfgs", "adam"], default="lbfgs", help="solver (default: lbfgs)")
     p.add_argument("--norm", choices=["l2", "linf"], default="l2", help="perturbation norm (default: l2)")
     p.add_argument("--c", type=_positive, default=None, help="fix the l2 trade-off c (default: per-image search)")
-    p.add_argument("--eps", type=_positive, default=None, help="fix the linf radius (default: per-image search)")
+    p.add_argument("--eps", type=_fraction, default=None, help="fix the linf radius, e.g. 4/255 (default: search)")
     p.add_argument("--search-steps", type=int, default=7, help="optimisations per image in the search (default: 7)")
     p.add_argument("--max-iter", type=int, default=None, help="solver iterations per optimisation")
     p.add_argument("--lr", type=_positive, default=1 / 255, help="Adam step size, pixels in [0, 1] (default: 1/255)")
@@ -326,9 +341,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--defence", default="none", help="none, pgd (Madry et al.), trades (Zhang et al.), fast (Wong et al.)"
     )
-    p.add_argument(
-        "--eps", type=float, default=0.0, help="L-inf radius, pixels in [0, 1] (e.g. 0.3, or 0.0314 = 8/255)"
-    )
+    p.add_argument("--eps", type=_fraction, default=0.0, help="L-inf radius, pixels in [0, 1] (e.g. 0.3, or 8/255)")
     p.add_argument("--epochs", type=int, default=None, help="default: 10 (MNIST), 30 (CIFAR-10)")
     p.add_argument("--batch-size", type=int, default=None, help="global batch size (default 128)")
     p.add_argument("--lr", type=float, default=None, help="peak learning rate (cosine schedule)")

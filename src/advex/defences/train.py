@@ -54,7 +54,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         optimizer="sgd",
         weight_decay=5e-4,
         attack_steps=7,
-        eps_ramp=0.0,
+        eps_ramp=0.3,
         augment=True,
     ),
 }
@@ -304,8 +304,13 @@ def train(
         raise AdvexError(f"batch size {cfg.batch_size} is not divisible by the {world} processes")
     if rank == 0:
         _check_writable(out)
+    if download and rank == 0:  # one process fetches; the others wait for it
+        for split in ("train", "test"):
+            load_dataset(cfg.dataset, split, cfg.data_dir, download=True)
+    if world > 1:
+        dist.barrier()
     torch.manual_seed(cfg.seed)
-    train_set = load_dataset(cfg.dataset, "train", cfg.data_dir, download and rank == 0).subset(cfg.train_n).to(dev)
+    train_set = load_dataset(cfg.dataset, "train", cfg.data_dir).subset(cfg.train_n).to(dev)
     test_set = load_dataset(cfg.dataset, "test", cfg.data_dir).to(dev)
     clf = make_classifier(cfg.dataset, cfg.arch).to(dev)
     if cfg.optimizer == "adam":

