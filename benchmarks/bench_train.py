@@ -53,8 +53,16 @@ def measure(dataset: str) -> dict:
     eps = 0.3 if dataset == "mnist" else 8 / 255
     for defence in ("none", "pgd"):
         # the real training loop (advex train), timed without its evaluation
-        cfg = TrainConfig(dataset=dataset, arch="small", defence=defence, eps=eps if defence == "pgd" else 0.0,
-                          epochs=1, max_steps=200 if defence == "none" else 60, eps_ramp=0.0, eval_n=10)
+        cfg = TrainConfig(
+            dataset=dataset,
+            arch="small",
+            defence=defence,
+            eps=eps if defence == "pgd" else 0.0,
+            epochs=1,
+            max_steps=200 if defence == "none" else 60,
+            eps_ramp=0.0,
+            eval_n=10,
+        )
         run = train(cfg, f"/tmp/advex-bench-{dataset}-{defence}", progress=False, verbose=False)
         h = run.history[0]
         row[f"train_{defence}_img_per_s"] = round(h["step"] * 128 / h["epoch_time_s"])

@@ -1,6 +1,6 @@
 """Write docs/models.md, one card per zoo model, from src/advex/models/weights/manifest.json.
 
-    python benchmarks/model_cards.py
+python benchmarks/model_cards.py
 """
 
 from __future__ import annotations
@@ -37,8 +37,10 @@ def main() -> None:
         lines.append(f"| clean test accuracy | {100 * c['clean_acc']:.2f}% |")
         if c.get("robust_acc") is not None:
             lines.append(f"| robust accuracy | {100 * c['robust_acc']:.2f}% ({c['robust_eval']}) |")
-        lines.append(f"| training time | {c['train_time_s']:.0f} s on {c['device']} ({c['machine']}), "
-                     f"{c['processes']} process(es) |")
+        lines.append(
+            f"| training time | {c['train_time_s']:.0f} s on {c['device']} ({c['machine']}), "
+            f"{c['processes']} process(es) |"
+        )
         lines.append(f"| command | `{c['command']}` |")
         lines.append(f"| weights | `{m['file']}`, SHA-256 `{m['sha256'][:16]}...` |")
         if c.get("note"):
