@@ -105,6 +105,9 @@ def test_bad_training_input(tmp_path):
         TrainConfig(defence="pgd", eps=8).resolved()
     with pytest.raises(AdvexError, match="needs --eps > 0"):
         TrainConfig(defence="pgd").resolved()
+    train(TrainConfig(**{**SMOKE, "max_steps": 1}), tmp_path / "done", progress=False, verbose=False)
+    with pytest.raises(AdvexError, match="already holds a training run; pass --resume"):
+        train(TrainConfig(**SMOKE), tmp_path / "done", progress=False)
     with pytest.raises(AdvexError, match="nothing to resume"):
         train(TrainConfig(), tmp_path / "empty", resume=True)
     (tmp_path / "file").write_text("x")

@@ -302,6 +302,8 @@ def train(
     rank, world, dev = _dist_context(dev)
     if cfg.batch_size % world:
         raise AdvexError(f"batch size {cfg.batch_size} is not divisible by the {world} processes")
+    if not resume and (out / "state.json").exists():
+        raise AdvexError(f"{out} already holds a training run; pass --resume to continue it, or choose another --out")
     if rank == 0:
         _check_writable(out)
     if download and rank == 0:  # one process fetches; the others wait for it
