@@ -141,9 +141,10 @@ class Szegedy:
         n = x.shape[0]
         if sizes is not None:
             sizes = sizes.to(torch.long).cpu()
-            valid = torch.zeros(n, 1, *x.shape[-2:], dtype=torch.bool, device=dev)
-            for i, (h, w) in enumerate(sizes.tolist()):
-                valid[i, :, :h, :w] = True
+            sz = sizes.to(dev)
+            rows = torch.arange(x.shape[-2], device=dev)[None, :, None] < sz[:, 0, None, None]
+            cols = torch.arange(x.shape[-1], device=dev)[None, None, :] < sz[:, 1, None, None]
+            valid = (rows & cols)[:, None]
             numel = (sizes[:, 0] * sizes[:, 1] * x.shape[1]).to(dev)
         else:
             valid = torch.ones(n, 1, *x.shape[-2:], dtype=torch.bool, device=dev)
