@@ -2,6 +2,7 @@
 and returns an :class:`AttackResult`."""
 
 from advex.attacks.base import AttackResult, as_classifier, frozen
+from advex.attacks.gradient import FGSM, PGD, AdvexWarning
 from advex.attacks.szegedy import Szegedy
 
-__all__ = ["AttackResult", "Szegedy", "as_classifier", "frozen"]
+__all__ = ["FGSM", "PGD", "AdvexWarning", "AttackResult", "Szegedy", "as_classifier", "frozen"]

@@ -1,0 +1,237 @@
+"""Gradient attacks: PGD / BIM in the L-inf, L2 and L1 balls (Madry et al. 2018; Kurakin
+et al. 2017), FGSM (Goodfellow et al. 2015) and momentum (MI-FGSM, Dong et al. 2018).
+
+One loop serves every norm; a norm supplies its random start, steepest direction and
+projection (`advex.attacks.norms`). Batched: each image has its own state, and with
+``early_stop`` an image leaves the batch at the first iterate that succeeds (that iterate
+is returned), so later steps cost nothing for it. Restarts rerun only the images that are
+still unbroken, from a new random start.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from advex.attacks.base import AttackResult, Targets, as_classifier, frozen, perturbation_norms, resolve_targets
+from advex.attacks.norms import NORMS
+from advex.errors import AdvexError
+
+
+class AdvexWarning(UserWarning):
+    """Something is probably wrong, but a result can still be computed."""
+
+
+def check_pixels(x: torch.Tensor) -> None:
+    """Inputs must be a finite (N, C, H, W) batch in [0, 1]."""
+    if not isinstance(x, torch.Tensor) or x.ndim != 4:
+        shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+        raise AdvexError(f"x must be a (N, C, H, W) tensor of pixels in [0, 1], got {shape}")
+    if x.numel() == 0:
+        raise AdvexError("x is empty")
+    if torch.isnan(x).any():
+        raise AdvexError("x contains NaN; inputs must be finite pixels in [0, 1]")
+    lo, hi = float(x.min()), float(x.max())
+    if lo < 0 or hi > 1:
+        hint = " (8-bit images? divide by 255)" if hi > 1.5 else ""
+        raise AdvexError(f"pixels must be in [0, 1], got values in [{lo:.3g}, {hi:.3g}]{hint}")
+
+
+def warn_if_probabilities(logits: torch.Tensor) -> None:
+    """Warn when a model's outputs look like probabilities: the losses here need logits."""
+    z = logits.detach().float()
+    if z.ndim == 2 and z.shape[1] > 1 and (z >= 0).all() and (z <= 1).all():
+        if torch.allclose(z.sum(1), torch.ones(z.shape[0], device=z.device), atol=1e-3):
+            warnings.warn(
+                "the model's outputs are non-negative and sum to 1: it seems to return probabilities; "
+                "attacks need logits (remove the final softmax)",
+                AdvexWarning,
+                stacklevel=3,
+            )
+
+
+class PGD:
+    """Projected gradient descent with random start and restarts.
+
+    Args:
+        eps: radius of the ball (pixels in [0, 1]: 8/255, not 8).
+        steps: iterations per restart.
+        step_size: default 2.5 * eps / steps (Madry et al.'s rule of thumb).
+        norm: ``"linf"``, ``"l2"`` or ``"l1"``.
+        restarts: runs from fresh random starts for the images still unbroken.
+        random_start: start uniformly inside the ball (False: from x itself, i.e. BIM).
+        momentum: decay of the MI-FGSM momentum of L1-normalised gradients (0: none).
+        early_stop: stop each image at its first successful iterate.
+        seed: seeds the random starts; same seed, same result on the same device.
+    """
+
+    def __init__(
+        self,
+        *,
+        eps: float,
+        steps: int = 10,
+        step_size: float | None = None,
+        norm: Literal["linf", "l2", "l1"] = "linf",
+        restarts: int = 1,
+        random_start: bool = True,
+        momentum: float = 0.0,
+        early_stop: bool = True,
+        seed: int = 0,
+    ) -> None:
+        if norm not in NORMS:
+            raise AdvexError(f"unknown norm {norm!r}; use one of {', '.join(NORMS)}")
+        if not eps > 0:
+            raise AdvexError(f"eps must be > 0, got {eps}")
+        if norm == "linf" and eps > 1:
+            warnings.warn(
+                f"eps={eps} for L-inf is larger than the whole [0, 1] pixel range; eps is in [0, 1] "
+                f"units (did you mean {eps}/255 = {eps / 255:.4f}?)",
+                AdvexWarning,
+                stacklevel=2,
+            )
+        if steps < 1 or restarts < 1:
+            raise AdvexError(f"steps and restarts must be >= 1, got {steps} and {restarts}")
+        if step_size is not None and not step_size > 0:
+            raise AdvexError(f"step_size must be > 0, got {step_size}")
+        if not 0 <= momentum <= 1:
+            raise AdvexError(f"momentum must be in [0, 1], got {momentum}")
+        self.eps = float(eps)
+        self.steps = steps
+        self.step_size = float(step_size) if step_size is not None else 2.5 * eps / steps
+        self.norm = norm
+        self.restarts = restarts
+        self.random_start = random_start
+        self.momentum = momentum
+        self.early_stop = early_stop
+        self.seed = seed
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(eps={self.eps:g}, steps={self.steps}, step_size={self.step_size:g}, "
+            f"norm={self.norm!r}, restarts={self.restarts})"
+        )
+
+    def __call__(
+        self, model: nn.Module, x: torch.Tensor, y: torch.Tensor | None = None, target: Targets = None
+    ) -> AttackResult:
+        """Attack ``x`` (N, C, H, W) in [0, 1]; untargeted away from ``y`` (default: the
+        model's prediction) or towards ``target`` (a class index/name, or one per image)."""
+        start = time.perf_counter()
+        check_pixels(x)
+        clf = as_classifier(model)
+        dev = clf.device
+        x = x.detach().to(dev, torch.float32)
+        n = x.shape[0]
+        norm = NORMS[self.norm]
+        with frozen(clf):
+            with torch.no_grad():
+                z0 = clf(x).float()
+            warn_if_probabilities(z0)
+            conf0, label0 = z0.softmax(-1).max(-1)
+            t = resolve_targets(clf, target, n, dev)
+            targeted = t is not None
+            if targeted:
+                goal = t
+            else:
+                goal = label0 if y is None else torch.as_tensor(y, device=dev, dtype=torch.long).flatten()
+                if goal.numel() != n:
+                    raise AdvexError(f"got {goal.numel()} labels y for {n} images")
+
+            def hit(z: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+                pred = z.argmax(1)
+                return pred == g if targeted else pred != g
+
+            sign = -1.0 if targeted else 1.0
+            eps = torch.full((n,), self.eps, device=dev)
+            gen = torch.Generator(dev).manual_seed(self.seed)
+            best = x.clone()
+            success = hit(z0, goal)  # already broken (untargeted: misclassified) at r = 0
+            evals = torch.zeros(n, dtype=torch.long, device=dev)
+            for _ in range(self.restarts):
+                idx = (~success).nonzero().flatten()
+                if idx.numel() == 0:
+                    break
+                xi, gi = x[idx], goal[idx]
+                d = norm.random(xi.shape, eps[idx], gen, dev, xi.dtype) if self.random_start else torch.zeros_like(xi)
+                d = (xi + d).clamp(0, 1) - xi
+                mom = torch.zeros_like(xi)
+                active = torch.ones(idx.numel(), dtype=torch.bool, device=dev)
+                for _ in range(self.steps):
+                    a = active.nonzero().flatten()
+                    if a.numel() == 0:
+                        break
+                    da = d[a].requires_grad_(True)
+                    with torch.enable_grad():
+                        z = clf(xi[a] + da).float()
+                        loss = F.cross_entropy(z, gi[a], reduction="sum")
+                        (g,) = torch.autograd.grad(loss, da)
+                    evals[idx[a]] += 1
+                    if self.early_stop:
+                        ok = hit(z.detach(), gi[a])
+                        done = a[ok]
+                        best[idx[done]] = xi[done] + d[done]
+                        success[idx[done]] = True
+                        active[done] = False
+                        a, g, da = a[~ok], g[~ok], da.detach()[~ok]
+                        if a.numel() == 0:
+                            break
+                    else:
+                        da = da.detach()
+                    if self.momentum > 0:
+                        l1 = g.flatten(1).abs().sum(1).clamp_min(1e-12).view(-1, *([1] * (g.ndim - 1)))
+                        mom[a] = self.momentum * mom[a] + g / l1
+                        g = mom[a]
+                    step = norm.project(da + sign * self.step_size * norm.direction(g), eps[idx[a]])
+                    d[a] = (xi[a] + step).clamp(0, 1) - xi[a]
+                a = active.nonzero().flatten()
+                if a.numel():
+                    with torch.no_grad():
+                        ok = hit(clf(xi[a] + d[a]).float(), gi[a])
+                    keep = a[ok | ~success[idx[a]]]  # successes, and the last iterate of failures
+                    best[idx[keep]] = xi[keep] + d[keep]
+                    success[idx[a[ok]]] = True
+            with torch.no_grad():
+                za = clf(best).float()
+        conf_a, label_a = za.softmax(-1).max(-1)
+        success = hit(za, goal)
+        norms = perturbation_norms(best - x, torch.full((n,), x[0].numel(), device=dev))
+        return AttackResult(
+            x_adv=best,
+            success=success.cpu(),
+            label=label0.cpu(),
+            confidence=conf0.cpu(),
+            label_adv=label_a.cpu(),
+            confidence_adv=conf_a.cpu(),
+            target=t.cpu() if t is not None else None,
+            l0=norms["l0"].cpu(),
+            l2=norms["l2"].cpu(),
+            linf=norms["linf"].cpu(),
+            rms=norms["rms"].cpu(),
+            grad_evals=evals.cpu(),
+            time_s=time.perf_counter() - start,
+        )
+
+
+class FGSM(PGD):
+    """The fast gradient sign method (Goodfellow et al. 2015): one step of size eps from x.
+
+    With ``norm="l2"`` or ``"l1"`` it is the fast gradient method in that norm."""
+
+    def __init__(
+        self, *, eps: float, norm: Literal["linf", "l2", "l1"] = "linf", random_start: bool = False, seed: int = 0
+    ) -> None:
+        super().__init__(
+            eps=eps,
+            steps=1,
+            step_size=eps,
+            norm=norm,
+            restarts=1,
+            random_start=random_start,
+            early_stop=False,
+            seed=seed,
+        )

@@ -1,0 +1,157 @@
+"""FGSM / PGD in L-inf, L2 and L1: real models, norms and box, targets, restarts, bad input."""
+
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from advex.attacks import FGSM, PGD, AdvexWarning
+from advex.attacks.norms import L1, NORMS
+from advex.errors import AdvexError
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
+needs_data = pytest.mark.skipif(not (SHARED / "mnist").is_dir(), reason="../shared/datasets not present")
+
+
+@pytest.fixture(scope="module")
+def mnist200():
+    from advex.data.datasets import load_dataset
+
+    return load_dataset("mnist", "test").subset(200).floats()
+
+
+def _robust(res, y):
+    return float(((~res.success) & (res.label == y)).float().mean())
+
+
+@needs_data
+def test_pgd_breaks_the_standard_model_but_not_the_adversarially_trained_one(mnist200):
+    from advex.models import load
+
+    x, y = mnist200
+    atk = PGD(eps=0.3, steps=40, step_size=0.01)
+    assert _robust(atk(load("mnist-small"), x, y), y) <= 0.02
+    assert _robust(atk(load("mnist-small-pgd"), x, y), y) >= 0.8
+
+
+@needs_data
+def test_pgd_agrees_with_the_training_loop_robust_accuracy(mnist200):
+    from advex.data.datasets import load_dataset
+    from advex.defences import robust_accuracy
+    from advex.models import load
+
+    x, y = mnist200
+    m = load("mnist-small-pgd")
+    ours = _robust(PGD(eps=0.3, steps=20)(m, x, y), y)
+    helper = robust_accuracy(m, load_dataset("mnist", "test").subset(200), 0.3, 20)
+    assert abs(ours - helper) <= 0.03  # same algorithm, other random starts
+
+
+@pytest.mark.parametrize("norm,eps", [("linf", 0.1), ("l2", 0.5), ("l1", 3.0)])
+def test_perturbations_stay_in_the_ball_and_the_box(tiny_model, norm, eps):
+    x = torch.rand(16, 3, 8, 8)
+    x[:4] = 0.0  # saturated pixels
+    res = PGD(eps=eps, steps=15, norm=norm, early_stop=False)(tiny_model, x)
+    d = res.x_adv - x
+    assert (res.x_adv >= 0).all() and (res.x_adv <= 1).all()
+    assert (NORMS[norm].norm(d) <= eps * (1 + 1e-4)).all()
+    assert NORMS[norm].norm(d).max() > 0.5 * eps  # it did move
+
+
+def test_l1_projection_is_the_euclidean_projection():
+    torch.manual_seed(0)
+    v = torch.randn(5, 40) * 3
+    eps = torch.tensor([1.0, 2.0, 5.0, 200.0, 0.5])
+    p = L1.project(v, eps)
+    for i in range(5):
+        if v[i].abs().sum() <= eps[i]:
+            assert torch.equal(p[i], v[i])
+            continue
+        assert abs(float(p[i].abs().sum()) - float(eps[i])) < 1e-4
+        lo, hi = 0.0, float(v[i].abs().max())  # soft threshold theta by bisection
+        for _ in range(100):
+            mid = (lo + hi) / 2
+            if (v[i].abs() - mid).clamp_min(0).sum() > eps[i]:
+                lo = mid
+            else:
+                hi = mid
+        want = v[i].sign() * (v[i].abs() - hi).clamp_min(0)
+        assert torch.allclose(p[i], want, atol=1e-4)
+
+
+def test_targeted_with_names(tiny_model):
+    x = torch.rand(8, 3, 8, 8)
+    pred = tiny_model.predict(x)[0]
+    target = (pred + 1) % 4
+    res = PGD(eps=0.5, steps=30)(tiny_model, x, target=target)
+    assert res.success.all() and torch.equal(res.label_adv, target)
+    one = int(target[0])
+    res = PGD(eps=0.5, steps=30)(tiny_model, x[pred != one], target=tiny_model.classes[one])
+    assert (res.label_adv == one).all()
+
+
+def test_early_stop_spends_fewer_evaluations_for_the_same_success(tiny_model):
+    x = torch.rand(32, 3, 8, 8)
+    fast = PGD(eps=0.2, steps=20, seed=1)(tiny_model, x)
+    full = PGD(eps=0.2, steps=20, seed=1, early_stop=False)(tiny_model, x)
+    assert fast.grad_evals.sum() < full.grad_evals.sum()
+    assert fast.success.sum() >= full.success.sum() - 1
+    assert (full.grad_evals == 20).all()
+
+
+@needs_data
+def test_restarts_rerun_only_unbroken_images(mnist200):
+    from advex.models import load
+
+    x, y = mnist200
+    m = load("mnist-small-pgd")
+    one = PGD(eps=0.3, steps=10, restarts=1)(m, x, y)
+    three = PGD(eps=0.3, steps=10, restarts=3)(m, x, y)
+    assert three.success.sum() >= one.success.sum()
+    broken_first = one.success & (one.grad_evals < 10)
+    assert (three.grad_evals[broken_first] == one.grad_evals[broken_first]).all()
+    assert three.grad_evals.max() <= 30
+
+
+def test_fgsm_is_one_full_step(tiny_model):
+    x = 0.2 + 0.6 * torch.rand(8, 3, 8, 8)
+    res = FGSM(eps=0.05)(tiny_model, x)
+    assert (res.grad_evals == 1).all()
+    assert torch.allclose(res.linf, torch.full((8,), 0.05), atol=1e-6)
+
+
+def test_momentum_and_determinism(tiny_model):
+    x = torch.rand(8, 3, 8, 8)
+    a = PGD(eps=0.1, steps=5, momentum=1.0, seed=3)(tiny_model, x)
+    b = PGD(eps=0.1, steps=5, momentum=1.0, seed=3)(tiny_model, x)
+    c = PGD(eps=0.1, steps=5, momentum=1.0, seed=4)(tiny_model, x)
+    assert torch.equal(a.x_adv, b.x_adv) and not torch.equal(a.x_adv, c.x_adv)
+
+
+def test_plain_module_is_accepted():
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Flatten(), nn.Linear(12, 3))
+    res = PGD(eps=1.0, steps=20)(net, torch.rand(4, 3, 2, 2))
+    assert res.success.all()
+
+
+def test_bad_input(tiny_model):
+    x = torch.rand(2, 3, 8, 8)
+    with pytest.raises(AdvexError, match="contains NaN"):
+        PGD(eps=0.1)(tiny_model, torch.full((1, 3, 8, 8), float("nan")))
+    with pytest.raises(AdvexError, match=r"in \[0, 1\].*divide by 255"):
+        PGD(eps=0.1)(tiny_model, x * 255)
+    with pytest.raises(AdvexError, match=r"shape \(N, 3, H, W\)"):
+        PGD(eps=0.1)(tiny_model, torch.rand(2, 1, 8, 8))
+    with pytest.raises(AdvexError, match=r"\(N, C, H, W\)"):
+        PGD(eps=0.1)(tiny_model, torch.rand(3, 8, 8))
+    with pytest.raises(AdvexError, match="eps must be > 0"):
+        PGD(eps=-0.1)
+    with pytest.raises(AdvexError, match="unknown norm 'l3'"):
+        PGD(eps=0.1, norm="l3")
+    with pytest.warns(AdvexWarning, match="did you mean 8/255"):
+        PGD(eps=8)
+    probs = nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 8, 4), nn.Softmax(dim=1))
+    with pytest.warns(AdvexWarning, match="seems to return probabilities"):
+        PGD(eps=0.1, steps=2)(probs, x)
