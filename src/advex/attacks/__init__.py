@@ -1,8 +1,10 @@
 """Attacks. Each is a small configured object called as ``attack(model, x, y=None, target=None)``
 and returns an :class:`AttackResult`."""
 
+from advex.attacks.apgd import APGD
 from advex.attacks.base import AttackResult, as_classifier, frozen
 from advex.attacks.gradient import FGSM, PGD, AdvexWarning
+from advex.attacks.square import Square
 from advex.attacks.szegedy import Szegedy
 
-__all__ = ["FGSM", "PGD", "AdvexWarning", "AttackResult", "Szegedy", "as_classifier", "frozen"]
+__all__ = ["APGD", "FGSM", "PGD", "AdvexWarning", "AttackResult", "Square", "Szegedy", "as_classifier", "frozen"]
