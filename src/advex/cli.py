@@ -259,6 +259,74 @@ def cmd_train(args) -> int:
     return 0
 
 
+def cmd_evaluate(args) -> int:
+    import torch
+
+    from advex.data.datasets import load_dataset
+    from advex.evaluation import evaluate
+    from advex.report import accuracy_vs_eps
+
+    eps = [_fraction(e) for e in args.eps.split(",")] if args.eps else None
+    if not eps or any(e < 0 for e in eps):
+        raise AdvexError("--eps takes a comma-separated list of values >= 0, e.g. 0.1,0.2,0.3 or 2/255,8/255")
+    if args.norm == "linf" and max(eps) > 1:
+        raise AdvexError(f"--eps {max(eps):g} is larger than the [0, 1] pixel range; give eps in [0, 1] (e.g. 8/255)")
+    attacks = [a.strip() for a in args.attacks.split(",") if a.strip()]
+    model = _load_model(args.model, None, args.device)
+    data = load_dataset(args.dataset, "test", args.data_dir).subset(args.n)
+    x, y = data.floats()
+    t0 = time.perf_counter()
+    ev = evaluate(
+        model,
+        x,
+        y,
+        eps,
+        norm=args.norm,
+        attacks=attacks,
+        steps=args.steps,
+        queries=args.queries,
+        n_targets=args.n_targets,
+        seed=args.seed,
+    )
+    wall = time.perf_counter() - t0
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    summary = ev.to_dict() | {
+        "model": model.name,
+        "dataset": args.dataset,
+        "wall_s": round(wall, 1),
+        "command": " ".join(["advex", *args.argv]),
+        "device": str(model.device),
+        "torch": torch.__version__,
+    }
+    from advex.data.images import atomic_write_bytes
+
+    atomic_write_bytes(out / "evaluation.json", (json.dumps(summary, indent=2) + "\n").encode())
+    accuracy_vs_eps(
+        ev.eps,
+        ev.per_attack,
+        ev.ensemble,
+        out / "accuracy_vs_eps.png",
+        f"{model.name} on {len(x)} {args.dataset} test images ({args.norm})",
+        clean=ev.clean_acc,
+    )
+    cols = [("eps", "eps")] + [(a, a) for a in ev.per_attack] + [("ens", "ensemble")]
+    rows = [
+        {
+            "eps": f"{e:.4g}",
+            **{a: f"{100 * ev.per_attack[a][i]:.1f}%" for a in ev.per_attack},
+            "ens": f"{100 * ev.ensemble[i]:.1f}%",
+        }
+        for i, e in enumerate(ev.eps)
+    ]
+    print(f"{model.name}: clean accuracy {100 * ev.clean_acc:.1f}% on {len(x)} images; robust accuracy ({args.norm}):")
+    print(_table(rows, cols))
+    for w in ev.warnings:
+        print(f"WARNING: {w}", file=sys.stderr)
+    print(f"wall time {wall:.1f} s; wrote {out}/evaluation.json and {out}/accuracy_vs_eps.png")
+    return 0
+
+
 def cmd_models(args) -> int:
     from advex.models import describe
 
@@ -362,6 +430,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("evaluate", help="robust accuracy over an eps grid under an attack ensemble (AutoAttack)")
+    p.add_argument("--model", required=True, help="zoo name (see `advex models`) or FILE.py[:NAME]")
+    p.add_argument("--dataset", required=True, choices=["mnist", "cifar10"])
+    p.add_argument("--eps", required=True, help="comma-separated radii, pixels in [0, 1], e.g. 0.1,0.2,0.3 or 8/255")
+    p.add_argument("--norm", choices=["linf", "l2"], default="linf")
+    p.add_argument("--n", type=int, default=1000, help="first N test images (default 1000)")
+    p.add_argument(
+        "--attacks",
+        default="apgd-ce,apgd-t,square",
+        help="comma-separated: apgd-ce, apgd-t, square, pgd, fgsm (default: the AutoAttack trio)",
+    )
+    p.add_argument("--steps", type=int, default=100, help="iterations of the gradient attacks (default 100)")
+    p.add_argument("--queries", type=int, default=5000, help="Square's query budget (default 5000)")
+    p.add_argument("--n-targets", type=int, default=9, help="target classes tried by APGD-T (default 9)")
+    p.add_argument("--data-dir", default=None)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--seed", type=_seed, default=0)
+    p.add_argument("--out", default="advex-evaluate", help="output folder (default advex-evaluate)")
+    p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("models", help="list the model zoo")
     p.set_defaults(func=cmd_models)

@@ -32,7 +32,7 @@ def checkpoints(steps: int) -> list[int]:
     p = [0.0, 0.22]
     while p[-1] < 1:
         p.append(p[-1] + max(p[-1] - p[-2] - 0.03, 0.06))
-    return sorted({math.ceil(q * steps) for q in p[1:] if q < 1})
+    return sorted({math.ceil(round(q * steps, 6)) for q in p[1:] if q < 1})
 
 
 def dlr_loss(z: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None = None) -> torch.Tensor:
@@ -77,8 +77,9 @@ class APGD:
     def __repr__(self) -> str:
         return f"APGD(eps={self.eps:g}, norm={self.norm!r}, steps={self.steps}, loss={self.loss!r})"
 
-    def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor | None = None,
-                 target: Targets = None) -> AttackResult:
+    def __call__(
+        self, model: nn.Module, x: torch.Tensor, y: torch.Tensor | None = None, target: Targets = None
+    ) -> AttackResult:
         start = time.perf_counter()
         check_pixels(x)
         clf = as_classifier(model)
@@ -101,8 +102,11 @@ class APGD:
 
             def losses(z, idx):
                 if self.loss == "ce":
-                    return -F.cross_entropy(z, t[idx], reduction="none") if targeted else \
-                        F.cross_entropy(z, ytrue[idx], reduction="none")
+                    return (
+                        -F.cross_entropy(z, t[idx], reduction="none")
+                        if targeted
+                        else F.cross_entropy(z, ytrue[idx], reduction="none")
+                    )
                 return dlr_loss(z, ytrue[idx], t[idx] if targeted else None)
 
             def hit(z, idx):
@@ -165,8 +169,9 @@ class APGD:
                     if k == 0:
                         nxt = zstep
                     else:
-                        nxt = project(xi[a], cur[a] + self.alpha * (zstep - cur[a])
-                                      + (1 - self.alpha) * (cur[a] - prev[a]), e[a])
+                        nxt = project(
+                            xi[a], cur[a] + self.alpha * (zstep - cur[a]) + (1 - self.alpha) * (cur[a] - prev[a]), e[a]
+                        )
                     prev[a] = cur[a]
                     cur[a] = nxt
                     if (k + 1) in ckpts:
@@ -193,8 +198,17 @@ class APGD:
         success = hit(za, torch.arange(n, device=dev))
         norms = perturbation_norms(best_adv - x, torch.full((n,), x[0].numel(), device=dev))
         return AttackResult(
-            x_adv=best_adv, success=success.cpu(), label=label0.cpu(), confidence=conf0.cpu(),
-            label_adv=label_a.cpu(), confidence_adv=conf_a.cpu(), target=t.cpu() if t is not None else None,
-            l0=norms["l0"].cpu(), l2=norms["l2"].cpu(), linf=norms["linf"].cpu(), rms=norms["rms"].cpu(),
-            grad_evals=evals.cpu(), time_s=time.perf_counter() - start,
+            x_adv=best_adv,
+            success=success.cpu(),
+            label=label0.cpu(),
+            confidence=conf0.cpu(),
+            label_adv=label_a.cpu(),
+            confidence_adv=conf_a.cpu(),
+            target=t.cpu() if t is not None else None,
+            l0=norms["l0"].cpu(),
+            l2=norms["l2"].cpu(),
+            linf=norms["linf"].cpu(),
+            rms=norms["rms"].cpu(),
+            grad_evals=evals.cpu(),
+            time_s=time.perf_counter() - start,
         )

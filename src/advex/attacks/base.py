@@ -91,7 +91,7 @@ def as_classifier(model: nn.Module) -> Classifier:
     if isinstance(model, Classifier):
         return model
     if isinstance(model, nn.Module):
-        return Classifier(model)
+        return Classifier(model, channels=None)  # a plain module: no normalisation, any channel count
     raise AdvexError(f"model must be an nn.Module (or advex Classifier), got {type(model).__name__}")
 
 

@@ -31,8 +31,9 @@ def _p_at(p_init: float, it: int, n_queries: int) -> float:
 class Square:
     """Square attack, L-inf, with a budget of ``queries`` model evaluations per image."""
 
-    def __init__(self, *, eps: float, queries: int = 5000, p_init: float = 0.8, norm: str = "linf",
-                 seed: int = 0) -> None:
+    def __init__(
+        self, *, eps: float, queries: int = 5000, p_init: float = 0.8, norm: str = "linf", seed: int = 0
+    ) -> None:
         if norm != "linf":
             raise AdvexError("Square supports norm='linf' here (L2 is not implemented yet)")
         if not eps > 0:
@@ -47,8 +48,9 @@ class Square:
         return f"Square(eps={self.eps:g}, queries={self.queries}, p_init={self.p_init})"
 
     @torch.no_grad()
-    def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor | None = None,
-                 target: Targets = None) -> AttackResult:
+    def __call__(
+        self, model: nn.Module, x: torch.Tensor, y: torch.Tensor | None = None, target: Targets = None
+    ) -> AttackResult:
         start = time.perf_counter()
         check_pixels(x)
         clf = as_classifier(model)
@@ -91,8 +93,9 @@ class Square:
                 s = max(1, min(h, w, round((_p_at(self.p_init, it, self.queries) * h * w) ** 0.5)))
                 r0 = torch.randint(0, h - s + 1, (m,), generator=gen, device=dev)
                 c0 = torch.randint(0, w - s + 1, (m,), generator=gen, device=dev)
-                win = ((rows[None, :] >= r0[:, None]) & (rows[None, :] < r0[:, None] + s))[:, :, None] & \
-                      ((cols[None, :] >= c0[:, None]) & (cols[None, :] < c0[:, None] + s))[:, None, :]
+                win = ((rows[None, :] >= r0[:, None]) & (rows[None, :] < r0[:, None] + s))[:, :, None] & (
+                    (cols[None, :] >= c0[:, None]) & (cols[None, :] < c0[:, None] + s)
+                )[:, None, :]
                 vals = (torch.randint(0, 2, (m, c, 1, 1), generator=gen, device=dev).float() * 2 - 1) * self.eps
                 xi = x[idx]
                 delta = torch.where(win[:, None], vals, best[idx] - xi)
@@ -107,9 +110,18 @@ class Square:
         success = margin(za, all_idx) < 0
         norms = perturbation_norms(best - x, torch.full((n,), x[0].numel(), device=dev))
         return AttackResult(
-            x_adv=best, success=success.cpu(), label=label0.cpu(), confidence=conf0.cpu(), label_adv=label_a.cpu(),
-            confidence_adv=conf_a.cpu(), target=t.cpu() if t is not None else None, l0=norms["l0"].cpu(),
-            l2=norms["l2"].cpu(), linf=norms["linf"].cpu(), rms=norms["rms"].cpu(),
-            grad_evals=torch.zeros(n, dtype=torch.long), time_s=time.perf_counter() - start,
+            x_adv=best,
+            success=success.cpu(),
+            label=label0.cpu(),
+            confidence=conf0.cpu(),
+            label_adv=label_a.cpu(),
+            confidence_adv=conf_a.cpu(),
+            target=t.cpu() if t is not None else None,
+            l0=norms["l0"].cpu(),
+            l2=norms["l2"].cpu(),
+            linf=norms["linf"].cpu(),
+            rms=norms["rms"].cpu(),
+            grad_evals=torch.zeros(n, dtype=torch.long),
+            time_s=time.perf_counter() - start,
             extra={"queries": queries.cpu()},
         )

@@ -30,7 +30,7 @@ class Classifier(nn.Module):
         crop_fraction: 1.0 resizes the whole image (largest centred box of the input
             aspect ratio); 0.875 is the usual ImageNet "resize to 256, crop 224".
         synonyms: extra names per class (e.g. WordNet synonyms) accepted by lookups.
-        channels: input channels expected (3 for RGB, 1 for grayscale).
+        channels: input channels expected (3 for RGB, 1 for grayscale; None: any).
         name: a label for reports.
     """
 
@@ -44,7 +44,7 @@ class Classifier(nn.Module):
         input_size: tuple[int, int] | int | None = None,
         crop_fraction: float = 1.0,
         synonyms: Sequence[Sequence[str]] | None = None,
-        channels: int = 3,
+        channels: int | None = 3,
         name: str | None = None,
     ) -> None:
         super().__init__()
@@ -71,6 +71,10 @@ class Classifier(nn.Module):
         if v is None:
             v = default
         t = torch.as_tensor(v, dtype=torch.float32).flatten()
+        if self.channels is None:  # any channel count: only a single shared value makes sense
+            if t.numel() != 1:
+                raise AdvexError("per-channel mean/std need channels=; give channels=3 (or 1)")
+            return t.view(1, 1, 1, 1)
         if t.numel() == 1:
             t = t.expand(self.channels).clone()
         if t.numel() != self.channels:
@@ -98,10 +102,9 @@ class Classifier(nn.Module):
     # ------------------------------------------------------------------ forward
     def preprocess(self, x: torch.Tensor, sizes: torch.Tensor | None = None) -> torch.Tensor:
         """Crop/resize to the network's input size (if it has one) and normalise."""
-        if x.ndim != 4 or x.shape[1] != self.channels:
-            raise AdvexError(
-                f"{self.name} takes images of shape (N, {self.channels}, H, W) in [0, 1], got {tuple(x.shape)}"
-            )
+        if x.ndim != 4 or (self.channels is not None and x.shape[1] != self.channels):
+            c = self.channels if self.channels is not None else "C"
+            raise AdvexError(f"{self.name} takes images of shape (N, {c}, H, W) in [0, 1], got {tuple(x.shape)}")
         h, w = x.shape[-2:]
         if sizes is not None or (self.input_size is not None and (h, w) != self.input_size):
             if self.input_size is None:

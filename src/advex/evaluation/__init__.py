@@ -1,0 +1,5 @@
+"""Robustness evaluation: robust accuracy over an eps grid, ensembles, sanity checks."""
+
+from advex.evaluation.robustness import ATTACKS, DEFAULT_ENSEMBLE, Evaluation, evaluate, sanity_checks
+
+__all__ = ["ATTACKS", "DEFAULT_ENSEMBLE", "Evaluation", "evaluate", "sanity_checks"]

@@ -1,0 +1,41 @@
+"""Accuracy against epsilon: one line per attack and one for the ensemble."""
+
+from __future__ import annotations
+
+import io
+import os
+from collections.abc import Sequence
+
+from advex.data.images import atomic_write_bytes
+
+
+def accuracy_vs_eps(
+    eps: Sequence[float],
+    per_attack: dict[str, Sequence[float]],
+    ensemble: Sequence[float],
+    path: str | os.PathLike,
+    title: str,
+    clean: float | None = None,
+) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for name, acc in per_attack.items():
+        ax.plot(eps, [100 * a for a in acc], "o--", alpha=0.8, label=name)
+    ax.plot(eps, [100 * a for a in ensemble], "s-", color="black", linewidth=2.2, label="ensemble (worst case)")
+    if clean is not None:
+        ax.axhline(100 * clean, color="grey", linestyle=":", label=f"clean {100 * clean:.1f}%")
+    ax.set_xlabel("epsilon")
+    ax.set_ylabel("robust accuracy (%)")
+    ax.set_ylim(-2, 102)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    plt.close(fig)
+    atomic_write_bytes(path, buf.getvalue())
