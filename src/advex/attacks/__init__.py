@@ -3,8 +3,22 @@ and returns an :class:`AttackResult`."""
 
 from advex.attacks.apgd import APGD
 from advex.attacks.base import AttackResult, as_classifier, frozen
+from advex.attacks.cw import CW
+from advex.attacks.deepfool import DeepFool
 from advex.attacks.gradient import FGSM, PGD, AdvexWarning
 from advex.attacks.square import Square
 from advex.attacks.szegedy import Szegedy
 
-__all__ = ["APGD", "FGSM", "PGD", "AdvexWarning", "AttackResult", "Square", "Szegedy", "as_classifier", "frozen"]
+__all__ = [
+    "APGD",
+    "CW",
+    "DeepFool",
+    "FGSM",
+    "PGD",
+    "AdvexWarning",
+    "AttackResult",
+    "Square",
+    "Szegedy",
+    "as_classifier",
+    "frozen",
+]

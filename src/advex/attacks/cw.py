@@ -1,0 +1,130 @@
+"""Carlini & Wagner (2017) L2 attack: minimise ||x' - x||^2 + c * f(x') with
+x' = (tanh(w) + 1) / 2 (so the box needs no projection) and
+f = max(max_{i != t} Z_i - Z_t, -kappa) (targeted) or max(Z_y - max_{i != y} Z_i, -kappa);
+Adam on w, a per-image binary search over c, and early abort when the loss stops falling.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+import torch
+from torch import nn
+
+from advex.attacks.base import AttackResult, Targets, as_classifier, frozen, perturbation_norms, resolve_targets
+from advex.attacks.gradient import check_pixels, warn_if_probabilities
+from advex.errors import AdvexError
+
+
+class CW:
+    """C&W L2. ``c`` is the initial trade-off, refined per image by ``search_steps`` of
+    binary search (1: keep ``c`` fixed); ``steps`` Adam iterations of ``lr`` per search step."""
+
+    def __init__(
+        self,
+        *,
+        c: float = 1.0,
+        kappa: float = 0.0,
+        steps: int = 100,
+        lr: float = 0.01,
+        search_steps: int = 1,
+        abort_early: bool = True,
+    ) -> None:
+        if not c > 0:
+            raise AdvexError(f"c must be > 0, got {c}")
+        if steps < 1 or search_steps < 1:
+            raise AdvexError("steps and search_steps must be >= 1")
+        if kappa < 0:
+            raise AdvexError(f"kappa must be >= 0, got {kappa}")
+        self.c, self.kappa, self.steps, self.lr = float(c), float(kappa), steps, lr
+        self.search_steps, self.abort_early = search_steps, abort_early
+
+    def __repr__(self) -> str:
+        return f"CW(c={self.c:g}, kappa={self.kappa:g}, steps={self.steps}, search_steps={self.search_steps})"
+
+    def __call__(
+        self, model: nn.Module, x: torch.Tensor, y: torch.Tensor | None = None, target: Targets = None
+    ) -> AttackResult:
+        start = time.perf_counter()
+        check_pixels(x)
+        clf = as_classifier(model)
+        dev = clf.device
+        x = x.detach().to(dev, torch.float32)
+        n = x.shape[0]
+        with frozen(clf):
+            with torch.no_grad():
+                z0 = clf(x).float()
+            warn_if_probabilities(z0)
+            conf0, label0 = z0.softmax(-1).max(-1)
+            t = resolve_targets(clf, target, n, dev)
+            targeted = t is not None
+            goal = t if targeted else (label0 if y is None else torch.as_tensor(y, device=dev).long().flatten())
+
+            def margin(z):  # f without the -kappa floor; success when < -kappa... or < 0 for kappa 0
+                zg = z.gather(1, goal[:, None]).squeeze(1)
+                other = z.scatter(1, goal[:, None], float("-inf")).amax(1)
+                return other - zg if targeted else zg - other
+
+            w0 = torch.atanh((2 * x - 1).clamp(-1 + 1e-6, 1 - 1e-6))
+            c = torch.full((n,), self.c, device=dev)
+            lo = torch.zeros(n, device=dev)
+            hi = torch.full((n,), math.inf, device=dev)
+            best_l2 = torch.full((n,), math.inf, device=dev)
+            best_adv = x.clone()
+            evals = torch.zeros(n, dtype=torch.long, device=dev)
+            for _ in range(self.search_steps):
+                w = w0.clone().requires_grad_(True)
+                opt = torch.optim.Adam([w], lr=self.lr)
+                prev = torch.full((n,), math.inf, device=dev)
+                active = torch.ones(n, dtype=torch.bool, device=dev)
+                succeeded = torch.zeros(n, dtype=torch.bool, device=dev)
+                check_every = max(1, self.steps // 10)
+                for it in range(self.steps):
+                    with torch.enable_grad():
+                        xa = (torch.tanh(w) + 1) / 2
+                        z = clf(xa).float()
+                        m = margin(z)
+                        l2sq = (xa - x).flatten(1).pow(2).sum(1)
+                        loss = l2sq + c * m.clamp_min(-self.kappa)
+                        opt.zero_grad()
+                        (loss * active).sum().backward()
+                    evals += active.long()
+                    with torch.no_grad():
+                        ok = (m < 0) if self.kappa == 0 else (m <= -self.kappa)
+                        better = ok & (l2sq.sqrt() < best_l2) & active
+                        best_l2 = torch.where(better, l2sq.sqrt(), best_l2)
+                        best_adv[better] = xa[better].detach()
+                        succeeded |= ok & active
+                    w.grad[~active] = 0
+                    opt.step()
+                    if self.abort_early and (it + 1) % check_every == 0:
+                        stalled = loss.detach() > 0.9999 * prev
+                        active &= ~stalled
+                        prev = loss.detach()
+                        if not active.any():
+                            break
+                # binary search on c, per image
+                lo = torch.where(succeeded, lo, torch.maximum(lo, c))
+                hi = torch.where(succeeded, torch.minimum(hi, c), hi)
+                c = torch.where(torch.isfinite(hi), (lo + hi) / 2, c * 10)
+            with torch.no_grad():
+                za = clf(best_adv).float()
+        conf_a, label_a = za.softmax(-1).max(-1)
+        success = torch.isfinite(best_l2)
+        norms = perturbation_norms(best_adv - x, torch.full((n,), x[0].numel(), device=dev))
+        return AttackResult(
+            x_adv=best_adv,
+            success=success.cpu(),
+            label=label0.cpu(),
+            confidence=conf0.cpu(),
+            label_adv=label_a.cpu(),
+            confidence_adv=conf_a.cpu(),
+            target=t.cpu() if t is not None else None,
+            l0=norms["l0"].cpu(),
+            l2=norms["l2"].cpu(),
+            linf=norms["linf"].cpu(),
+            rms=norms["rms"].cpu(),
+            grad_evals=evals.cpu(),
+            time_s=time.perf_counter() - start,
+        )

@@ -1,0 +1,97 @@
+"""DeepFool (Moosavi-Dezfooli, Fawzi & Frossard 2016), L2 and L-inf: step to the nearest
+linearised decision boundary among the ``candidates`` most likely classes, repeat until the
+label changes, then overshoot by ``overshoot``. Untargeted by construction."""
+
+from __future__ import annotations
+
+import time
+
+import torch
+from torch import nn
+
+from advex.attacks.base import AttackResult, Targets, as_classifier, frozen, perturbation_norms
+from advex.attacks.gradient import check_pixels
+from advex.errors import AdvexError
+
+
+class DeepFool:
+    def __init__(self, *, norm: str = "l2", steps: int = 50, candidates: int = 10, overshoot: float = 0.02) -> None:
+        if norm not in ("l2", "linf"):
+            raise AdvexError(f"DeepFool supports norm 'l2' or 'linf', got {norm!r}")
+        if steps < 1 or candidates < 2:
+            raise AdvexError("steps must be >= 1 and candidates >= 2")
+        self.norm, self.steps, self.candidates, self.overshoot = norm, steps, candidates, overshoot
+
+    def __repr__(self) -> str:
+        return f"DeepFool(norm={self.norm!r}, steps={self.steps}, candidates={self.candidates})"
+
+    def __call__(
+        self, model: nn.Module, x: torch.Tensor, y: torch.Tensor | None = None, target: Targets = None
+    ) -> AttackResult:
+        if target is not None:
+            raise AdvexError("DeepFool is untargeted; use target=None (or PGD/APGD/CW for a target)")
+        start = time.perf_counter()
+        check_pixels(x)
+        clf = as_classifier(model)
+        dev = clf.device
+        x = x.detach().to(dev, torch.float32)
+        n = x.shape[0]
+        with frozen(clf):
+            with torch.no_grad():
+                z0 = clf(x).float()
+            conf0, label0 = z0.softmax(-1).max(-1)
+            ytrue = label0 if y is None else torch.as_tensor(y, device=dev).long().flatten()
+            k = min(self.candidates, z0.shape[1])
+            cand = z0.scatter(1, ytrue[:, None], float("inf")).topk(k, dim=1).indices  # column 0 is ytrue
+            r_tot = torch.zeros_like(x)
+            active = label0 == ytrue
+            evals = torch.zeros(n, dtype=torch.long, device=dev)
+            for _ in range(self.steps):
+                a = active.nonzero().flatten()
+                if a.numel() == 0:
+                    break
+                xa = (x[a] + (1 + self.overshoot) * r_tot[a]).clamp(0, 1).requires_grad_(True)
+                with torch.enable_grad():
+                    z = clf(xa).float()
+                    still = z.argmax(1) == ytrue[a]
+                    active[a[~still]] = False  # crossed: a forward pass told us, no gradient needed
+                    if not still.any():
+                        break
+                    zc = z.gather(1, cand[a])  # (m, k)
+                    grads = [torch.autograd.grad(zc[still, j].sum(), xa, retain_graph=j < k - 1)[0] for j in range(k)]
+                evals[a[still]] += 1
+                g = torch.stack(grads, 1)  # (m, k, C, H, W)
+                w = (g[:, 1:] - g[:, :1]).flatten(2)
+                f = (zc[:, 1:] - zc[:, :1]).detach()
+                dual = w.norm(dim=2) if self.norm == "l2" else w.abs().sum(2)
+                dist = f.abs() / dual.clamp_min(1e-12)
+                j = dist.argmin(1)
+                wj = w[torch.arange(len(a)), j]
+                dj = dist[torch.arange(len(a)), j]
+                if self.norm == "l2":
+                    step = (dj + 1e-4)[:, None] * wj / wj.norm(dim=1, keepdim=True).clamp_min(1e-12)
+                else:
+                    step = (dj + 1e-4)[:, None] * wj.sign()
+                upd = a[still]
+                r_tot[upd] += step[still].view(-1, *x.shape[1:])
+            x_adv = (x + (1 + self.overshoot) * r_tot).clamp(0, 1)
+            with torch.no_grad():
+                za = clf(x_adv).float()
+        conf_a, label_a = za.softmax(-1).max(-1)
+        success = label_a != ytrue
+        norms = perturbation_norms(x_adv - x, torch.full((n,), x[0].numel(), device=dev))
+        return AttackResult(
+            x_adv=x_adv,
+            success=success.cpu(),
+            label=label0.cpu(),
+            confidence=conf0.cpu(),
+            label_adv=label_a.cpu(),
+            confidence_adv=conf_a.cpu(),
+            target=None,
+            l0=norms["l0"].cpu(),
+            l2=norms["l2"].cpu(),
+            linf=norms["linf"].cpu(),
+            rms=norms["rms"].cpu(),
+            grad_evals=evals.cpu(),
+            time_s=time.perf_counter() - start,
+        )
