@@ -152,49 +152,53 @@ class PGD:
             best = x.clone()
             success = hit(z0, goal)  # already broken (untargeted: misclassified) at r = 0
             evals = torch.zeros(n, dtype=torch.long, device=dev)
-            for _ in range(self.restarts):
-                idx = (~success).nonzero().flatten()
-                if idx.numel() == 0:
+            for restart in range(self.restarts):
+                ids = (~success).nonzero().flatten()
+                if ids.numel() == 0:
                     break
-                xi, gi = x[idx], goal[idx]
-                d = norm.random(xi.shape, eps[idx], gen, dev, xi.dtype) if self.random_start else torch.zeros_like(xi)
+                # the images still running, kept compact: finished ones are dropped once, so a
+                # step indexes nothing while no image finishes
+                xi, gi, ei = x[ids], goal[ids], eps[ids]
+                d = norm.random(xi.shape, ei, gen, dev, xi.dtype) if self.random_start else torch.zeros_like(xi)
+                if self.norm == "linf":  # ball and box are one box: a single clamp per step
+                    e4 = ei.view(-1, 1, 1, 1)
+                    lo, hi = torch.maximum(-e4, -xi), torch.minimum(e4, 1 - xi)
                 d = (xi + d).clamp(0, 1) - xi
                 mom = torch.zeros_like(xi)
-                active = torch.ones(idx.numel(), dtype=torch.bool, device=dev)
                 for _ in range(self.steps):
-                    a = active.nonzero().flatten()
-                    if a.numel() == 0:
-                        break
-                    da = d[a].requires_grad_(True)
+                    d.requires_grad_(True)
                     with torch.enable_grad():
-                        z = clf(xi[a] + da).float()
-                        loss = F.cross_entropy(z, gi[a], reduction="sum")
-                        (g,) = torch.autograd.grad(loss, da)
-                    evals[idx[a]] += 1
+                        z = clf(xi + d).float()
+                        loss = F.cross_entropy(z, gi, reduction="sum")
+                        (g,) = torch.autograd.grad(loss, d)
+                    d = d.detach()
+                    evals[ids] += 1
                     if self.early_stop:
-                        ok = hit(z.detach(), gi[a])
-                        done = a[ok]
-                        best[idx[done]] = xi[done] + d[done]
-                        success[idx[done]] = True
-                        active[done] = False
-                        a, g, da = a[~ok], g[~ok], da.detach()[~ok]
-                        if a.numel() == 0:
-                            break
-                    else:
-                        da = da.detach()
+                        ok = hit(z.detach(), gi)
+                        if ok.any():
+                            best[ids[ok]] = xi[ok] + d[ok]
+                            success[ids[ok]] = True
+                            keep = ~ok
+                            xi, gi, ei, ids, d, g = xi[keep], gi[keep], ei[keep], ids[keep], d[keep], g[keep]
+                            mom = mom[keep]
+                            if self.norm == "linf":
+                                lo, hi = lo[keep], hi[keep]
+                            if ids.numel() == 0:
+                                break
                     if self.momentum > 0:
                         l1 = g.flatten(1).abs().sum(1).clamp_min(1e-12).view(-1, *([1] * (g.ndim - 1)))
-                        mom[a] = self.momentum * mom[a] + g / l1
-                        g = mom[a]
-                    step = norm.project(da + sign * self.step_size * norm.direction(g), eps[idx[a]])
-                    d[a] = (xi[a] + step).clamp(0, 1) - xi[a]
-                a = active.nonzero().flatten()
-                if a.numel():
-                    with torch.no_grad():
-                        ok = hit(clf(xi[a] + d[a]).float(), gi[a])
-                    keep = a[ok | ~success[idx[a]]]  # successes, and the last iterate of failures
-                    best[idx[keep]] = xi[keep] + d[keep]
-                    success[idx[a[ok]]] = True
+                        mom = self.momentum * mom + g / l1
+                        g = mom
+                    if self.norm == "linf":
+                        d = (d + (sign * self.step_size) * g.sign()).clamp_(lo, hi)
+                    else:
+                        d = norm.project(d + sign * self.step_size * norm.direction(g), ei)
+                        d = (xi + d).clamp(0, 1) - xi
+                if ids.numel():
+                    best[ids] = xi + d  # none of these has succeeded yet: keep the last iterate
+                    if restart < self.restarts - 1:  # the next restart needs to know who is left
+                        with torch.no_grad():
+                            success[ids[hit(clf(xi + d).float(), gi)]] = True
             with torch.no_grad():
                 za = clf(best).float()
         conf_a, label_a = za.softmax(-1).max(-1)
