@@ -158,7 +158,25 @@ def test_evaluate_bad_input(tiny_model, capsys):
     x = torch.rand(4, 3, 8, 8)
     with pytest.raises(AdvexError, match="unknown attack 'cw2'"):
         evaluate(tiny_model, x, torch.zeros(4), [0.1], attacks=["cw2"])
-    with pytest.raises(AdvexError, match="Square attack is L-inf only"):
-        evaluate(tiny_model, x, torch.zeros(4), [0.1], norm="l2")
+    with pytest.raises(AdvexError, match="supports norm 'linf' or 'l2'"):
+        evaluate(tiny_model, x, torch.zeros(4), [0.1], norm="l1")
     assert main(["evaluate", "--model", "mnist-small", "--dataset", "mnist", "--eps", "8", "--out", "/tmp/x"]) == 2
     assert "larger than the [0, 1] pixel range" in capsys.readouterr().err
+
+
+@needs_data
+def test_square_l2_keeps_the_norm_and_breaks_a_standard_model(mnist200):
+    from advex.models import load
+
+    x, y = mnist200
+    res = Square(eps=2.0, norm="l2", queries=500)(load("mnist-small"), x, y)
+    assert (res.l2 <= 2.0 + 1e-4).all() and res.x_adv.min() >= 0 and res.x_adv.max() <= 1
+    assert _robust(res, y) <= 0.35
+    assert res.extra["queries"].max() <= 500
+
+
+def test_evaluate_l2_runs_the_ensemble(tiny_model):
+    x = torch.rand(8, 3, 8, 8)
+    y = tiny_model.predict(x)[0]
+    ev = evaluate(tiny_model, x, y, [0.0, 0.5], norm="l2", steps=10, queries=50, n_targets=1, sanity=False)
+    assert ev.ensemble[0] == 1.0 and ev.ensemble[1] <= min(a[1] for a in ev.per_attack.values())

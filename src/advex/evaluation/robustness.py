@@ -59,7 +59,7 @@ def _make(name: str, eps: float, norm: str, steps: int, queries: int, seed: int)
     if name == "apgd-t":
         return APGD(eps=eps, norm=norm, steps=steps, loss="dlr", seed=seed)
     if name == "square":
-        return Square(eps=eps, queries=queries, seed=seed)
+        return Square(eps=eps, queries=queries, norm=norm, seed=seed)
     if name == "pgd":
         return PGD(eps=eps, norm=norm, steps=steps, seed=seed)
     if name == "fgsm":
@@ -123,8 +123,6 @@ def evaluate(
         raise AdvexError("give one or more eps >= 0")
     if norm not in ("linf", "l2"):
         raise AdvexError(f"evaluate supports norm 'linf' or 'l2', got {norm!r}")
-    if norm == "l2" and "square" in attacks:
-        raise AdvexError("the Square attack is L-inf only here; drop it from the attacks for norm l2")
     for a in attacks:
         if a not in ATTACKS:
             raise AdvexError(f"unknown attack {a!r}; choose from {', '.join(ATTACKS)}")
