@@ -14,15 +14,13 @@ batch once it is broken.
 from __future__ import annotations
 
 import math
-import time
 from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from advex.attacks.base import AttackResult, Targets, as_classifier, frozen, perturbation_norms, resolve_targets
-from advex.attacks.gradient import check_pixels, warn_if_probabilities
+from advex.attacks.base import AttackResult, Targets, as_classifier, finish, frozen, setup
 from advex.attacks.norms import NORMS
 from advex.errors import AdvexError
 
@@ -80,24 +78,13 @@ class APGD:
     def __call__(
         self, model: nn.Module, x: torch.Tensor, y: torch.Tensor | None = None, target: Targets = None
     ) -> AttackResult:
-        start = time.perf_counter()
-        check_pixels(x)
         clf = as_classifier(model)
-        dev = clf.device
-        x = x.detach().to(dev, torch.float32)
-        n = x.shape[0]
         norm = NORMS[self.norm]
         with frozen(clf):
-            with torch.no_grad():
-                z0 = clf(x).float()
-            warn_if_probabilities(z0)
-            conf0, label0 = z0.softmax(-1).max(-1)
-            ytrue = label0 if y is None else torch.as_tensor(y, device=dev, dtype=torch.long).flatten()
-            if ytrue.numel() != n:
-                raise AdvexError(f"got {ytrue.numel()} labels y for {n} images")
-            t = resolve_targets(clf, target, n, dev)
-            targeted = t is not None
-            if targeted and self.loss == "dlr" and z0.shape[1] < 4:
+            st = setup(clf, x, y, target)
+            x, ytrue, t, targeted, hit = st.x, st.y, st.target, st.targeted, st.hit
+            n, dev = x.shape[0], x.device
+            if targeted and self.loss == "dlr" and st.num_classes < 4:
                 raise AdvexError("targeted DLR needs at least 4 classes")
 
             def losses(z, idx):
@@ -109,14 +96,10 @@ class APGD:
                     )
                 return dlr_loss(z, ytrue[idx], t[idx] if targeted else None)
 
-            def hit(z, idx):
-                pred = z.argmax(1)
-                return pred == t[idx] if targeted else pred != ytrue[idx]
-
             eps = torch.full((n,), self.eps, device=dev)
             gen = torch.Generator(dev).manual_seed(self.seed)
             best_adv = x.clone()
-            success = hit(z0, torch.arange(n, device=dev))
+            success = (st.label == t) if targeted else (st.label != ytrue)
             evals = torch.zeros(n, dtype=torch.long, device=dev)
             ckpts = checkpoints(self.steps)
 
@@ -192,23 +175,4 @@ class APGD:
                     success[idx[a[ok]]] = True
                     fail = a[~ok & ~success[idx[a]]]
                     best_adv[idx[fail]] = best_pt[fail]  # the highest-loss point of a failure
-            with torch.no_grad():
-                za = clf(best_adv).float()
-        conf_a, label_a = za.softmax(-1).max(-1)
-        success = hit(za, torch.arange(n, device=dev))
-        norms = perturbation_norms(best_adv - x, torch.full((n,), x[0].numel(), device=dev))
-        return AttackResult(
-            x_adv=best_adv,
-            success=success.cpu(),
-            label=label0.cpu(),
-            confidence=conf0.cpu(),
-            label_adv=label_a.cpu(),
-            confidence_adv=conf_a.cpu(),
-            target=t.cpu() if t is not None else None,
-            l0=norms["l0"].cpu(),
-            l2=norms["l2"].cpu(),
-            linf=norms["linf"].cpu(),
-            rms=norms["rms"].cpu(),
-            grad_evals=evals.cpu(),
-            time_s=time.perf_counter() - start,
-        )
+            return finish(st, best_adv, evals)

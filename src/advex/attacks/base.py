@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import json
+import time
+import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -144,3 +146,120 @@ def perturbation_norms(r: torch.Tensor, numel: torch.Tensor) -> dict[str, torch.
         "linf": flat.abs().amax(1) if flat.shape[1] else torch.zeros_like(l2),
         "rms": l2 / numel.to(l2).sqrt(),
     }
+
+
+class AdvexWarning(UserWarning):
+    """Something is probably wrong, but a result can still be computed."""
+
+
+def check_pixels(x: torch.Tensor) -> None:
+    """Inputs must be a finite (N, C, H, W) batch in [0, 1]."""
+    if not isinstance(x, torch.Tensor) or x.ndim != 4:
+        shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+        raise AdvexError(f"x must be a (N, C, H, W) tensor of pixels in [0, 1], got {shape}")
+    if x.numel() == 0:
+        raise AdvexError("x is empty")
+    if torch.isnan(x).any():
+        raise AdvexError("x contains NaN; inputs must be finite pixels in [0, 1]")
+    lo, hi = float(x.min()), float(x.max())
+    if lo < 0 or hi > 1:
+        hint = " (8-bit images? divide by 255)" if hi > 1.5 else ""
+        raise AdvexError(f"pixels must be in [0, 1], got values in [{lo:.3g}, {hi:.3g}]{hint}")
+
+
+def warn_if_probabilities(logits: torch.Tensor) -> None:
+    """Warn when a model's outputs look like probabilities: the losses here need logits."""
+    z = logits.detach().float()
+    if z.ndim == 2 and z.shape[1] > 1 and (z >= 0).all() and (z <= 1).all():
+        if torch.allclose(z.sum(1), torch.ones(z.shape[0], device=z.device), atol=1e-3):
+            warnings.warn(
+                "the model's outputs are non-negative and sum to 1: it seems to return probabilities; "
+                "attacks need logits (remove the final softmax)",
+                AdvexWarning,
+                stacklevel=4,
+            )
+
+
+@dataclass
+class Setup:
+    """What every attack on a batch starts from: the inputs on the model's device, the clean
+    prediction, the labels to move away from (``y``) and the targets to move to (if any)."""
+
+    clf: Classifier
+    x: torch.Tensor
+    label: torch.Tensor
+    confidence: torch.Tensor
+    y: torch.Tensor
+    target: torch.Tensor | None
+    start: float
+    logits: torch.Tensor | None = None  # of the clean inputs
+
+    @property
+    def num_classes(self) -> int:
+        return int(self.logits.shape[1]) if self.logits is not None else 0
+
+    @property
+    def targeted(self) -> bool:
+        return self.target is not None
+
+    @property
+    def goal(self) -> torch.Tensor:
+        """The class whose loss the attack works on: the target, or the true label."""
+        return self.target if self.target is not None else self.y
+
+    def hit(self, z: torch.Tensor, idx: torch.Tensor | None = None) -> torch.Tensor:
+        """Success of logits ``z`` for images ``idx`` (all if None)."""
+        goal = self.goal if idx is None else self.goal[idx]
+        pred = z.argmax(1)
+        return pred == goal if self.targeted else pred != goal
+
+
+def setup(clf: Classifier, x: torch.Tensor, y, target: Targets) -> Setup:
+    """Check the inputs, predict them once, and resolve labels and targets (call inside ``frozen``)."""
+    start = time.perf_counter()
+    check_pixels(x)
+    dev = clf.device
+    x = x.detach().to(dev, torch.float32)
+    n = x.shape[0]
+    with torch.no_grad():
+        z0 = clf(x).float()
+    warn_if_probabilities(z0)
+    conf0, label0 = z0.softmax(-1).max(-1)
+    yt = label0 if y is None else torch.as_tensor(y, device=dev, dtype=torch.long).flatten()
+    if yt.numel() != n:
+        raise AdvexError(f"got {yt.numel()} labels y for {n} images")
+    return Setup(clf, x, label0, conf0, yt, resolve_targets(clf, target, n, dev), start, z0)
+
+
+def finish(
+    s: Setup,
+    x_adv: torch.Tensor,
+    grad_evals: torch.Tensor,
+    *,
+    success: torch.Tensor | None = None,
+    extra: dict[str, Any] | None = None,
+) -> AttackResult:
+    """Predict ``x_adv`` once and assemble the AttackResult (success from that prediction
+    unless the attack gives its own)."""
+    with torch.no_grad():
+        za = s.clf(x_adv).float()
+    conf_a, label_a = za.softmax(-1).max(-1)
+    ok = s.hit(za) if success is None else success
+    n = s.x.shape[0]
+    norms = perturbation_norms(x_adv - s.x, torch.full((n,), s.x[0].numel(), device=s.x.device))
+    return AttackResult(
+        x_adv=x_adv,
+        success=ok.cpu(),
+        label=s.label.cpu(),
+        confidence=s.confidence.cpu(),
+        label_adv=label_a.cpu(),
+        confidence_adv=conf_a.cpu(),
+        target=s.target.cpu() if s.target is not None else None,
+        l0=norms["l0"].cpu(),
+        l2=norms["l2"].cpu(),
+        linf=norms["linf"].cpu(),
+        rms=norms["rms"].cpu(),
+        grad_evals=grad_evals.cpu(),
+        time_s=time.perf_counter() - s.start,
+        extra={k: (v.cpu() if isinstance(v, torch.Tensor) else v) for k, v in (extra or {}).items()},
+    )

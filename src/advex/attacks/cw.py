@@ -7,13 +7,11 @@ Adam on w, a per-image binary search over c, and early abort when the loss stops
 from __future__ import annotations
 
 import math
-import time
 
 import torch
 from torch import nn
 
-from advex.attacks.base import AttackResult, Targets, as_classifier, frozen, perturbation_norms, resolve_targets
-from advex.attacks.gradient import check_pixels, warn_if_probabilities
+from advex.attacks.base import AttackResult, Targets, as_classifier, finish, frozen, setup
 from advex.errors import AdvexError
 
 
@@ -48,20 +46,11 @@ class CW:
     def __call__(
         self, model: nn.Module, x: torch.Tensor, y: torch.Tensor | None = None, target: Targets = None
     ) -> AttackResult:
-        start = time.perf_counter()
-        check_pixels(x)
         clf = as_classifier(model)
-        dev = clf.device
-        x = x.detach().to(dev, torch.float32)
-        n = x.shape[0]
         with frozen(clf):
-            with torch.no_grad():
-                z0 = clf(x).float()
-            warn_if_probabilities(z0)
-            conf0, label0 = z0.softmax(-1).max(-1)
-            t = resolve_targets(clf, target, n, dev)
-            targeted = t is not None
-            goal = t if targeted else (label0 if y is None else torch.as_tensor(y, device=dev).long().flatten())
+            st = setup(clf, x, y, target)
+            x, goal, targeted, z0 = st.x, st.goal, st.targeted, st.logits
+            n, dev = x.shape[0], x.device
 
             def margin(z, g):  # f without the -kappa floor: success when < 0 (or <= -kappa)
                 zg = z.gather(1, g[:, None]).squeeze(1)
@@ -75,7 +64,6 @@ class CW:
             already = (m0 < 0) if self.kappa == 0 else (m0 <= -self.kappa)
             best_l2_all[already] = 0.0  # nothing to do: x itself is adversarial
             sub = (~already).nonzero().flatten()
-            x_all = x
             x, goal, n = x[sub], goal[sub], sub.numel()
             w0 = torch.atanh((2 * x - 1).clamp(-1 + 1e-6, 1 - 1e-6))
             c = torch.full((n,), self.c, device=dev)
@@ -120,24 +108,4 @@ class CW:
                 hi = torch.where(succeeded, torch.minimum(hi, c), hi)
                 c = torch.where(torch.isfinite(hi), (lo + hi) / 2, c * 10)
             best_l2_all[sub], best_adv_all[sub], evals_all[sub] = best_l2, best_adv, evals
-            x, n, best_adv, evals = x_all, x_all.shape[0], best_adv_all, evals_all
-            with torch.no_grad():
-                za = clf(best_adv).float()
-        conf_a, label_a = za.softmax(-1).max(-1)
-        success = torch.isfinite(best_l2_all)
-        norms = perturbation_norms(best_adv - x, torch.full((n,), x[0].numel(), device=dev))
-        return AttackResult(
-            x_adv=best_adv,
-            success=success.cpu(),
-            label=label0.cpu(),
-            confidence=conf0.cpu(),
-            label_adv=label_a.cpu(),
-            confidence_adv=conf_a.cpu(),
-            target=t.cpu() if t is not None else None,
-            l0=norms["l0"].cpu(),
-            l2=norms["l2"].cpu(),
-            linf=norms["linf"].cpu(),
-            rms=norms["rms"].cpu(),
-            grad_evals=evals.cpu(),
-            time_s=time.perf_counter() - start,
-        )
+            return finish(st, best_adv_all, evals_all, success=torch.isfinite(best_l2_all))

@@ -4,13 +4,10 @@ label changes, then overshoot by ``overshoot``. Untargeted by construction."""
 
 from __future__ import annotations
 
-import time
-
 import torch
 from torch import nn
 
-from advex.attacks.base import AttackResult, Targets, as_classifier, frozen, perturbation_norms
-from advex.attacks.gradient import check_pixels
+from advex.attacks.base import AttackResult, Targets, as_classifier, finish, frozen, setup
 from advex.errors import AdvexError
 
 
@@ -30,17 +27,11 @@ class DeepFool:
     ) -> AttackResult:
         if target is not None:
             raise AdvexError("DeepFool is untargeted; use target=None (or PGD/APGD/CW for a target)")
-        start = time.perf_counter()
-        check_pixels(x)
         clf = as_classifier(model)
-        dev = clf.device
-        x = x.detach().to(dev, torch.float32)
-        n = x.shape[0]
         with frozen(clf):
-            with torch.no_grad():
-                z0 = clf(x).float()
-            conf0, label0 = z0.softmax(-1).max(-1)
-            ytrue = label0 if y is None else torch.as_tensor(y, device=dev).long().flatten()
+            st = setup(clf, x, y, None)
+            x, ytrue, label0, z0 = st.x, st.y, st.label, st.logits
+            n, dev = x.shape[0], x.device
             k = min(self.candidates, z0.shape[1])
             cand = z0.scatter(1, ytrue[:, None], float("inf")).topk(k, dim=1).indices  # column 0 is ytrue
             r_tot = torch.zeros_like(x)
@@ -75,23 +66,4 @@ class DeepFool:
                 upd = a[still]
                 r_tot[upd] += step[still].view(-1, *x.shape[1:])
             x_adv = (x + (1 + self.overshoot) * r_tot).clamp(0, 1)
-            with torch.no_grad():
-                za = clf(x_adv).float()
-        conf_a, label_a = za.softmax(-1).max(-1)
-        success = label_a != ytrue
-        norms = perturbation_norms(x_adv - x, torch.full((n,), x[0].numel(), device=dev))
-        return AttackResult(
-            x_adv=x_adv,
-            success=success.cpu(),
-            label=label0.cpu(),
-            confidence=conf0.cpu(),
-            label_adv=label_a.cpu(),
-            confidence_adv=conf_a.cpu(),
-            target=None,
-            l0=norms["l0"].cpu(),
-            l2=norms["l2"].cpu(),
-            linf=norms["linf"].cpu(),
-            rms=norms["rms"].cpu(),
-            grad_evals=evals.cpu(),
-            time_s=time.perf_counter() - start,
-        )
+            return finish(st, x_adv, evals)

@@ -10,7 +10,6 @@ still unbroken, from a new random start.
 
 from __future__ import annotations
 
-import time
 import warnings
 from typing import Literal
 
@@ -18,41 +17,19 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from advex.attacks.base import AttackResult, Targets, as_classifier, frozen, perturbation_norms, resolve_targets
+from advex.attacks.base import (  # noqa: F401 - re-exported: check_pixels, warn_if_probabilities
+    AdvexWarning,
+    AttackResult,
+    Targets,
+    as_classifier,
+    check_pixels,
+    finish,
+    frozen,
+    setup,
+    warn_if_probabilities,
+)
 from advex.attacks.norms import NORMS
 from advex.errors import AdvexError
-
-
-class AdvexWarning(UserWarning):
-    """Something is probably wrong, but a result can still be computed."""
-
-
-def check_pixels(x: torch.Tensor) -> None:
-    """Inputs must be a finite (N, C, H, W) batch in [0, 1]."""
-    if not isinstance(x, torch.Tensor) or x.ndim != 4:
-        shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
-        raise AdvexError(f"x must be a (N, C, H, W) tensor of pixels in [0, 1], got {shape}")
-    if x.numel() == 0:
-        raise AdvexError("x is empty")
-    if torch.isnan(x).any():
-        raise AdvexError("x contains NaN; inputs must be finite pixels in [0, 1]")
-    lo, hi = float(x.min()), float(x.max())
-    if lo < 0 or hi > 1:
-        hint = " (8-bit images? divide by 255)" if hi > 1.5 else ""
-        raise AdvexError(f"pixels must be in [0, 1], got values in [{lo:.3g}, {hi:.3g}]{hint}")
-
-
-def warn_if_probabilities(logits: torch.Tensor) -> None:
-    """Warn when a model's outputs look like probabilities: the losses here need logits."""
-    z = logits.detach().float()
-    if z.ndim == 2 and z.shape[1] > 1 and (z >= 0).all() and (z <= 1).all():
-        if torch.allclose(z.sum(1), torch.ones(z.shape[0], device=z.device), atol=1e-3):
-            warnings.warn(
-                "the model's outputs are non-negative and sum to 1: it seems to return probabilities; "
-                "attacks need logits (remove the final softmax)",
-                AdvexWarning,
-                stacklevel=3,
-            )
 
 
 class PGD:
@@ -121,36 +98,18 @@ class PGD:
     ) -> AttackResult:
         """Attack ``x`` (N, C, H, W) in [0, 1]; untargeted away from ``y`` (default: the
         model's prediction) or towards ``target`` (a class index/name, or one per image)."""
-        start = time.perf_counter()
-        check_pixels(x)
         clf = as_classifier(model)
-        dev = clf.device
-        x = x.detach().to(dev, torch.float32)
-        n = x.shape[0]
         norm = NORMS[self.norm]
         with frozen(clf):
-            with torch.no_grad():
-                z0 = clf(x).float()
-            warn_if_probabilities(z0)
-            conf0, label0 = z0.softmax(-1).max(-1)
-            t = resolve_targets(clf, target, n, dev)
-            targeted = t is not None
-            if targeted:
-                goal = t
-            else:
-                goal = label0 if y is None else torch.as_tensor(y, device=dev, dtype=torch.long).flatten()
-                if goal.numel() != n:
-                    raise AdvexError(f"got {goal.numel()} labels y for {n} images")
-
-            def hit(z: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
-                pred = z.argmax(1)
-                return pred == g if targeted else pred != g
-
+            st = setup(clf, x, y, target)
+            x, goal, hit = st.x, st.goal, st.hit
+            n, dev, targeted = x.shape[0], x.device, st.targeted
             sign = -1.0 if targeted else 1.0
             eps = torch.full((n,), self.eps, device=dev)
             gen = torch.Generator(dev).manual_seed(self.seed)
             best = x.clone()
-            success = hit(z0, goal)  # already broken (untargeted: misclassified) at r = 0
+            # already broken (untargeted: misclassified) at r = 0
+            success = (st.label == st.target) if targeted else (st.label != st.y)
             evals = torch.zeros(n, dtype=torch.long, device=dev)
             for restart in range(self.restarts):
                 ids = (~success).nonzero().flatten()
@@ -174,7 +133,7 @@ class PGD:
                     d = d.detach()
                     evals[ids] += 1
                     if self.early_stop:
-                        ok = hit(z.detach(), gi)
+                        ok = hit(z.detach(), ids)
                         if ok.any():
                             best[ids[ok]] = xi[ok] + d[ok]
                             success[ids[ok]] = True
@@ -198,27 +157,8 @@ class PGD:
                     best[ids] = xi + d  # none of these has succeeded yet: keep the last iterate
                     if restart < self.restarts - 1:  # the next restart needs to know who is left
                         with torch.no_grad():
-                            success[ids[hit(clf(xi + d).float(), gi)]] = True
-            with torch.no_grad():
-                za = clf(best).float()
-        conf_a, label_a = za.softmax(-1).max(-1)
-        success = hit(za, goal)
-        norms = perturbation_norms(best - x, torch.full((n,), x[0].numel(), device=dev))
-        return AttackResult(
-            x_adv=best,
-            success=success.cpu(),
-            label=label0.cpu(),
-            confidence=conf0.cpu(),
-            label_adv=label_a.cpu(),
-            confidence_adv=conf_a.cpu(),
-            target=t.cpu() if t is not None else None,
-            l0=norms["l0"].cpu(),
-            l2=norms["l2"].cpu(),
-            linf=norms["linf"].cpu(),
-            rms=norms["rms"].cpu(),
-            grad_evals=evals.cpu(),
-            time_s=time.perf_counter() - start,
-        )
+                            success[ids[hit(clf(xi + d).float(), ids)]] = True
+            return finish(st, best, evals)
 
 
 class FGSM(PGD):

@@ -13,13 +13,10 @@ one query per iteration; broken ones stop.
 
 from __future__ import annotations
 
-import time
-
 import torch
 from torch import nn
 
-from advex.attacks.base import AttackResult, Targets, as_classifier, frozen, perturbation_norms, resolve_targets
-from advex.attacks.gradient import check_pixels
+from advex.attacks.base import AttackResult, Targets, as_classifier, finish, frozen, setup
 from advex.errors import AdvexError
 
 
@@ -54,18 +51,12 @@ class Square:
     def __call__(
         self, model: nn.Module, x: torch.Tensor, y: torch.Tensor | None = None, target: Targets = None
     ) -> AttackResult:
-        start = time.perf_counter()
-        check_pixels(x)
         clf = as_classifier(model)
-        dev = clf.device
-        x = x.detach().to(dev, torch.float32)
-        n, c, h, w = x.shape
         with frozen(clf):
-            z0 = clf(x).float()
-            conf0, label0 = z0.softmax(-1).max(-1)
-            ytrue = label0 if y is None else torch.as_tensor(y, device=dev, dtype=torch.long).flatten()
-            t = resolve_targets(clf, target, n, dev)
-            goal = t if t is not None else ytrue
+            st = setup(clf, x, y, target)
+            x, goal, t, z0 = st.x, st.goal, st.target, st.logits
+            n, c, h, w = x.shape
+            dev = x.device
 
             def margin(z, idx):
                 zg = z.gather(1, goal[idx, None]).squeeze(1)
@@ -118,26 +109,7 @@ class Square:
                 better = lc < loss[idx]
                 best[idx[better]], loss[idx[better]] = cand[better], lc[better]
                 done[idx] = loss[idx] < 0
-            za = clf(best).float()
-        conf_a, label_a = za.softmax(-1).max(-1)
-        success = margin(za, all_idx) < 0
-        norms = perturbation_norms(best - x, torch.full((n,), x[0].numel(), device=dev))
-        return AttackResult(
-            x_adv=best,
-            success=success.cpu(),
-            label=label0.cpu(),
-            confidence=conf0.cpu(),
-            label_adv=label_a.cpu(),
-            confidence_adv=conf_a.cpu(),
-            target=t.cpu() if t is not None else None,
-            l0=norms["l0"].cpu(),
-            l2=norms["l2"].cpu(),
-            linf=norms["linf"].cpu(),
-            rms=norms["rms"].cpu(),
-            grad_evals=torch.zeros(n, dtype=torch.long),
-            time_s=time.perf_counter() - start,
-            extra={"queries": queries.cpu()},
-        )
+            return finish(st, best, torch.zeros(n, dtype=torch.long), extra={"queries": queries})
 
 
 # ------------------------------------------------------------------------------ L2 helpers
