@@ -121,11 +121,11 @@ def main() -> None:
     ta(xb[:2], yb[:2])
     PGD(eps=1 / 255, steps=1)(big, xb[:2], yb[:2])
     floor, ours, theirs = [], [], []
-    for _ in range(3):  # interleaved repetitions; the minimum of each is reported (CPU timings are noisy)
+    for _ in range(5):  # interleaved repetitions; the median of each is reported (CPU timings are noisy)
         floor.append(timed(lambda: [fwd_bwd_big() for _ in range(10)])[1])
         ours.append(timed(lambda: PGD(eps=1 / 255, steps=10, early_stop=False)(big, xb, yb))[1])
         theirs.append(timed(lambda: ta(xb, yb))[1])
-    t_floor_b, t_pgd_b, t_ta = min(floor), min(ours), min(theirs)
+    t_floor_b, t_pgd_b, t_ta = (sorted(v)[len(v) // 2] for v in (floor, ours, theirs))
     row = {
         "floor_s_per_step": round(t_floor_b / 10, 4),
         "pgd_s_per_step": round(t_pgd_b / 10, 4),

@@ -149,7 +149,8 @@ class PGD:
                         mom = self.momentum * mom + g / l1
                         g = mom
                     if self.norm == "linf":
-                        d = (d + (sign * self.step_size) * g.sign()).clamp_(lo, hi)
+                        direction = g.sign() if self.momentum > 0 else g.sign_()  # g may be the momentum
+                        d = d.add_(direction, alpha=sign * self.step_size).clamp_(lo, hi)  # in place
                     else:
                         d = norm.project(d + sign * self.step_size * norm.direction(g), ei)
                         d = (xi + d).clamp(0, 1) - xi
