@@ -37,3 +37,11 @@ def tiny_model():
 def tiny_images():
     g = torch.Generator().manual_seed(1)
     return 0.2 + 0.6 * torch.rand(6, 3, 8, 8, generator=g)
+
+
+@pytest.fixture(scope="session")
+def mnist200():
+    """The first 200 MNIST test images and labels, as floats in [0, 1]."""
+    from advex.data.datasets import load_dataset
+
+    return load_dataset("mnist", "test").subset(200).floats()

@@ -1,30 +1,16 @@
 """APGD, Square and `advex evaluate` (ensemble, sanity checks, CLI)."""
 
 import json
-from pathlib import Path
 
 import pytest
 import torch
+from helpers import needs_data, robust
 from torch import nn
 
 from advex.attacks import APGD, PGD, Square
 from advex.attacks.apgd import checkpoints, dlr_loss
 from advex.errors import AdvexError
 from advex.evaluation import Evaluation, evaluate, sanity_checks
-
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
-needs_data = pytest.mark.skipif(not (SHARED / "mnist").is_dir(), reason="../shared/datasets not present")
-
-
-@pytest.fixture(scope="module")
-def mnist200():
-    from advex.data.datasets import load_dataset
-
-    return load_dataset("mnist", "test").subset(200).floats()
-
-
-def _robust(res, y):
-    return float(((~res.success) & (res.label == y)).float().mean())
 
 
 def test_apgd_checkpoints_follow_the_paper():
@@ -43,9 +29,9 @@ def test_apgd_is_at_least_as_strong_as_pgd(mnist200):
 
     x, y = mnist200
     m = load("mnist-small-pgd")
-    pgd = _robust(PGD(eps=0.3, steps=20)(m, x, y), y)
+    pgd = robust(PGD(eps=0.3, steps=20)(m, x, y), y)
     for loss in ("ce", "dlr"):
-        assert _robust(APGD(eps=0.3, steps=50, loss=loss)(m, x, y), y) <= pgd + 0.01
+        assert robust(APGD(eps=0.3, steps=50, loss=loss)(m, x, y), y) <= pgd + 0.01
 
 
 @pytest.mark.parametrize("norm,eps", [("linf", 0.05), ("l2", 0.3)])
@@ -78,7 +64,7 @@ def test_square_is_black_box_and_breaks_a_standard_model(mnist200):
             return self.m(v)
 
     res = Square(eps=0.3, queries=300)(NoGrad(), x, y)
-    assert _robust(res, y) <= 0.05
+    assert robust(res, y) <= 0.05
     assert ((res.x_adv - x).abs().amax() <= 0.3 + 1e-6) and res.x_adv.min() >= 0 and res.x_adv.max() <= 1
     assert res.extra["queries"].max() <= 300
 
@@ -171,7 +157,7 @@ def test_square_l2_keeps_the_norm_and_breaks_a_standard_model(mnist200):
     x, y = mnist200
     res = Square(eps=2.0, norm="l2", queries=500)(load("mnist-small"), x, y)
     assert (res.l2 <= 2.0 + 1e-4).all() and res.x_adv.min() >= 0 and res.x_adv.max() <= 1
-    assert _robust(res, y) <= 0.35
+    assert robust(res, y) <= 0.35
     assert res.extra["queries"].max() <= 500
 
 

@@ -1,28 +1,13 @@
 """FGSM / PGD in L-inf, L2 and L1: real models, norms and box, targets, restarts, bad input."""
 
-from pathlib import Path
-
 import pytest
 import torch
+from helpers import needs_data, robust
 from torch import nn
 
 from advex.attacks import FGSM, PGD, AdvexWarning
 from advex.attacks.norms import L1, NORMS
 from advex.errors import AdvexError
-
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
-needs_data = pytest.mark.skipif(not (SHARED / "mnist").is_dir(), reason="../shared/datasets not present")
-
-
-@pytest.fixture(scope="module")
-def mnist200():
-    from advex.data.datasets import load_dataset
-
-    return load_dataset("mnist", "test").subset(200).floats()
-
-
-def _robust(res, y):
-    return float(((~res.success) & (res.label == y)).float().mean())
 
 
 @needs_data
@@ -31,8 +16,8 @@ def test_pgd_breaks_the_standard_model_but_not_the_adversarially_trained_one(mni
 
     x, y = mnist200
     atk = PGD(eps=0.3, steps=40, step_size=0.01)
-    assert _robust(atk(load("mnist-small"), x, y), y) <= 0.02
-    assert _robust(atk(load("mnist-small-pgd"), x, y), y) >= 0.8
+    assert robust(atk(load("mnist-small"), x, y), y) <= 0.02
+    assert robust(atk(load("mnist-small-pgd"), x, y), y) >= 0.8
 
 
 @needs_data
@@ -43,7 +28,7 @@ def test_pgd_agrees_with_the_training_loop_robust_accuracy(mnist200):
 
     x, y = mnist200
     m = load("mnist-small-pgd")
-    ours = _robust(PGD(eps=0.3, steps=20)(m, x, y), y)
+    ours = robust(PGD(eps=0.3, steps=20)(m, x, y), y)
     helper = robust_accuracy(m, load_dataset("mnist", "test").subset(200), 0.3, 20)
     assert abs(ours - helper) <= 0.03  # same algorithm, other random starts
 
