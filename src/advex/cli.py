@@ -313,7 +313,7 @@ def cmd_evaluate(args) -> int:
     cols = [("eps", "eps")] + [(a, a) for a in ev.per_attack] + [("ens", "ensemble")]
     rows = [
         {
-            "eps": f"{e:.4g}",
+            "eps": f"{e:.4g}" + (f" ({255 * e:.3g}/255)" if 0 < e < 1 else ""),
             **{a: f"{100 * ev.per_attack[a][i]:.1f}%" for a in ev.per_attack},
             "ens": f"{100 * ev.ensemble[i]:.1f}%",
         }
