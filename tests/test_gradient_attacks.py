@@ -140,3 +140,15 @@ def test_bad_input(tiny_model):
     probs = nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 8, 4), nn.Softmax(dim=1))
     with pytest.warns(AdvexWarning, match="seems to return probabilities"):
         PGD(eps=0.1, steps=2)(probs, x)
+
+
+@needs_data
+def test_bf16_fast_path_matches_fp32_success(mnist200):
+    from advex.models import load
+
+    x, y = mnist200
+    m = load("mnist-small-pgd")
+    fp32 = PGD(eps=0.3, steps=10)(m, x, y)
+    bf16 = PGD(eps=0.3, steps=10, bf16=True)(m, x, y)
+    assert abs(robust(fp32, y) - robust(bf16, y)) <= 0.03
+    assert (bf16.linf <= 0.3 + 1e-6).all() and bf16.x_adv.dtype == torch.float32
