@@ -141,12 +141,17 @@ def test_torchrun_two_processes_end_with_identical_weights(tmp_path):
     from safetensors.torch import load_file
 
     worker = Path(__file__).with_name("ddp_worker.py")
+    import socket
+
+    with socket.socket() as sock:  # a free port, so parallel or repeated runs do not collide
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
     cmd = [
         sys.executable,
         "-m",
         "torch.distributed.run",
         "--nproc_per_node=2",
-        "--master_port=29517",
+        f"--master_port={port}",
         str(worker),
         str(tmp_path),
     ]
