@@ -67,13 +67,18 @@ def _make(name: str, eps: float, norm: str, steps: int, queries: int, seed: int)
     raise AdvexError(f"unknown attack {name!r}; choose from {', '.join(ATTACKS)}")
 
 
-def _robust_under(name, model, x, y, eps, norm, steps, queries, n_targets, seed, batch_size) -> torch.Tensor:
-    """(N,) bool: correctly classified and not broken by attack ``name``."""
+@torch.no_grad()
+def _logits(model, x: torch.Tensor, batch_size: int) -> torch.Tensor:
+    """Clean logits of ``x`` (on the CPU), computed once per evaluation, in chunks."""
+    chunks = [x[i : i + batch_size] for i in range(0, len(x), batch_size)]
+    return torch.cat([model(c.to(model.device)).float().cpu() for c in chunks])
+
+
+def _robust_under(name, model, x, y, logits, eps, norm, steps, queries, n_targets, seed, batch_size) -> torch.Tensor:
+    """(N,) bool: correctly classified (by the clean ``logits``) and not broken by attack ``name``."""
     out = torch.zeros(x.shape[0], dtype=torch.bool)
     for i in range(0, x.shape[0], batch_size):
-        xb, yb = x[i : i + batch_size], y[i : i + batch_size]
-        with torch.no_grad():
-            z = model(xb.to(model.device)).float().cpu()
+        xb, yb, z = x[i : i + batch_size], y[i : i + batch_size], logits[i : i + batch_size]
         rob = z.argmax(1) == yb
         if name == "apgd-t":  # targeted DLR against each of the top n_targets other classes
             order = z.scatter(1, yb[:, None], float("-inf")).argsort(dim=1, descending=True)
@@ -127,11 +132,8 @@ def evaluate(
         if a not in ATTACKS:
             raise AdvexError(f"unknown attack {a!r}; choose from {', '.join(ATTACKS)}")
     x = x.detach().cpu()
-    with torch.no_grad():
-        pred = torch.cat(
-            [clf(x[i : i + batch_size].to(clf.device)).argmax(1).cpu() for i in range(0, len(x), batch_size)]
-        )
-    correct = pred == y
+    logits = _logits(clf, x, batch_size)
+    correct = logits.argmax(1) == y
     per_attack: dict[str, list[float]] = {a: [] for a in attacks}
     masks: dict[str, list[torch.Tensor]] = {a: [] for a in attacks}
     times: dict[str, float] = {a: 0.0 for a in attacks}
@@ -141,7 +143,7 @@ def evaluate(
             rob = (
                 correct.clone()
                 if e == 0
-                else _robust_under(a, clf, x, y, e, norm, steps, queries, n_targets, seed, batch_size)
+                else _robust_under(a, clf, x, y, logits, e, norm, steps, queries, n_targets, seed, batch_size)
             )
             times[a] += time.perf_counter() - t0
             masks[a].append(rob)
@@ -176,8 +178,9 @@ def sanity_checks(model, x, y, ev: Evaluation, *, steps: int, seed: int, batch_s
                 f"{100 * acc[i]:.1f}% at {ev.eps[i]:g}): the attacks are failing to optimise"
             )
     big = 1.0 if ev.norm == "linf" else math.sqrt(x[0].numel())
-    n_check = min(len(x), 200)
-    rob = _robust_under("apgd-ce", model, x[:n_check], y[:n_check], big, ev.norm, steps, 0, 0, seed, batch_size)
+    n_sub = min(len(x), 200)  # the checks run on the first 200 images
+    xs, ys, zs = x[:n_sub], y[:n_sub], _logits(model, x[:n_sub], batch_size)
+    rob = _robust_under("apgd-ce", model, xs, ys, zs, big, ev.norm, steps, 0, 0, seed, batch_size)
     if rob.float().mean() > 0.02:
         found.append(
             f"unbounded attack check: at eps={big:g} (the whole input space) {100 * rob.float().mean():.1f}% "
@@ -193,9 +196,8 @@ def sanity_checks(model, x, y, ev: Evaluation, *, steps: int, seed: int, batch_s
                 )
     e = ev.eps[-1]
     if e > 0:
-        n_small = min(len(x), 200)
-        few = _robust_under("fgsm", model, x[:n_small], y[:n_small], e, ev.norm, 1, 0, 0, seed, batch_size)
-        many = _robust_under("pgd", model, x[:n_small], y[:n_small], e, ev.norm, steps, 0, 0, seed, batch_size)
+        few = _robust_under("fgsm", model, xs, ys, zs, e, ev.norm, 1, 0, 0, seed, batch_size)
+        many = _robust_under("pgd", model, xs, ys, zs, e, ev.norm, steps, 0, 0, seed, batch_size)
         if many.float().mean() > few.float().mean() + 0.01:
             found.append(
                 f"many steps are weaker than one at eps {e:g} (PGD-{steps} {100 * many.float().mean():.1f}% "
