@@ -327,6 +327,140 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
+def cmd_onepixel(args) -> int:
+    import torch
+
+    from advex.attacks import OnePixel
+    from advex.data.images import atomic_write_bytes, quantize, save_png
+    from advex.report import PixelItem, pixel_figure
+
+    if (args.images is None) == (args.dataset is None):
+        raise AdvexError("give either --dataset mnist|cifar10 or --images PATH...")
+    attack = OnePixel(
+        pixels=args.pixels,
+        population=args.population,
+        iterations=args.iterations,
+        F=args.F,
+        strategy=args.strategy,
+        threshold=args.threshold,
+        batch_size=args.batch_size,
+        seed=args.seed,
+    )
+    names: list[str]
+    if args.images is not None:
+        from advex.data import load_images, pack
+
+        images = load_images(args.images)
+        model = _load_model(args.model or "efficientnet-lite0", None, args.device)
+        target = model.class_index(args.target) if args.target is not None else None
+        for im in images:
+            for note in im.notes:
+                print(f"note: {note}", file=sys.stderr)
+        canvas, sizes = pack([im.pixels for im in images])
+        # attack the network's own input (e.g. 224x224), as Su et al. did (227x227): one
+        # pixel of a photo at full resolution is averaged away by the resize
+        x = quantize(model.fit_input(canvas, sizes if model.input_size is not None else None))
+        y = None
+        names = [im.name for im in images]
+        source = f"{len(images)} photos, attacked at the network input {tuple(x.shape[-2:])}"
+    else:
+        from advex.data.datasets import load_dataset
+        from advex.evaluation import first_correct
+
+        if args.n < 1:
+            raise AdvexError(f"--n must be >= 1, got {args.n}")
+        model = _load_model(args.model or f"{args.dataset}-small", None, args.device)
+        target = model.class_index(args.target) if args.target is not None else None
+        data = load_dataset(args.dataset, "test", args.data_dir)
+        idx = first_correct(model, data.images, data.labels, args.n, exclude=target)
+        if idx.numel() == 0:
+            raise AdvexError(f"{model.name} classifies none of the {args.dataset} test images correctly")
+        x, y = data.floats(idx)
+        names = [f"test[{int(i)}]" for i in idx]
+        skip = " and not of the target class" if target is not None else ""
+        source = (
+            f"the first {len(idx)} {args.dataset} test images {model.name} classifies correctly{skip} "
+            f"(of the first {int(idx[-1]) + 1})"
+        )
+    print(f"model {model.name} on {model.device}; {attack!r}; {source}", file=sys.stderr)
+    t0 = time.perf_counter()
+    result = attack(model, x, y, target=target)
+    wall = time.perf_counter() - t0
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    rows = result.rows(model.classes)
+    queries = result.extra["queries"].float()
+    ok = result.success
+    for r_, nm in zip(rows, names):
+        r_["image"] = nm
+    if args.images is not None:
+        for i, nm in enumerate(names):
+            save_png(result.x_adv[i], out / f"{nm}_adv.png")
+            save_png(x[i], out / f"{nm}_input.png")
+            rows[i]["adversarial_png"] = str(out / f"{nm}_adv.png")
+    order = sorted(range(len(rows)), key=lambda i: (not bool(ok[i]), i))[: args.figure_n]
+    items = [
+        PixelItem(
+            names[i],
+            x[i].cpu(),
+            result.x_adv[i].cpu(),
+            model.class_name(int(result.label[i])),
+            float(result.confidence[i]),
+            model.class_name(int(result.label_adv[i])),
+            float(result.confidence_adv[i]),
+            bool(ok[i]),
+            [(p["row"], p["col"]) for p in result.extra["pixels"][i]],
+        )
+        for i in order
+    ]
+    kind = f"target {model.class_name(int(target))}" if target is not None else "untargeted"
+    pixel_figure(items, out / "figure.png", title=f"{model.name}: {args.pixels}-pixel attack, {kind}")
+    summary = {
+        "advex_version": __version__,
+        "command": " ".join(["advex", *args.argv]),
+        "model": model.name,
+        "device": str(model.device),
+        "attack": repr(attack),
+        "images": source,
+        "success_rate": result.success_rate,
+        "successes": int(ok.sum()),
+        "attacked": len(rows),
+        "mean_queries": float(queries.mean()),
+        "mean_queries_successful": float(queries[ok].mean()) if ok.any() else None,
+        "attack_time_s": round(wall, 2),
+        "time_per_image_s": round(wall / len(rows), 4),
+        "machine": f"{platform.machine()} {platform.system()}, {os.cpu_count()} CPUs, torch {torch.__version__}",
+        "results": rows,
+    }
+    atomic_write_bytes(out / "onepixel.json", (json.dumps(summary, indent=2) + "\n").encode())
+    show = rows if len(rows) <= 20 else rows[:10]
+    table = [
+        {
+            "image": r_["image"],
+            "orig": f"{r_['label_name']} ({100 * r_['confidence']:.0f}%)",
+            "adv": f"{r_['label_adv_name']} ({100 * r_['confidence_adv']:.0f}%)",
+            "px": "; ".join(f"({p['row']},{p['col']}) {p['old']}->{p['new']}" for p in r_["pixels"]) or "-",
+            "q": r_["queries"],
+            "ok": "yes" if r_["success"] else "no",
+        }
+        for r_ in show
+    ]
+    cols = [("image", "image"), ("orig", "original"), ("adv", "adversarial"), ("px", "pixels (row,col) old->new")]
+    print(_table(table, cols + [("q", "queries"), ("ok", "success")]))
+    if len(rows) > len(show):
+        print(f"... {len(rows) - len(show)} more in onepixel.json")
+    mq = summary["mean_queries_successful"]
+    print(
+        f"\nsuccess {int(ok.sum())}/{len(rows)} ({100 * result.success_rate:.1f}%), mean queries "
+        f"{float(queries.mean()):.0f}"
+        + (f" ({mq:.0f} on successes)" if mq is not None else "")
+        + f"; {wall:.1f} s ({1000 * wall / len(rows):.0f} ms per image)"
+    )
+    print(f"wrote {out}/onepixel.json and {out}/figure.png")
+    return 0
+
+
 def cmd_models(args) -> int:
     from advex.models import describe
 
@@ -450,6 +584,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=_seed, default=0)
     p.add_argument("--out", default="advex-evaluate", help="output folder (default advex-evaluate)")
     p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("onepixel", help="change 1, 3 or 5 pixels to change the prediction (Su et al. 2019)")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--dataset", choices=["mnist", "cifar10"], help="attack correctly classified test images")
+    src.add_argument("--images", nargs="+", metavar="PATH", help="your photos (ImageNet default model)")
+    p.add_argument(
+        "--model", default=None, help="zoo name or FILE.py[:NAME] (default: DATASET-small, or efficientnet-lite0)"
+    )
+    p.add_argument("--n", type=int, default=100, help="images from --dataset (default 100)")
+    p.add_argument("--pixels", type=int, default=1, help="pixels to change (default 1; the paper: 1, 3, 5)")
+    p.add_argument("--target", default=None, help="target class name or index (default: untargeted)")
+    p.add_argument("--population", type=int, default=400, help="DE population per image (default 400)")
+    p.add_argument("--iterations", type=int, default=100, help="DE generations at most (default 100)")
+    p.add_argument("--F", type=float, default=0.5, help="DE mutation scale (default 0.5)")
+    p.add_argument("--strategy", choices=["rand1", "best1"], default="rand1", help="DE mutation (default: rand1)")
+    p.add_argument(
+        "--threshold", type=float, default=None, help="stop once p(true) < T (or p(target) > T); default: on success"
+    )
+    p.add_argument("--batch-size", type=int, default=None, help="images per forward pass (default: automatic)")
+    p.add_argument("--figure-n", type=int, default=12, help="images in figure.png (successes first; default 12)")
+    p.add_argument("--data-dir", default=None)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--seed", type=_seed, default=0)
+    p.add_argument("--out", default="advex-onepixel", help="output folder (default advex-onepixel)")
+    p.set_defaults(func=cmd_onepixel)
 
     p = sub.add_parser("models", help="list the model zoo")
     p.set_defaults(func=cmd_models)

@@ -6,6 +6,7 @@ from advex.attacks.base import AttackResult, as_classifier, frozen
 from advex.attacks.cw import CW
 from advex.attacks.deepfool import DeepFool
 from advex.attacks.gradient import FGSM, PGD, AdvexWarning
+from advex.attacks.onepixel import OnePixel
 from advex.attacks.square import Square
 from advex.attacks.szegedy import Szegedy
 
@@ -15,6 +16,7 @@ __all__ = [
     "DeepFool",
     "FGSM",
     "PGD",
+    "OnePixel",
     "AdvexWarning",
     "AttackResult",
     "Square",

@@ -79,6 +79,8 @@ class AttackResult:
             for k, v in self.extra.items():
                 if isinstance(v, torch.Tensor) and v.ndim == 1 and v.numel() == len(self):
                     row[k] = v[i].item()
+                elif isinstance(v, list) and len(v) == len(self):  # per-image JSON-ready values
+                    row[k] = v[i]
             out.append(row)
         return out
 

@@ -100,30 +100,39 @@ class Classifier(nn.Module):
         return self.classes[index] if self.classes is not None else str(index)
 
     # ------------------------------------------------------------------ forward
-    def preprocess(self, x: torch.Tensor, sizes: torch.Tensor | None = None) -> torch.Tensor:
-        """Crop/resize to the network's input size (if it has one) and normalise."""
+    def resizes(self, h: int, w: int) -> bool:
+        """Whether an (h, w) input is cropped/resized before the network (else only normalised)."""
+        return self.input_size is not None and (h, w) != self.input_size
+
+    def fit_input(self, x: torch.Tensor, sizes: torch.Tensor | None = None) -> torch.Tensor:
+        """Crop and resize pixels to the network's input size, if it has one (no normalisation)."""
         if x.ndim != 4 or (self.channels is not None and x.shape[1] != self.channels):
             c = self.channels if self.channels is not None else "C"
             raise AdvexError(f"{self.name} takes images of shape (N, {c}, H, W) in [0, 1], got {tuple(x.shape)}")
         h, w = x.shape[-2:]
-        if sizes is not None or (self.input_size is not None and (h, w) != self.input_size):
-            if self.input_size is None:
-                raise AdvexError(f"{self.name} has no input_size, so it cannot take a batch of mixed-size images")
-            if sizes is None:
-                sz = [(h, w)]
-            else:
-                sz = [tuple(s) for s in sizes.tolist()]
-                if len(sz) != x.shape[0]:
-                    raise AdvexError(f"sizes has {len(sz)} rows for a batch of {x.shape[0]} images")
-            key = (tuple(sz), h, w, x.device, x.dtype)
-            mats = self._resize_cache.get(key)
-            if mats is None:
-                a_h, a_w = resize_matrices(sz, (h, w), self.input_size, self.crop_fraction)
-                mats = (a_h.to(x.device, x.dtype), a_w.to(x.device, x.dtype))
-                if len(self._resize_cache) >= 64:
-                    self._resize_cache.pop(next(iter(self._resize_cache)))
-                self._resize_cache[key] = mats
-            x = apply_resize(x, *mats)
+        if sizes is None and not self.resizes(h, w):
+            return x
+        if self.input_size is None:
+            raise AdvexError(f"{self.name} has no input_size, so it cannot take a batch of mixed-size images")
+        if sizes is None:
+            sz = [(h, w)]
+        else:
+            sz = [tuple(s) for s in sizes.tolist()]
+            if len(sz) != x.shape[0]:
+                raise AdvexError(f"sizes has {len(sz)} rows for a batch of {x.shape[0]} images")
+        key = (tuple(sz), h, w, x.device, x.dtype)
+        mats = self._resize_cache.get(key)
+        if mats is None:
+            a_h, a_w = resize_matrices(sz, (h, w), self.input_size, self.crop_fraction)
+            mats = (a_h.to(x.device, x.dtype), a_w.to(x.device, x.dtype))
+            if len(self._resize_cache) >= 64:
+                self._resize_cache.pop(next(iter(self._resize_cache)))
+            self._resize_cache[key] = mats
+        return apply_resize(x, *mats)
+
+    def preprocess(self, x: torch.Tensor, sizes: torch.Tensor | None = None) -> torch.Tensor:
+        """Crop/resize to the network's input size (if it has one) and normalise."""
+        x = self.fit_input(x, sizes)
         return (x - self.mean.to(x.dtype)) / self.std.to(x.dtype)
 
     def forward(self, x: torch.Tensor, sizes: torch.Tensor | None = None) -> torch.Tensor:

@@ -2,5 +2,6 @@
 
 from advex.report.curves import accuracy_vs_eps
 from advex.report.figure import FigureRow, magnification, three_column_figure
+from advex.report.pixels import PixelItem, pixel_figure
 
-__all__ = ["FigureRow", "accuracy_vs_eps", "magnification", "three_column_figure"]
+__all__ = ["FigureRow", "PixelItem", "accuracy_vs_eps", "magnification", "pixel_figure", "three_column_figure"]

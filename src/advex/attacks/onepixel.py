@@ -1,0 +1,311 @@
+"""The one-pixel attack (Su, Vargas & Sakurai 2019) by batched differential evolution.
+
+A candidate is ``pixels`` tuples (row, col, colour); the search is differential evolution
+(DE) as the paper specifies: a population of 400 candidates per image, up to 100
+generations, the mutation ``x_r1 + F (x_r2 - x_r3)`` with F = 0.5 and no crossover, a
+child replacing its parent only when it is fitter. Initial coordinates are uniform over
+the image and colours Gaussian (mean 128, sd 127 in 0-255 units) clipped to the valid
+range; coordinates are rounded (down) and colours to whole 8-bit levels when applied, so
+the adversarial image is exactly what a saved 8-bit PNG holds.
+
+Fitness is the probability of the true class (untargeted, lower is fitter) or of the
+target (targeted, higher is fitter). Selection only compares fitness values, so the
+comparison is made on ``-log(1 - p_true)`` and ``-log p_target``: the same order as the
+probabilities, but without the float32 saturation at p = 1 that would otherwise freeze
+the search on confidently classified images.
+
+Batched: the populations of all unfinished images are one tensor; one forward pass (in
+chunks of ``batch_size`` images) scores every candidate of every image, and an image
+leaves the batch the generation it succeeds. Peers run SciPy-style DE one image at a time.
+
+Two deliberate differences from SciPy's DE (which Su et al.'s code called): generations
+are synchronous (every child is scored against its parent at once, which is what makes
+the whole population one forward pass), and a mutated coordinate outside the image is
+redrawn uniformly, as SciPy does, while a colour outside [0, 1] is clipped.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from advex.attacks.base import AttackResult, Targets, as_classifier, finish, frozen, setup
+from advex.errors import AdvexError
+
+
+def _distinct_others(m: int, p: int, k: int, gen: torch.Generator, dev) -> torch.Tensor:
+    """(m, p, k) indices: for each member i of each of m populations of size p, k distinct
+    other members (all != i), uniformly, with no rejection loop."""
+    taken = torch.arange(p, device=dev).view(1, p, 1).expand(m, p, 1)
+    out = []
+    for j in range(k):
+        v = torch.randint(0, p - 1 - j, (m, p), generator=gen, device=dev)
+        for e in taken.sort(-1).values.unbind(-1):  # rank v among the values not yet taken
+            v = v + (v >= e).long()
+        out.append(v)
+        taken = torch.cat([taken, v[..., None]], -1)
+    return torch.stack(out, -1)
+
+
+class OnePixel:
+    """Change at most ``pixels`` pixels to change the prediction (Su et al. 2019).
+
+    Args:
+        pixels: pixels the attack may change (the paper: 1, 3 and 5).
+        population: DE candidates per image (paper: 400); at least 4.
+        iterations: DE generations at most (paper: 100).
+        F: mutation scale (paper: 0.5).
+        strategy: ``"rand1"`` (the paper's ``x_r1 + F (x_r2 - x_r3)``) or ``"best1"``
+            (``x_best + F (x_r1 - x_r2)``, what SciPy's default runs in Su et al.'s code).
+        threshold: the paper's probability early stop: an untargeted image stops once the
+            true class's probability is below it, a targeted one once the target's is
+            above it. ``None`` (default) stops as soon as the prediction is changed
+            (untargeted) or is the target (targeted).
+        colour_mean, colour_sd: initial colours, pixel units (paper: 128/255, 127/255).
+        batch_size: most images per forward pass (default: as many as ~128 MB of input).
+        seed: seed of the attack's own generator (results are deterministic).
+
+    ``result.extra`` holds ``queries`` (images the model scored per image), ``generations``
+    and ``pixels``: for each image, the changed pixels as dicts with ``row``, ``col``,
+    ``old`` and ``new`` colours (0-255).
+    """
+
+    def __init__(
+        self,
+        *,
+        pixels: int = 1,
+        population: int = 400,
+        iterations: int = 100,
+        F: float = 0.5,
+        strategy: str = "rand1",
+        threshold: float | None = None,
+        colour_mean: float = 128 / 255,
+        colour_sd: float = 127 / 255,
+        batch_size: int | None = None,
+        seed: int = 0,
+    ) -> None:
+        if isinstance(pixels, bool) or not isinstance(pixels, int) or pixels < 1:
+            raise AdvexError(f"pixels must be a whole number >= 1, got {pixels!r}")
+        if isinstance(population, bool) or not isinstance(population, int) or population < 4:
+            raise AdvexError(
+                f"population must be a whole number >= 4 (each mutation needs 3 distinct other candidates), "
+                f"got {population!r}"
+            )
+        if isinstance(iterations, bool) or not isinstance(iterations, int) or iterations < 1:
+            raise AdvexError(f"iterations must be a whole number >= 1, got {iterations!r}")
+        if not 0 < F <= 2:
+            raise AdvexError(f"F must be in (0, 2], got {F}")
+        if strategy not in ("rand1", "best1"):
+            raise AdvexError(f"strategy must be 'rand1' (the paper's) or 'best1', got {strategy!r}")
+        if threshold is not None and not 0 < threshold < 1:
+            raise AdvexError(f"threshold must be a probability in (0, 1) or None, got {threshold}")
+        if not 0 <= colour_mean <= 1 or not colour_sd >= 0:
+            raise AdvexError("colour_mean must be in [0, 1] and colour_sd >= 0 (pixel units: 128/255, 127/255)")
+        if batch_size is not None and batch_size < 1:
+            raise AdvexError(f"batch_size must be >= 1, got {batch_size}")
+        self.pixels, self.population, self.iterations = pixels, population, iterations
+        self.F, self.strategy, self.threshold = float(F), strategy, threshold
+        self.colour_mean, self.colour_sd = float(colour_mean), float(colour_sd)
+        self.batch_size, self.seed = batch_size, seed
+
+    def __repr__(self) -> str:
+        th = "" if self.threshold is None else f", threshold={self.threshold:g}"
+        return (
+            f"OnePixel(pixels={self.pixels}, population={self.population}, iterations={self.iterations}, "
+            f"F={self.F:g}, strategy={self.strategy!r}{th})"
+        )
+
+    # ------------------------------------------------------------------ helpers
+    @staticmethod
+    def apply(x: torch.Tensor, cand: torch.Tensor, owner: torch.Tensor | None = None) -> torch.Tensor:
+        """Images ``x[owner]`` (M, C, H, W) with candidates ``cand`` (M, d, 2 + C) written in:
+        coordinates floored, colours rounded to 8-bit levels (``owner`` None: ``x`` is (M, C, H, W))."""
+        colour = (cand[..., 2:].clamp(0, 1) * 255).round() / 255
+        return OnePixel._write(x, torch.cat([cand[..., :2], colour], -1), owner)
+
+    @staticmethod
+    def _write(x: torch.Tensor, cand: torch.Tensor, owner: torch.Tensor | None) -> torch.Tensor:
+        """Copies of ``x[owner]`` with the values ``cand[..., 2:]`` written at the floored coordinates."""
+        m = cand.shape[0]
+        _, c, h, w = x.shape
+        rows = cand[..., 0].floor().long().clamp_(0, h - 1)
+        cols = cand[..., 1].floor().long().clamp_(0, w - 1)
+        flat = x.reshape(-1, c, h * w)
+        flat = flat[owner] if owner is not None else flat.clone()
+        idx = (rows * w + cols)[:, None, :].expand(m, c, -1)
+        flat.scatter_(2, idx, cand[..., 2:].transpose(1, 2).to(flat.dtype))
+        return flat.view(m, c, h, w)
+
+    def _score(self, clf, x, owner, cand, goal, targeted, chunk):
+        """Fitness (lower is fitter), hit and stop flags of candidates ``cand`` (K, d, 2+C) on
+        images ``x[owner]``."""
+        # Where the model only normalises (no resize), write normalised colours into the
+        # normalised images and call the network directly: one pass over the batch fewer.
+        direct = not clf.resizes(*x.shape[-2:])
+        if direct:
+            mean, std = clf.mean.view(-1), clf.std.view(-1)
+            xn = clf.preprocess(x)
+        fit, hit, stop = [], [], []
+        for s in range(0, cand.shape[0], chunk):
+            o = owner[s : s + chunk]
+            if direct:
+                cs = cand[s : s + chunk]
+                col = (cs[..., 2:].clamp(0, 1) * 255).round() / 255
+                cs = torch.cat([cs[..., :2], (col - mean) / std], -1)
+                z = clf.net(self._write(xn, cs, o)).float()
+            else:
+                z = clf(self.apply(x, cand[s : s + chunk], o)).float()
+            g = goal[o]
+            zg = z.gather(1, g[:, None]).squeeze(1)
+            lse = z.logsumexp(1)
+            if targeted:
+                f = lse - zg  # -log p_target
+                h = z.argmax(1) == g
+                st = h if self.threshold is None else f < -math.log(self.threshold)
+            else:
+                others = z.scatter(1, g[:, None], float("-inf")).logsumexp(1)
+                f = lse - others  # -log(1 - p_true): increasing in p_true
+                h = z.argmax(1) != g
+                st = h if self.threshold is None else f < -math.log1p(-self.threshold)
+            fit.append(f)
+            hit.append(h)
+            stop.append(st)
+        return torch.cat(fit), torch.cat(hit), torch.cat(stop)
+
+    # ------------------------------------------------------------------ attack
+    @torch.no_grad()
+    def __call__(
+        self, model: nn.Module, x: torch.Tensor, y: torch.Tensor | None = None, target: Targets = None
+    ) -> AttackResult:
+        clf = as_classifier(model)
+        with frozen(clf):
+            st = setup(clf, x, y, target)
+            x, goal, targeted = st.x, st.goal, st.targeted
+            n, c, h, w = x.shape
+            dev = x.device
+            d, p = self.pixels, self.population
+            if d > h * w:
+                raise AdvexError(f"pixels={d} is more than the {h}x{w} image has ({h * w})")
+            if targeted:
+                same = (st.target == st.y).nonzero().flatten()
+                if same.numel():
+                    i = int(same[0])
+                    raise AdvexError(
+                        f"image {i}: the target {clf.class_name(int(st.target[i]))!r} is its true class; "
+                        "give a different target (or none, for an untargeted attack)"
+                    )
+            chunk = self.batch_size or max(1, min(8192, 2**25 // (c * h * w)))
+            gen = torch.Generator(dev).manual_seed(self.seed)
+            dim = 2 + c
+            scale = torch.tensor([h, w] + [1.0] * c, device=dev)
+
+            def random_coords(shape):
+                return torch.rand(*shape, 2, generator=gen, device=dev) * scale[:2]
+
+            queries = torch.zeros(n, dtype=torch.long, device=dev)
+            gens = torch.zeros(n, dtype=torch.long, device=dev)
+            best = torch.zeros(n, d, dim, device=dev)  # the candidate each image returns
+            best_fit = torch.full((n,), torch.inf, device=dev)  # of the fittest successful one so far
+            found = st.hit(st.logits)  # already misclassified (or already the target): nothing to change
+            changed = torch.zeros(n, dtype=torch.bool, device=dev)
+
+            def record(act, cand, f, hit):
+                """Keep, per image, the fittest candidate that reached the goal so far."""
+                fh = torch.where(hit, f, torch.inf)
+                fj, j = fh.min(1)
+                better = fj < best_fit[act]
+                if better.any():
+                    idx = act[better]
+                    best[idx] = cand[better, j[better]]
+                    best_fit[idx] = fj[better]
+                    found[idx] = True
+                    changed[idx] = True
+
+            act = (~found).nonzero().flatten()
+            m = act.numel()
+            if m:
+                colours = self.colour_mean + self.colour_sd * torch.randn(m, p, d, c, generator=gen, device=dev)
+                pop = torch.cat([random_coords((m, p, d)), colours.clamp(0, 1)], -1)  # (m, p, d, dim)
+                owner = act.repeat_interleave(p)
+                fit, hit, stop = self._score(clf, x, owner, pop.view(m * p, d, dim), goal, targeted, chunk)
+                fit, hit, stop = fit.view(m, p), hit.view(m, p), stop.view(m, p)
+                queries[act] += p
+                record(act, pop, fit, hit)
+                leave = stop.any(1)
+            for g in range(self.iterations + 1):
+                if m == 0:
+                    break
+                if g == self.iterations:
+                    leave = torch.ones_like(leave)
+                if leave.any():  # stopped, or out of generations
+                    nf = leave & ~found[act]  # no success: return the fittest candidate
+                    if nf.any():
+                        best[act[nf]] = pop[nf, fit[nf].argmin(1)]
+                        changed[act[nf]] = True
+                    gens[act[leave]] = g
+                    stay = ~leave
+                    act, pop, fit = act[stay], pop[stay], fit[stay]
+                    m = act.numel()
+                    if m == 0:
+                        break
+                # one DE generation for the images still running
+                flat = pop.view(m, p, d * dim)
+                if self.strategy == "rand1":  # x_r1 + F (x_r2 - x_r3)
+                    r = _distinct_others(m, p, 3, gen, dev)
+                    base = flat.gather(1, r[..., 0:1].expand(m, p, d * dim))
+                    r = r[..., 1:]
+                else:  # x_best + F (x_r1 - x_r2)
+                    r = _distinct_others(m, p, 2, gen, dev)
+                    base = flat.gather(1, fit.argmin(1).view(m, 1, 1).expand(m, p, d * dim))
+                a = flat.gather(1, r[..., 0:1].expand(m, p, d * dim))
+                b = flat.gather(1, r[..., 1:2].expand(m, p, d * dim))
+                child = (base + self.F * (a - b)).view(m, p, d, dim)
+                coords = child[..., :2]
+                outside = (coords < 0) | (coords >= scale[:2])
+                if outside.any():  # SciPy's rule: redraw a coordinate that left the image
+                    coords = torch.where(outside, random_coords((m, p, d)), coords)
+                child = torch.cat([coords, child[..., 2:].clamp(0, 1)], -1)
+                owner = act.repeat_interleave(p)
+                f_c, h_c, s_c = self._score(clf, x, owner, child.view(m * p, d, dim), goal, targeted, chunk)
+                f_c, h_c, s_c = f_c.view(m, p), h_c.view(m, p), s_c.view(m, p)
+                queries[act] += p
+                record(act, child, f_c, h_c)
+                leave = s_c.any(1)
+                win = f_c < fit  # a child replaces its parent only if it is fitter
+                pop = torch.where(win[..., None, None], child, pop)
+                fit = torch.where(win, f_c, fit)
+
+            x_adv = x.clone()
+            if changed.any():
+                ci = changed.nonzero().flatten()
+                x_adv[ci] = self.apply(x[ci], best[ci])
+            pixel_lists = _changes(x, x_adv, best, changed)
+            return finish(
+                st,
+                x_adv,
+                torch.zeros(n, dtype=torch.long),
+                extra={"queries": queries, "generations": gens, "pixels": pixel_lists},
+            )
+
+
+def _changes(x: torch.Tensor, x_adv: torch.Tensor, best: torch.Tensor, changed: torch.Tensor) -> list[list[dict]]:
+    """Per image, the pixels whose colour changed: row, col, old and new colour (0-255)."""
+    n, c, h, w = x.shape
+    out: list[list[dict]] = []
+    xs, xa = (x * 255).round().long().cpu(), (x_adv * 255).round().long().cpu()
+    cand = best.cpu()
+    for i in range(n):  # reporting only: at most `pixels` entries per image
+        items, seen = [], set()
+        if bool(changed[i]):
+            for r_, c_ in cand[i, :, :2].floor().long().tolist():
+                r_, c_ = min(max(r_, 0), h - 1), min(max(c_, 0), w - 1)
+                if (r_, c_) in seen:
+                    continue
+                seen.add((r_, c_))
+                old, new = xs[i, :, r_, c_].tolist(), xa[i, :, r_, c_].tolist()
+                if old != new:
+                    items.append({"row": r_, "col": c_, "old": old, "new": new})
+        out.append(items)
+    return out
