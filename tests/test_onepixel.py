@@ -74,6 +74,15 @@ def test_de_finds_the_needle_random_search_misses(strategy):
     assert (z.argmax(1) == 1).sum() == 0
 
 
+def test_bf16_scoring_finds_the_needle_and_reports_fp32_truth():
+    model = Needle()
+    res = OnePixel(population=200, iterations=100, precision="bf16", seed=1)(model, GREY[:2])
+    assert res.success.all()
+    with torch.no_grad():  # success as the fp32 model sees the returned images
+        assert (model(res.x_adv).argmax(1) == 1).all()
+    assert "precision='bf16'" in repr(OnePixel(precision="bf16"))
+
+
 def test_targeted_and_threshold_semantics():
     model = Needle()
     res = OnePixel(population=200, iterations=100, seed=1)(model, GREY[:2], target=1)
@@ -150,8 +159,10 @@ def test_result_is_8_bit_and_reports_the_changed_pixels(tiny_model, tiny_images)
 
 
 @needs_data
-@pytest.mark.parametrize("name", ["cifar10-small", "mnist-small"])
-def test_real_models(name):
+@pytest.mark.parametrize(
+    "name, precision", [("cifar10-small", "fp32"), ("cifar10-small", "bf16"), ("mnist-small", "fp32")]
+)
+def test_real_models(name, precision):
     from advex.data.datasets import load_dataset
     from advex.evaluation import first_correct
     from advex.models import load
@@ -160,9 +171,9 @@ def test_real_models(name):
     data = load_dataset(name.split("-")[0], "test")
     idx = first_correct(model, data.images, data.labels, 12)
     x, y = data.floats(idx)
-    res = OnePixel(pixels=3, population=100, iterations=15, seed=0)(model, x, y)
+    res = OnePixel(pixels=3, population=100, iterations=15, precision=precision, seed=0)(model, x, y)
     with torch.no_grad():
-        pred = model(res.x_adv).argmax(1)
+        pred = model(res.x_adv).argmax(1)  # fp32
     assert torch.equal(res.success, pred != y)
     assert (_changed_locations(x, res.x_adv) <= 3).all()
     # the search makes progress on every image: the true class loses probability (compared as
@@ -188,6 +199,7 @@ def test_real_models(name):
         ({"F": 0}, "F must be in"),
         ({"strategy": "best2"}, "strategy must be"),
         ({"threshold": 1.5}, "threshold must be a probability"),
+        ({"precision": "fp16"}, "precision must be 'fp32' or 'bf16'"),
     ],
 )
 def test_bad_parameters(kwargs, message):

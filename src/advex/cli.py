@@ -344,6 +344,7 @@ def cmd_onepixel(args) -> int:
         strategy=args.strategy,
         threshold=args.threshold,
         batch_size=args.batch_size,
+        precision=args.precision,
         seed=args.seed,
     )
     names: list[str]
@@ -603,6 +604,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--threshold", type=float, default=None, help="stop once p(true) < T (or p(target) > T); default: on success"
     )
     p.add_argument("--batch-size", type=int, default=None, help="images per forward pass (default: automatic)")
+    p.add_argument(
+        "--precision", choices=["fp32", "bf16"], default="fp32", help="bf16: faster scoring, successes checked in fp32"
+    )
     p.add_argument("--figure-n", type=int, default=12, help="images in figure.png (successes first; default 12)")
     p.add_argument("--data-dir", default=None)
     p.add_argument("--device", default="auto")

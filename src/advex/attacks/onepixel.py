@@ -26,6 +26,7 @@ redrawn uniformly, as SciPy does, while a colour outside [0, 1] is clipped.
 
 from __future__ import annotations
 
+import copy
 import math
 
 import torch
@@ -49,6 +50,15 @@ def _distinct_others(m: int, p: int, k: int, gen: torch.Generator, dev) -> torch
     return torch.stack(out, -1)
 
 
+def _default_chunk(dev: torch.device, numel: int) -> int:
+    """Images per forward pass. On a CPU, batches of a few hundred small images stay in
+    cache and run ~4x faster per image than batches of thousands (cifar10-small: 120k vs
+    30k images/s on 2 cores); on a GPU, large batches are what fills it."""
+    if dev.type == "cpu":
+        return max(8, min(512, 2**20 // numel))
+    return max(1, min(8192, 2**25 // numel))
+
+
 class OnePixel:
     """Change at most ``pixels`` pixels to change the prediction (Su et al. 2019).
 
@@ -64,7 +74,11 @@ class OnePixel:
             above it. ``None`` (default) stops as soon as the prediction is changed
             (untargeted) or is the target (targeted).
         colour_mean, colour_sd: initial colours, pixel units (paper: 128/255, 127/255).
-        batch_size: most images per forward pass (default: as many as ~128 MB of input).
+        batch_size: most images per forward pass (default: ~4 MB of input on a CPU, which
+            keeps the pass in cache, ~128 MB on a GPU).
+        precision: ``"bf16"`` scores candidates under bfloat16 autocast (opt-in; about 3x
+            faster on CPUs with AVX-512 BF16 or AMX, and on GPUs); DE only compares
+            fitness values, and every success or stop is re-checked in fp32 before it counts.
         seed: seed of the attack's own generator (results are deterministic).
 
     ``result.extra`` holds ``queries`` (images the model scored per image), ``generations``
@@ -84,6 +98,7 @@ class OnePixel:
         colour_mean: float = 128 / 255,
         colour_sd: float = 127 / 255,
         batch_size: int | None = None,
+        precision: str = "fp32",
         seed: int = 0,
     ) -> None:
         if isinstance(pixels, bool) or not isinstance(pixels, int) or pixels < 1:
@@ -103,15 +118,18 @@ class OnePixel:
             raise AdvexError(f"threshold must be a probability in (0, 1) or None, got {threshold}")
         if not 0 <= colour_mean <= 1 or not colour_sd >= 0:
             raise AdvexError("colour_mean must be in [0, 1] and colour_sd >= 0 (pixel units: 128/255, 127/255)")
+        if precision not in ("fp32", "bf16"):
+            raise AdvexError(f"precision must be 'fp32' or 'bf16', got {precision!r}")
         if batch_size is not None and batch_size < 1:
             raise AdvexError(f"batch_size must be >= 1, got {batch_size}")
         self.pixels, self.population, self.iterations = pixels, population, iterations
         self.F, self.strategy, self.threshold = float(F), strategy, threshold
         self.colour_mean, self.colour_sd = float(colour_mean), float(colour_sd)
-        self.batch_size, self.seed = batch_size, seed
+        self.batch_size, self.seed, self.precision = batch_size, seed, precision
 
     def __repr__(self) -> str:
         th = "" if self.threshold is None else f", threshold={self.threshold:g}"
+        th += "" if self.precision == "fp32" else f", precision={self.precision!r}"
         return (
             f"OnePixel(pixels={self.pixels}, population={self.population}, iterations={self.iterations}, "
             f"F={self.F:g}, strategy={self.strategy!r}{th})"
@@ -144,20 +162,25 @@ class OnePixel:
         # Where the model only normalises (no resize), write normalised colours into the
         # normalised images and call the network directly: one pass over the batch fewer.
         direct = not clf.resizes(*x.shape[-2:])
-        if direct:
-            mean, std = clf.mean.view(-1), clf.std.view(-1)
-            xn = clf.preprocess(x)
-        fit, hit, stop = [], [], []
-        for s in range(0, cand.shape[0], chunk):
-            o = owner[s : s + chunk]
+        xn = clf.preprocess(x) if direct else None
+        low = self.precision == "bf16"
+        if low and direct:  # a bf16 copy of the network and of the images: no casts per pass
+            net16, xn16 = self._bf16_net(clf.net), xn.to(torch.bfloat16)
+
+        def logits(o, cs, fast):
             if direct:
-                cs = cand[s : s + chunk]
                 col = (cs[..., 2:].clamp(0, 1) * 255).round() / 255
-                cs = torch.cat([cs[..., :2], (col - mean) / std], -1)
-                z = clf.net(self._write(xn, cs, o)).float()
-            else:
-                z = clf(self.apply(x, cand[s : s + chunk], o)).float()
-            g = goal[o]
+                cs = torch.cat([cs[..., :2], (col - clf.mean.view(-1)) / clf.std.view(-1)], -1)
+                if fast:
+                    return net16(self._write(xn16, cs, o)).float()
+                return clf.net(self._write(xn, cs, o)).float()
+            imgs = self.apply(x, cs, o)
+            if not fast:
+                return clf(imgs).float()
+            with torch.autocast(x.device.type, dtype=torch.bfloat16):
+                return clf(imgs).float()
+
+        def flags(z, g):
             zg = z.gather(1, g[:, None]).squeeze(1)
             lse = z.logsumexp(1)
             if targeted:
@@ -165,14 +188,31 @@ class OnePixel:
                 h = z.argmax(1) == g
                 st = h if self.threshold is None else f < -math.log(self.threshold)
             else:
-                others = z.scatter(1, g[:, None], float("-inf")).logsumexp(1)
-                f = lse - others  # -log(1 - p_true): increasing in p_true
+                f = lse - z.scatter(1, g[:, None], float("-inf")).logsumexp(1)  # -log(1 - p_true)
                 h = z.argmax(1) != g
                 st = h if self.threshold is None else f < -math.log1p(-self.threshold)
+            return f, h, st
+
+        fit, hit, stop = [], [], []
+        for s in range(0, cand.shape[0], chunk):
+            o, cs, g = owner[s : s + chunk], cand[s : s + chunk], goal[owner[s : s + chunk]]
+            f, h, st = flags(logits(o, cs, low), g)
+            if low and (h | st).any():  # a bf16 success or stop is confirmed in fp32 before it counts
+                k = (h | st).nonzero().flatten()
+                f[k], h[k], st[k] = flags(logits(o[k], cs[k], False), g[k])
             fit.append(f)
             hit.append(h)
             stop.append(st)
         return torch.cat(fit), torch.cat(hit), torch.cat(stop)
+
+    _bf16_cache: tuple = (None, None)
+
+    def _bf16_net(self, net: nn.Module) -> nn.Module:
+        """A bfloat16 copy of ``net``, made once per network (and per change of its weights)."""
+        key = (id(net), tuple(p._version for p in net.parameters()))
+        if self._bf16_cache[0] != key:
+            self._bf16_cache = (key, copy.deepcopy(net).to(torch.bfloat16).eval())
+        return self._bf16_cache[1]
 
     # ------------------------------------------------------------------ attack
     @torch.no_grad()
@@ -196,7 +236,7 @@ class OnePixel:
                         f"image {i}: the target {clf.class_name(int(st.target[i]))!r} is its true class; "
                         "give a different target (or none, for an untargeted attack)"
                     )
-            chunk = self.batch_size or max(1, min(8192, 2**25 // (c * h * w)))
+            chunk = self.batch_size or _default_chunk(dev, c * h * w)
             gen = torch.Generator(dev).manual_seed(self.seed)
             dim = 2 + c
             scale = torch.tensor([h, w] + [1.0] * c, device=dev)
