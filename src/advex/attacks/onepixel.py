@@ -263,17 +263,21 @@ class OnePixel:
                     found[idx] = True
                     changed[idx] = True
 
+            def evaluate(act, cand):
+                """Score the (m, p, d, dim) candidates of images ``act``: fitness, and which stop."""
+                m = act.numel()
+                f, h, s = self._score(clf, x, act.repeat_interleave(p), cand.view(m * p, d, dim), goal, targeted, chunk)
+                f, h, s = f.view(m, p), h.view(m, p), s.view(m, p)
+                queries[act] += p
+                record(act, cand, f, h)
+                return f, s.any(1)
+
             act = (~found).nonzero().flatten()
             m = act.numel()
             if m:
                 colours = self.colour_mean + self.colour_sd * torch.randn(m, p, d, c, generator=gen, device=dev)
                 pop = torch.cat([random_coords((m, p, d)), colours.clamp(0, 1)], -1)  # (m, p, d, dim)
-                owner = act.repeat_interleave(p)
-                fit, hit, stop = self._score(clf, x, owner, pop.view(m * p, d, dim), goal, targeted, chunk)
-                fit, hit, stop = fit.view(m, p), hit.view(m, p), stop.view(m, p)
-                queries[act] += p
-                record(act, pop, fit, hit)
-                leave = stop.any(1)
+                fit, leave = evaluate(act, pop)
             for g in range(self.iterations + 1):
                 if m == 0:
                     break
@@ -307,12 +311,7 @@ class OnePixel:
                 if outside.any():  # SciPy's rule: redraw a coordinate that left the image
                     coords = torch.where(outside, random_coords((m, p, d)), coords)
                 child = torch.cat([coords, child[..., 2:].clamp(0, 1)], -1)
-                owner = act.repeat_interleave(p)
-                f_c, h_c, s_c = self._score(clf, x, owner, child.view(m * p, d, dim), goal, targeted, chunk)
-                f_c, h_c, s_c = f_c.view(m, p), h_c.view(m, p), s_c.view(m, p)
-                queries[act] += p
-                record(act, child, f_c, h_c)
-                leave = s_c.any(1)
+                f_c, leave = evaluate(act, child)
                 win = f_c < fit  # a child replaces its parent only if it is fitter
                 pop = torch.where(win[..., None, None], child, pop)
                 fit = torch.where(win, f_c, fit)
