@@ -32,6 +32,7 @@ import math
 import torch
 from torch import nn
 
+from advex.attacks._local import LocalForward
 from advex.attacks.base import AttackResult, Targets, as_classifier, finish, frozen, setup
 from advex.errors import AdvexError
 
@@ -79,6 +80,11 @@ class OnePixel:
         precision: ``"bf16"`` scores candidates under bfloat16 autocast (opt-in; about 3x
             faster on CPUs with AVX-512 BF16 or AMX, and on GPUs); DE only compares
             fitness values, and every success or stop is re-checked in fp32 before it counts.
+        incremental: for one pixel on an ``nn.Sequential`` CNN (convolutions, element-wise
+            layers, then Flatten and Linear: the zoo's small/large nets), score candidates by
+            recomputing only the activations the pixel can reach (exact, ~2.5x faster; see
+            ``advex.attacks._local``); other networks always run whole. Successes are
+            confirmed by a full pass.
         seed: seed of the attack's own generator (results are deterministic).
 
     ``result.extra`` holds ``queries`` (images the model scored per image), ``generations``
@@ -99,6 +105,7 @@ class OnePixel:
         colour_sd: float = 127 / 255,
         batch_size: int | None = None,
         precision: str = "fp32",
+        incremental: bool = True,
         seed: int = 0,
     ) -> None:
         if isinstance(pixels, bool) or not isinstance(pixels, int) or pixels < 1:
@@ -126,6 +133,7 @@ class OnePixel:
         self.F, self.strategy, self.threshold = float(F), strategy, threshold
         self.colour_mean, self.colour_sd = float(colour_mean), float(colour_sd)
         self.batch_size, self.seed, self.precision = batch_size, seed, precision
+        self.incremental = bool(incremental)
 
     def __repr__(self) -> str:
         th = "" if self.threshold is None else f", threshold={self.threshold:g}"
@@ -156,18 +164,24 @@ class OnePixel:
         flat.scatter_(2, idx, cand[..., 2:].transpose(1, 2).to(flat.dtype))
         return flat.view(m, c, h, w)
 
-    def _score(self, clf, x, owner, cand, goal, targeted, chunk):
+    def _score(self, clf, x, owner, cand, goal, targeted, chunk, local=None):
         """Fitness (lower is fitter), hit and stop flags of candidates ``cand`` (K, d, 2+C) on
         images ``x[owner]``."""
         # Where the model only normalises (no resize), write normalised colours into the
         # normalised images and call the network directly: one pass over the batch fewer.
         direct = not clf.resizes(*x.shape[-2:])
-        xn = clf.preprocess(x) if direct else None
         low = self.precision == "bf16"
+        xn = clf.preprocess(x) if direct and (local is None or low) else None
         if low and direct:  # a bf16 copy of the network and of the images: no casts per pass
             net16, xn16 = self._bf16_net(clf.net), xn.to(torch.bfloat16)
 
         def logits(o, cs, fast):
+            if fast and local is not None:
+                col = (cs[:, 0, 2:].clamp(0, 1) * 255).round() / 255
+                h, w = x.shape[-2:]
+                rows = cs[:, 0, 0].floor().long().clamp_(0, h - 1)
+                cols = cs[:, 0, 1].floor().long().clamp_(0, w - 1)
+                return local(o, rows, cols, (col - clf.mean.view(-1)) / clf.std.view(-1)).float()
             if direct:
                 col = (cs[..., 2:].clamp(0, 1) * 255).round() / 255
                 cs = torch.cat([cs[..., :2], (col - clf.mean.view(-1)) / clf.std.view(-1)], -1)
@@ -193,12 +207,15 @@ class OnePixel:
                 st = h if self.threshold is None else f < -math.log1p(-self.threshold)
             return f, h, st
 
+        fast = low or local is not None
         fit, hit, stop = [], [], []
         for s in range(0, cand.shape[0], chunk):
             o, cs, g = owner[s : s + chunk], cand[s : s + chunk], goal[owner[s : s + chunk]]
-            f, h, st = flags(logits(o, cs, low), g)
-            if low and (h | st).any():  # a bf16 success or stop is confirmed in fp32 before it counts
+            f, h, st = flags(logits(o, cs, fast), g)
+            if fast and (h | st).any():  # a success or stop found the fast way is confirmed by a full fp32 pass
                 k = (h | st).nonzero().flatten()
+                if direct and xn is None:
+                    xn = clf.preprocess(x)
                 f[k], h[k], st[k] = flags(logits(o[k], cs[k], False), g[k])
             fit.append(f)
             hit.append(h)
@@ -237,6 +254,11 @@ class OnePixel:
                         "give a different target (or none, for an untargeted attack)"
                     )
             chunk = self.batch_size or _default_chunk(dev, c * h * w)
+            local = None
+            if self.incremental and d == 1 and self.precision == "fp32" and not clf.resizes(h, w):
+                local = LocalForward.build(clf.net, clf.preprocess(x))
+                if local is not None and self.batch_size is None:
+                    chunk = 8192  # no full images are built: large chunks pay
             gen = torch.Generator(dev).manual_seed(self.seed)
             dim = 2 + c
             scale = torch.tensor([h, w] + [1.0] * c, device=dev)
@@ -266,7 +288,9 @@ class OnePixel:
             def evaluate(act, cand):
                 """Score the (m, p, d, dim) candidates of images ``act``: fitness, and which stop."""
                 m = act.numel()
-                f, h, s = self._score(clf, x, act.repeat_interleave(p), cand.view(m * p, d, dim), goal, targeted, chunk)
+                f, h, s = self._score(
+                    clf, x, act.repeat_interleave(p), cand.view(m * p, d, dim), goal, targeted, chunk, local
+                )
                 f, h, s = f.view(m, p), h.view(m, p), s.view(m, p)
                 queries[act] += p
                 record(act, cand, f, h)

@@ -1,0 +1,195 @@
+"""Exact forward passes for images that differ from a base image in one pixel.
+
+A one-pixel change reaches only a few activations of a convolutional network's first
+layers: a k x k, stride-s convolution spreads a changed window of w activations to at most
+(w + k - 2) // s + 1 outputs per axis. ``LocalForward`` runs the base images once, keeps
+every intermediate activation, and for each candidate recomputes only the window of each
+layer that can have changed -- from the base activations around it, so the values are the
+same as a full forward pass, not an approximation -- until the first ``Linear``, whose
+output is the base output plus the weights of the window's entries times their change.
+The layers after it are small and run densely.
+
+Supported: an ``nn.Sequential`` (nested ones are flattened) of Conv2d (any kernel, stride,
+padding; groups 1, dilation 1), element-wise layers (ReLU, LeakyReLU, Tanh, Sigmoid, ELU,
+GELU, SiLU, Identity, BatchNorm2d in eval mode, Dropout in eval mode), then Flatten and a
+Linear; anything after that Linear is run as it is. ``LocalForward.build`` returns None for
+any other network, and the attack falls back to full forward passes.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+_ELEMENTWISE = (
+    nn.ReLU,
+    nn.LeakyReLU,
+    nn.Tanh,
+    nn.Sigmoid,
+    nn.ELU,
+    nn.GELU,
+    nn.SiLU,
+    nn.Identity,
+    nn.BatchNorm2d,
+    nn.Dropout,
+)
+
+
+def _flatten(net: nn.Module) -> list[nn.Module]:
+    if isinstance(net, nn.Sequential):
+        return [m for sub in net for m in _flatten(sub)]
+    return [net]
+
+
+class LocalForward:
+    """Logits of base images with one pixel replaced, computed locally (see the module doc)."""
+
+    MAX_TABLE_BYTES = 2**29  # the per-image window tables of all layers, for all base images
+
+    def __init__(self, head: list[nn.Module], linear: nn.Linear, tail: nn.Module, base: torch.Tensor) -> None:
+        self.head, self.linear, self.tail = head, linear, tail
+        acts = [base]  # the base activation entering each head layer, and the last one
+        with torch.no_grad():
+            for m in head:
+                acts.append(m(acts[-1]))
+            self.lin_out = linear(acts[-1].flatten(1))
+        # window size per layer: 1x1 at the input, grown by every convolution
+        sizes = [(1, 1)]
+        for i, m in enumerate(head):
+            h, w = sizes[-1]
+            if isinstance(m, nn.Conv2d):
+                oh, ow = acts[i + 1].shape[-2:]
+                (kh, kw), (sh, sw) = m.kernel_size, m.stride
+                h, w = min(oh, (h + kh - 2) // sh + 1), min(ow, (w + kw - 2) // sw + 1)
+            sizes.append((h, w))
+        self.sizes = sizes
+        # Every window of every activation a convolution reads or writes, cut out of the base
+        # activations once (one row per image and position), so a lookup is one row gather.
+        self.tables: dict[int, tuple[torch.Tensor, torch.Tensor, int, int, int, int]] = {}
+        self.maps: dict[tuple[int, int, int], torch.Tensor] = {}
+        total = 0
+        for i, m in enumerate(head):
+            if not isinstance(m, nn.Conv2d):
+                continue
+            t_in = _windows(acts[i], sizes[i])
+            t_out = _windows(acts[i + 1], sizes[i + 1])
+            h_in = acts[i].shape[-2] - sizes[i][0] + 1
+            w_in = acts[i].shape[-1] - sizes[i][1] + 1
+            oh_all, ow_all = acts[i + 1].shape[-2:]
+            lh, lw = oh_all - sizes[i + 1][0] + 1, ow_all - sizes[i + 1][1] + 1
+            self.tables[i] = (t_in, t_out, h_in, w_in, lh, lw)
+            total += (t_in.numel() + t_out.numel()) * t_in.element_size()
+        c, hh, ww = acts[-1].shape[1:]
+        wh, wwid = sizes[-1]
+        self.pos_h, self.pos_w = hh - wh + 1, ww - wwid + 1
+        self.base_win = _windows(acts[-1], (wh, wwid))
+        # the Linear's weights cut into the windows its input can change in, one per position
+        wl = linear.weight.detach().view(-1, c, hh, ww)
+        self.win_weights = torch.stack(
+            [
+                wl[:, :, t : t + wh, u : u + wwid].reshape(wl.shape[0], -1).t().contiguous()
+                for t in range(self.pos_h)
+                for u in range(self.pos_w)
+            ]
+        )  # (positions, C*wh*ww, out)
+        total += self.base_win.numel() * 4 + self.win_weights.numel() * 4
+        self.too_big = total > self.MAX_TABLE_BYTES
+
+    @classmethod
+    def build(cls, net: nn.Module, base: torch.Tensor) -> LocalForward | None:
+        """A LocalForward for ``net`` on ``base`` (N, C, H, W) images, or None if unsupported
+        (or if its window tables would take more than MAX_TABLE_BYTES)."""
+        layers = _flatten(net)
+        head: list[nn.Module] = []
+        for i, m in enumerate(layers):
+            if isinstance(m, nn.Flatten):
+                if i + 1 < len(layers) and isinstance(layers[i + 1], nn.Linear) and head:
+                    if not any(isinstance(h, nn.Conv2d) for h in head):
+                        return None
+                    lf = cls(head, layers[i + 1], nn.Sequential(*layers[i + 2 :]), base)
+                    return None if lf.too_big else lf
+                return None
+            if isinstance(m, nn.Conv2d):
+                if m.groups != 1 or m.dilation != (1, 1) or m.padding_mode != "zeros" or isinstance(m.padding, str):
+                    return None
+            elif isinstance(m, (nn.BatchNorm2d, nn.Dropout)):
+                if m.training:
+                    return None
+            elif not isinstance(m, _ELEMENTWISE):
+                return None
+            head.append(m)
+        return None
+
+    @torch.no_grad()
+    def __call__(self, owner: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, value: torch.Tensor):
+        """Logits of base image ``owner[k]`` with pixel (``rows[k]``, ``cols[k]``) set to
+        ``value[k]`` (C,), already normalised as the network's input."""
+        k = owner.numel()
+        win = value.view(k, -1, 1, 1)
+        t, u = rows, cols
+        for i, m in enumerate(self.head):
+            if isinstance(m, nn.Conv2d):
+                win, t, u = self._conv(i, m, owner, win, t, u)
+            else:
+                win = m(win)
+        pos = t * self.pos_w + u
+        delta = win.flatten(1) - self.base_win[owner * (self.pos_h * self.pos_w) + pos]
+        # the Linear's change, grouped by window position: one small matmul per position
+        order = pos.argsort()
+        counts = torch.bincount(pos, minlength=self.pos_h * self.pos_w).tolist()
+        parts = []
+        for p, (d, c) in enumerate(zip(delta[order].split(counts), counts)):
+            if c:
+                parts.append(d @ self.win_weights[p])
+        change = self.lin_out.new_empty(k, self.lin_out.shape[1])
+        change[order] = torch.cat(parts)
+        return self.tail(self.lin_out[owner] + change)
+
+    def _conv(self, i: int, m: nn.Conv2d, owner, win, t, u):
+        """New pre-activations of the output window of conv ``m`` (layer ``i``) whose input
+        has the window ``win`` (new values) at (t, u): the base output window plus the
+        window's change times the convolution's linear map from input window to output
+        window, which depends only on where the window sits in the region it reads (a few
+        cases, each one matrix, made once)."""
+        (kh, kw), (sh, sw), (ph, pw) = m.kernel_size, m.stride, m.padding
+        t_in, t_out, h_in, w_in, lh, lw = self.tables[i]
+        # first output row that can see the window, kept so the whole output window fits
+        ot = torch.div(t + ph - kh + sh, sh, rounding_mode="floor").clamp(0, lh - 1)
+        ou = torch.div(u + pw - kw + sw, sw, rounding_mode="floor").clamp(0, lw - 1)
+        r0, c0 = t + ph - ot * sh, u + pw - ou * sw  # the window's offset in the region read
+        delta = win.flatten(1) - t_in[owner * (h_in * w_in) + t * w_in + u]
+        out = t_out[owner * (lh * lw) + ot * lw + ou]  # base pre-activations (a copy)
+        key = r0 * 4096 + c0
+        order = key.argsort()
+        keys, counts = key[order].unique_consecutive(return_counts=True)
+        parts = delta[order].split(counts.tolist())
+        maps = [self._map(i, m, int(k) // 4096, int(k) % 4096, win.shape) for k in keys.tolist()]
+        out[order] += torch.cat([d @ mp for d, mp in zip(parts, maps)])
+        oh, ow = self.sizes[i + 1]
+        return out.view(-1, m.out_channels, oh, ow), ot, ou
+
+    def _map(self, i: int, m: nn.Conv2d, r0: int, c0: int, shape) -> torch.Tensor:
+        """(C*wh*ww, O*oh*ow): conv ``m`` restricted to an input window at offset (r0, c0) of
+        the region its output window reads (window entries outside the region read nothing)."""
+        key = (i, r0, c0)
+        if key not in self.maps:
+            (kh, kw), (sh, sw) = m.kernel_size, m.stride
+            oh, ow = self.sizes[i + 1]
+            rh, rw = (oh - 1) * sh + kh, (ow - 1) * sw + kw
+            c, wh, ww = shape[1:]
+            basis = torch.zeros(c * wh * ww, c, rh + wh + r0, rw + ww + c0, device=m.weight.device)
+            j = torch.arange(c * wh * ww, device=basis.device)
+            basis[j, j // (wh * ww), r0 + (j // ww) % wh, c0 + j % ww] = 1.0
+            out = F.conv2d(basis[:, :, :rh, :rw].to(m.weight.dtype), m.weight, None, stride=m.stride)
+            self.maps[key] = out.reshape(c * wh * ww, -1).contiguous()
+        return self.maps[key]
+
+
+def _windows(act: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """(N * positions, C * h * w): every (h, w) window of ``act`` (N, C, H, W), row-major by
+    image, then window row, then window column."""
+    n, c = act.shape[:2]
+    h, w = size
+    v = act.unfold(2, h, 1).unfold(3, w, 1)  # (N, C, H-h+1, W-w+1, h, w)
+    return v.permute(0, 2, 3, 1, 4, 5).reshape(n * v.shape[2] * v.shape[3], c * h * w).contiguous()
