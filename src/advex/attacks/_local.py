@@ -134,17 +134,10 @@ class LocalForward:
             else:
                 win = m(win)
         pos = t * self.pos_w + u
-        delta = win.flatten(1) - self.base_win[owner * (self.pos_h * self.pos_w) + pos]
+        delta = win.flatten(1) - self.base_win.index_select(0, owner * (self.pos_h * self.pos_w) + pos)
         # the Linear's change, grouped by window position: one small matmul per position
-        order = pos.argsort()
-        counts = torch.bincount(pos, minlength=self.pos_h * self.pos_w).tolist()
-        parts = []
-        for p, (d, c) in enumerate(zip(delta[order].split(counts), counts)):
-            if c:
-                parts.append(d @ self.win_weights[p])
-        change = self.lin_out.new_empty(k, self.lin_out.shape[1])
-        change[order] = torch.cat(parts)
-        return self.tail(self.lin_out[owner] + change)
+        change = _grouped(delta, pos, lambda p: self.win_weights[p])
+        return self.tail(self.lin_out.index_select(0, owner).add_(change))
 
     def _conv(self, i: int, m: nn.Conv2d, owner, win, t, u):
         """New pre-activations of the output window of conv ``m`` (layer ``i``) whose input
@@ -158,14 +151,10 @@ class LocalForward:
         ot = torch.div(t + ph - kh + sh, sh, rounding_mode="floor").clamp(0, lh - 1)
         ou = torch.div(u + pw - kw + sw, sw, rounding_mode="floor").clamp(0, lw - 1)
         r0, c0 = t + ph - ot * sh, u + pw - ou * sw  # the window's offset in the region read
-        delta = win.flatten(1) - t_in[owner * (h_in * w_in) + t * w_in + u]
-        out = t_out[owner * (lh * lw) + ot * lw + ou]  # base pre-activations (a copy)
+        delta = win.flatten(1) - t_in.index_select(0, owner * (h_in * w_in) + t * w_in + u)
+        out = t_out.index_select(0, owner * (lh * lw) + ot * lw + ou)  # base pre-activations (a copy)
         key = r0 * 4096 + c0
-        order = key.argsort()
-        keys, counts = key[order].unique_consecutive(return_counts=True)
-        parts = delta[order].split(counts.tolist())
-        maps = [self._map(i, m, int(k) // 4096, int(k) % 4096, win.shape) for k in keys.tolist()]
-        out[order] += torch.cat([d @ mp for d, mp in zip(parts, maps)])
+        out += _grouped(delta, key, lambda q: self._map(i, m, q // 4096, q % 4096, win.shape))
         oh, ow = self.sizes[i + 1]
         return out.view(-1, m.out_channels, oh, ow), ot, ou
 
@@ -184,6 +173,18 @@ class LocalForward:
             out = F.conv2d(basis[:, :, :rh, :rw].to(m.weight.dtype), m.weight, None, stride=m.stride)
             self.maps[key] = out.reshape(c * wh * ww, -1).contiguous()
         return self.maps[key]
+
+
+def _grouped(x: torch.Tensor, key: torch.Tensor, matrix) -> torch.Tensor:
+    """Row k of the result is ``x[k] @ matrix(key[k])``: rows sorted by key, one matmul per
+    key, and put back in their order."""
+    order = key.argsort()
+    keys, counts = key.index_select(0, order).unique_consecutive(return_counts=True)
+    parts = x.index_select(0, order).split(counts.tolist())
+    out = torch.cat([d @ matrix(int(q)) for d, q in zip(parts, keys.tolist())])
+    inverse = torch.empty_like(order)
+    inverse[order] = torch.arange(order.numel(), device=order.device)
+    return out.index_select(0, inverse)
 
 
 def _windows(act: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
