@@ -267,6 +267,8 @@ def test_cli_photo_at_the_network_input(tmp_path, imagenet_model):
         (["--dataset", "mnist", "--population", "2"], "population must be a whole number >= 4"),
         (["--dataset", "mnist", "--target", "ostrich"], "ostrich"),
         (["--dataset", "mnist", "--n", "0"], "--n must be >= 1"),
+        (["--dataset", "mnist", "--figure-n", "0"], "--figure-n must be >= 1"),
+        (["--dataset", "mnist", "--threshold", "2"], "threshold must be a probability"),
         (["--images", "nowhere.png"], "nowhere.png"),
     ],
 )

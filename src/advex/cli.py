@@ -336,6 +336,8 @@ def cmd_onepixel(args) -> int:
 
     if (args.images is None) == (args.dataset is None):
         raise AdvexError("give either --dataset mnist|cifar10 or --images PATH...")
+    if args.figure_n < 1:
+        raise AdvexError(f"--figure-n must be >= 1, got {args.figure_n}")
     attack = OnePixel(
         pixels=args.pixels,
         population=args.population,
