@@ -343,6 +343,8 @@ def test_local_forward_declines_what_it_does_not_support():
     training_bn = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.Flatten(), nn.Linear(400, 5))
     assert LocalForward.build(training_bn, base) is None
     assert LocalForward.build(training_bn.eval(), base) is not None
+    flat0 = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Flatten(0), nn.Linear(800, 5))
+    assert LocalForward.build(flat0, base) is None
 
 
 @needs_data

@@ -360,6 +360,8 @@ def cmd_onepixel(args) -> int:
             for note in im.notes:
                 print(f"note: {note}", file=sys.stderr)
         canvas, sizes = pack([im.pixels for im in images])
+        if model.input_size is None and len({tuple(s_) for s_ in sizes.tolist()}) > 1:
+            raise AdvexError(f"{model.name} has no input size to resize to: give photos of one size")
         # attack the network's own input (e.g. 224x224), as Su et al. did (227x227): one
         # pixel of a photo at full resolution is averaged away by the resize
         x = quantize(model.fit_input(canvas, sizes if model.input_size is not None else None))

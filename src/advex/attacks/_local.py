@@ -4,9 +4,11 @@ A one-pixel change reaches only a few activations of a convolutional network's f
 layers: a k x k, stride-s convolution spreads a changed window of w activations to at most
 (w + k - 2) // s + 1 outputs per axis. ``LocalForward`` runs the base images once, keeps
 every intermediate activation, and for each candidate recomputes only the window of each
-layer that can have changed -- from the base activations around it, so the values are the
-same as a full forward pass, not an approximation -- until the first ``Linear``, whose
-output is the base output plus the weights of the window's entries times their change.
+layer that can have changed: a convolution's output window is the base window plus the
+input window's change times the convolution restricted to where that window sits (one
+precomputed matrix per placement), so the values are those of a full forward pass, not an
+approximation; up to the first ``Linear``, whose output is the base output plus the
+weights of the window's entries times their change.
 The layers after it are small and run densely.
 
 Supported: an ``nn.Sequential`` (nested ones are flattened) of Conv2d (any kernel, stride,
@@ -48,7 +50,7 @@ class LocalForward:
     MAX_TABLE_BYTES = 2**29  # the per-image window tables of all layers, for all base images
 
     def __init__(self, head: list[nn.Module], linear: nn.Linear, tail: nn.Module, base: torch.Tensor) -> None:
-        self.head, self.linear, self.tail = head, linear, tail
+        self.head, self.tail = head, tail
         acts = [base]  # the base activation entering each head layer, and the last one
         with torch.no_grad():
             for m in head:
@@ -104,7 +106,8 @@ class LocalForward:
         head: list[nn.Module] = []
         for i, m in enumerate(layers):
             if isinstance(m, nn.Flatten):
-                if i + 1 < len(layers) and isinstance(layers[i + 1], nn.Linear) and head:
+                flat = m.start_dim == 1 and m.end_dim == -1
+                if flat and i + 1 < len(layers) and isinstance(layers[i + 1], nn.Linear) and head:
                     if not any(isinstance(h, nn.Conv2d) for h in head):
                         return None
                     lf = cls(head, layers[i + 1], nn.Sequential(*layers[i + 2 :]), base)
