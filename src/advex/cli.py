@@ -37,6 +37,27 @@ def _table(rows: list[dict], columns: list[tuple[str, str]]) -> str:
     return "\n".join(lines)
 
 
+def _photos_at_input(model, paths) -> tuple:
+    """Photos cropped/resized to the model's input size (8-bit), and their names."""
+    from advex.data import load_images, pack, quantize
+
+    images = load_images(paths)
+    for im in images:
+        for note in im.notes:
+            print(f"note: {note}", file=sys.stderr)
+    canvas, sizes = pack([im.pixels for im in images])
+    if model.input_size is None and len({tuple(s_) for s_ in sizes.tolist()}) > 1:
+        raise AdvexError(f"{model.name} has no input size to resize to: give photos of one size")
+    x = quantize(model.fit_input(canvas, sizes if model.input_size is not None else None))
+    return x, [im.name for im in images]
+
+
+def _machine() -> str:
+    import torch
+
+    return f"{platform.machine()} {platform.system()}, {os.cpu_count()} CPUs, torch {torch.__version__}"
+
+
 def _run_attack(args, model, images, target, title: str, save_originals: bool) -> int:
     """Attack, write PNGs, re-read them to measure success, then the figure and JSON."""
     import torch
@@ -137,7 +158,7 @@ def _run_attack(args, model, images, target, title: str, save_originals: bool) -
         "success_rate": float(success.float().mean()),
         "median_rms": float(rms.median()),
         "attack_time_s": round(attack_time, 2),
-        "machine": f"{platform.machine()} {platform.system()}, {os.cpu_count()} CPUs, torch {torch.__version__}",
+        "machine": _machine(),
         "images": rows,
     }
     atomic_write_bytes(out / "summary.json", (json.dumps(summary, indent=2) + "\n").encode())
@@ -328,10 +349,8 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_onepixel(args) -> int:
-    import torch
-
     from advex.attacks import OnePixel
-    from advex.data.images import atomic_write_bytes, quantize, save_png
+    from advex.data.images import atomic_write_bytes, save_png
     from advex.report import PixelItem, pixel_figure
 
     if (args.images is None) == (args.dataset is None):
@@ -351,23 +370,13 @@ def cmd_onepixel(args) -> int:
     )
     names: list[str]
     if args.images is not None:
-        from advex.data import load_images, pack
-
-        images = load_images(args.images)
         model = _load_model(args.model or "efficientnet-lite0", None, args.device)
         target = model.class_index(args.target) if args.target is not None else None
-        for im in images:
-            for note in im.notes:
-                print(f"note: {note}", file=sys.stderr)
-        canvas, sizes = pack([im.pixels for im in images])
-        if model.input_size is None and len({tuple(s_) for s_ in sizes.tolist()}) > 1:
-            raise AdvexError(f"{model.name} has no input size to resize to: give photos of one size")
         # attack the network's own input (e.g. 224x224), as Su et al. did (227x227): one
         # pixel of a photo at full resolution is averaged away by the resize
-        x = quantize(model.fit_input(canvas, sizes if model.input_size is not None else None))
+        x, names = _photos_at_input(model, args.images)
         y = None
-        names = [im.name for im in images]
-        source = f"{len(images)} photos, attacked at the network input {tuple(x.shape[-2:])}"
+        source = f"{len(names)} photos, attacked at the network input {tuple(x.shape[-2:])}"
     else:
         from advex.data.datasets import load_dataset
         from advex.evaluation import first_correct
@@ -435,7 +444,7 @@ def cmd_onepixel(args) -> int:
         "mean_queries_successful": float(queries[ok].mean()) if ok.any() else None,
         "attack_time_s": round(wall, 2),
         "time_per_image_s": round(wall / len(rows), 4),
-        "machine": f"{platform.machine()} {platform.system()}, {os.cpu_count()} CPUs, torch {torch.__version__}",
+        "machine": _machine(),
         "results": rows,
     }
     atomic_write_bytes(out / "onepixel.json", (json.dumps(summary, indent=2) + "\n").encode())
@@ -463,6 +472,307 @@ def cmd_onepixel(args) -> int:
         + f"; {wall:.1f} s ({1000 * wall / len(rows):.0f} ms per image)"
     )
     print(f"wrote {out}/onepixel.json and {out}/figure.png")
+    return 0
+
+
+# ---------------------------------------------------------------------------- patch
+def _range(value: str) -> tuple[float, float]:
+    """ "LO,HI" or one number."""
+    try:
+        parts = [float(v) for v in value.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number or LO,HI, got {value!r}") from None
+    if len(parts) == 1:
+        parts = parts * 2
+    if len(parts) != 2:
+        raise argparse.ArgumentTypeError(f"expected a number or LO,HI, got {value!r}")
+    return parts[0], parts[1]
+
+
+def _patch_images(args, model, split: str, n: int | None, paths, exclude: int | None = None):
+    """(images, names, source text): photos at the network input, or dataset images (uint8)."""
+    if paths is not None:
+        x, names = _photos_at_input(model, paths)
+        return x, names, f"{len(names)} photos at the network input {tuple(x.shape[-2:])}"
+    import torch
+
+    from advex.data.datasets import load_dataset
+
+    data = load_dataset(args.dataset, split, args.data_dir)
+    idx = torch.arange(len(data))
+    if exclude is not None:
+        idx = idx[data.labels != exclude]
+    if n is not None:
+        if n < 1:
+            raise AdvexError(f"the number of images must be >= 1, got {n}")
+        idx = idx[:n]
+    skip = " not labelled as the target" if exclude is not None else ""
+    return data.images[idx], [f"{split}[{int(i)}]" for i in idx], f"{len(idx)} {args.dataset} {split} images{skip}"
+
+
+def _scene_items(ev, names, model, k: int):
+    from advex.report import SceneItem
+
+    # images already predicted as the target prove nothing: show the others, hits first
+    eligible = [i for i in range(len(names)) if bool(ev.eligible[i])] or list(range(len(names)))
+    order = sorted(eligible, key=lambda i: (not bool(ev.hits[i, 0]), i))[:k]
+    return [
+        SceneItem(
+            names[i],
+            ev.example[i],
+            model.class_name(int(ev.label[i])),
+            float(ev.confidence[i]),
+            model.class_name(int(ev.label_patched[i, 0])),
+            float(ev.confidence_patched[i, 0]),
+            bool(ev.hits[i, 0]),
+        )
+        for i in order
+    ]
+
+
+def _evaluation_json(ev, names, model) -> dict:
+    hits = ev.hits
+    per = []
+    for i, nm in enumerate(names):
+        per.append(
+            {
+                "image": nm,
+                "label": model.class_name(int(ev.label[i])),
+                "confidence": round(float(ev.confidence[i]), 4),
+                "eligible": bool(ev.eligible[i]),
+                "hits": int(hits[i].sum()),
+                "placements": int(hits.shape[1]),
+                "patched": [
+                    {
+                        "label": model.class_name(int(ev.label_patched[i, k])),
+                        "confidence": round(float(ev.confidence_patched[i, k]), 4),
+                        "target_prob": round(float(ev.target_prob[i, k]), 4),
+                        **ev.placements[k].rows()[i],
+                    }
+                    for k in range(hits.shape[1])
+                ],
+            }  # fmt: skip
+        )
+    return {
+        "success_rate": ev.success_rate,
+        "images": len(names),
+        "eligible_images": int(ev.eligible.sum()),
+        "placements_per_image": int(hits.shape[1]),
+        "mean_target_prob": float(ev.target_prob[ev.eligible].mean()) if ev.eligible.any() else None,
+        "time_s": round(ev.time_s, 2),
+        "per_image": per,
+    }
+
+
+def cmd_patch_train(args) -> int:
+
+    from advex.attacks import Patch, Printability, evaluate_patch
+    from advex.attacks.patch import patch_mask
+    from advex.data import load_patch, save_patch
+    from advex.data.images import atomic_write_bytes
+    from advex.report import patch_curve, patch_sheet
+
+    if (args.images is None) == (args.dataset is None):
+        raise AdvexError("give either --images PATH... (photos) or --dataset mnist|cifar10")
+    if args.eval_images is not None and args.dataset is not None:
+        raise AdvexError("--eval-images goes with --images; with --dataset the test split is the held-out set")
+    if args.placements < 1 or args.sheet_n < 1 or args.print_px < 16:
+        raise AdvexError("--placements and --sheet-n must be >= 1 and --print-px >= 16")
+    photos = args.images is not None
+    model = _load_model(args.model or ("efficientnet-lite0" if photos else f"{args.dataset}-small"), None, args.device)
+    ensemble = [model] + [_load_model(m, None, args.device) for m in args.ensemble or []]
+    target = model.class_index(args.target)
+    augment = photos if args.augment is None else args.augment
+    attack = Patch(
+        size=args.size,
+        shape=args.shape,
+        steps=args.steps,
+        batch_size=args.batch_size or (16 if photos else 128),
+        lr=args.lr,
+        rotation=args.rotation,
+        scale=args.scale,
+        printability=Printability() if args.printability else Printability.none(),
+        augment=augment,
+        seed=args.seed,
+        progress=not args.quiet,
+    )
+    x, names, source = _patch_images(args, model, "train", args.n, args.images)
+    if args.eval_images is not None:
+        xe, enames, esource = _patch_images(args, model, "test", None, args.eval_images)
+        held_out = True
+    elif args.dataset is not None:
+        xe, enames, esource = _patch_images(args, model, "test", args.eval_n, None)
+        held_out = True
+    else:
+        xe, enames, esource, held_out = x, names, source + " (the training photos: not held out)", False
+    tname = model.class_name(target)
+    print(f"model {model.name} on {model.device}; {attack!r}; target {tname}; training on {source}", file=sys.stderr)
+    result = attack(ensemble if len(ensemble) > 1 else model, x, target)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    meta = {"target": target, "target_name": tname, "size": args.size, "shape": args.shape, "model": model.name}
+    res = result.patch.shape[-1]
+    k = max(1, -(-args.print_px // res))
+    sharp = patch_mask(args.shape, res * k, supersample=1) if args.shape == "circle" else None
+    save_patch(out / "patch.png", result.patch, result.mask, pixels=args.print_px, sharp_mask=sharp, meta=meta)
+    # every number reported is measured with the patch as the PNG gives it back
+    lp = load_patch(out / "patch.png")
+    patch, mask = _patch_channels(lp, x.shape[1])
+    ev_kw = dict(size=args.size, mask=mask, placements=args.placements, rotation=args.rotation, seed=args.seed)
+    ev = evaluate_patch(model, patch, xe, target, **ev_kw)
+    ev_train = None
+    if held_out:
+        ev_train = evaluate_patch(model, patch, x[: max(len(enames), 16)], target, **ev_kw)
+    items = _scene_items(ev, enames, model, args.sheet_n)
+    where = "held-out" if held_out else "training"
+    patch_sheet(
+        items,
+        out / "sheet.png",
+        patch=patch * mask + (1 - mask),
+        title=f"{model.name}: a {100 * args.size:g}% patch -> {tname} ({where} images, random placements): "
+        f"{100 * ev.success_rate:.0f}%",
+    )
+    patch_curve(result.curve, out / "curve.png", title=f"training: {tname}, {100 * args.size:g}% patch")
+    summary = {
+        "advex_version": __version__,
+        "command": " ".join(["advex", *args.argv]),
+        "model": model.name,
+        "ensemble": [m.name for m in ensemble],
+        "device": str(model.device),
+        "attack": repr(attack),
+        "target": target,
+        "target_name": tname,
+        "training_images": source,
+        "evaluation_images": esource,
+        "held_out": held_out,
+        "train_time_s": round(result.time_s, 2),
+        "samples": result.samples,
+        "settings": result.settings,
+        "curve": result.curve,
+        "evaluation": _evaluation_json(ev, enames, model),
+        "training_set_success_rate": ev_train.success_rate if ev_train is not None else ev.success_rate,
+        "patch_png": str(out / "patch.png"),
+        "patch_png_enlarged": k,
+        "machine": _machine(),
+    }
+    atomic_write_bytes(out / "patch.json", (json.dumps(summary, indent=2) + "\n").encode())
+    print(
+        f"trained {args.steps} steps in {result.time_s:.1f} s; targeted success ({tname}) on {esource}, "
+        f"{args.placements} random placements each: {100 * ev.success_rate:.1f}% "
+        f"({int(ev.eligible.sum())} images not already {tname})"
+    )
+    if ev_train is not None:
+        print(f"on training images: {100 * ev_train.success_rate:.1f}%")
+    print(f"wrote {out}/patch.png ({res * k} px, {k}x the trained {res} px), sheet.png, curve.png, patch.json")
+    return 0
+
+
+def _patch_channels(lp, channels: int):
+    """A PNG patch (RGB) for images of ``channels`` channels: grey (the mean) for 1."""
+    if channels == 1:
+        return lp.patch.mean(0, keepdim=True), lp.mask
+    if channels != lp.patch.shape[0]:
+        raise AdvexError(f"the patch has {lp.patch.shape[0]} channels but the images have {channels}")
+    return lp.patch, lp.mask
+
+
+def _position(value: str) -> tuple[float, float]:
+    try:
+        r, c = (float(v) for v in value.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"--position takes ROW,COL fractions of the image, e.g. 0.5,0.5; got {value!r}"
+        ) from None
+    return r, c
+
+
+def cmd_patch_apply(args) -> int:
+    from advex.attacks import evaluate_patch
+    from advex.data import load_patch, save_png
+    from advex.data.images import atomic_write_bytes
+    from advex.report import patch_sheet
+
+    if (args.images is None) == (args.dataset is None):
+        raise AdvexError("give either --images PATH... or --dataset mnist|cifar10")
+    if args.placements < 1 or args.sheet_n < 1 or args.save_n < 0:
+        raise AdvexError("--placements and --sheet-n must be >= 1, --save-n >= 0")
+    lp = load_patch(args.patch)
+    meta = lp.meta
+    photos = args.images is not None
+    model = _load_model(
+        args.model or meta.get("model") or ("efficientnet-lite0" if photos else f"{args.dataset}-small"),
+        None,
+        args.device,
+    )
+    if args.target is None and meta.get("target_name") is None:
+        raise AdvexError(f"{args.patch} does not record its target class: give --target")
+    target = model.class_index(args.target if args.target is not None else meta["target_name"])
+    size = args.size if args.size is not None else meta.get("size", 0.1)
+    x, names, source = _patch_images(args, model, "test", args.n if not photos else None, args.images)
+    patch, mask = _patch_channels(lp, x.shape[1])
+    ev = evaluate_patch(
+        model,
+        patch,
+        x,
+        target,
+        size=size,
+        mask=mask,
+        placements=args.placements,
+        rotation=args.rotation,
+        scale=args.scale,
+        position=args.position,
+        seed=args.seed,
+    )
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    saved = []
+    for i, nm in enumerate(names[: len(names) if photos else args.save_n]):
+        fn = out / (f"{nm}_patched.png" if photos else f"{nm.replace('[', '_').replace(']', '')}_patched.png")
+        save_png(ev.example[i] if ev.example.shape[1] == 3 else ev.example[i].expand(3, -1, -1), fn)
+        saved.append(str(fn))
+    tname = model.class_name(target)
+    patch_sheet(
+        _scene_items(ev, names, model, args.sheet_n),
+        out / "sheet.png",
+        patch=patch * mask + (1 - mask),
+        title=f"{model.name}: {Path(args.patch).name} ({100 * size:g}% of the image) -> {tname}: "
+        f"{100 * ev.success_rate:.0f}%",
+    )
+    summary = {
+        "advex_version": __version__,
+        "command": " ".join(["advex", *args.argv]),
+        "model": model.name,
+        "patch": str(args.patch),
+        "patch_meta": meta,
+        "target": target,
+        "target_name": tname,
+        "size": size,
+        "images": source,
+        "placement": "fixed position" if args.position is not None else "random (seeded)",
+        "evaluation": _evaluation_json(ev, names, model),
+        "patched_pngs": saved,
+        "machine": _machine(),
+    }
+    atomic_write_bytes(out / "apply.json", (json.dumps(summary, indent=2) + "\n").encode())
+    rows = []
+    for i, nm in enumerate(names[:20]):
+        rows.append(
+            {
+                "image": nm,
+                "orig": f"{model.class_name(int(ev.label[i]))} ({100 * float(ev.confidence[i]):.0f}%)",
+                "new": f"{model.class_name(int(ev.label_patched[i, 0]))} "
+                f"({100 * float(ev.confidence_patched[i, 0]):.0f}%)",
+                "hits": f"{int(ev.hits[i].sum())}/{args.placements}",
+            }
+        )
+    print(_table(rows, [("image", "image"), ("orig", "without patch"), ("new", "with patch"), ("hits", "target hits")]))
+    if len(names) > 20:
+        print(f"... {len(names) - 20} more in apply.json")
+    print(
+        f"\ntargeted success ({tname}): {100 * ev.success_rate:.1f}% of {int(ev.eligible.sum())} images x "
+        f"{args.placements} placements (images already predicted {tname} left out)"
+    )
+    print(f"wrote {out}/apply.json, {out}/sheet.png" + (f" and {len(saved)} patched PNGs" if saved else ""))
     return 0
 
 
@@ -618,6 +928,78 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="advex-onepixel", help="output folder (default advex-onepixel)")
     p.set_defaults(func=cmd_onepixel)
 
+    p = sub.add_parser("patch", help="train and apply a universal adversarial patch (Brown et al. 2017)")
+    psub = p.add_subparsers(dest="patch_command", metavar="train|apply")
+    t = psub.add_parser("train", help="train a patch that makes any scene the target class")
+    src = t.add_mutually_exclusive_group(required=True)
+    src.add_argument("--images", nargs="+", metavar="PATH", help="training photos (ImageNet default model)")
+    src.add_argument("--dataset", choices=["mnist", "cifar10"], help="train on the train split, test on the test split")
+    t.add_argument("--target", required=True, help="target class name or index, e.g. ostrich")
+    t.add_argument(
+        "--model", default=None, help="zoo name or FILE.py[:NAME] (default: efficientnet-lite0, or DATASET-small)"
+    )
+    t.add_argument(
+        "--ensemble", nargs="+", metavar="MODEL", default=None, help="more models to train against (transfer)"
+    )
+    t.add_argument(
+        "--size", type=_fraction, default=0.1, help="fraction of the image area the patch covers (default 0.1)"
+    )
+    t.add_argument("--shape", choices=["circle", "square"], default="circle", help="patch mask (default: circle)")
+    t.add_argument("--steps", type=int, default=500, help="Adam steps (default 500)")
+    t.add_argument(
+        "--batch-size", type=int, default=None, help="patched samples per step (default 16 photos, 128 dataset)"
+    )
+    t.add_argument("--lr", type=float, default=0.02, help="Adam step size on pixels in [0, 1] (default 0.02)")
+    t.add_argument("--rotation", type=float, default=22.5, help="largest rotation in degrees (default 22.5)")
+    t.add_argument("--scale", type=_range, default=(0.8, 1.2), help="patch scale range LO,HI (default 0.8,1.2)")
+    t.add_argument(
+        "--no-printability",
+        dest="printability",
+        action="store_false",
+        help="no brightness/contrast/blur/noise changes in training",
+    )
+    t.add_argument(
+        "--augment",
+        dest="augment",
+        action="store_true",
+        default=None,
+        help="random crops, flips, colour changes of the images (default: on for --images)",
+    )
+    t.add_argument("--no-augment", dest="augment", action="store_false")
+    t.add_argument("--n", type=int, default=None, help="use the first N training images (default all)")
+    t.add_argument("--eval-images", nargs="+", metavar="PATH", default=None, help="held-out photos to test on")
+    t.add_argument("--eval-n", type=int, default=1000, help="held-out test images with --dataset (default 1000)")
+    t.add_argument("--placements", type=int, default=10, help="random placements per test image (default 10)")
+    t.add_argument("--sheet-n", type=int, default=11, help="scenes in sheet.png (default 11)")
+    t.add_argument("--print-px", type=int, default=600, help="patch.png size in pixels, about (default 600)")
+    t.add_argument("--data-dir", default=None)
+    t.add_argument("--device", default="auto")
+    t.add_argument("--seed", type=_seed, default=0)
+    t.add_argument("--out", default="advex-patch", help="output folder (default advex-patch)")
+    t.add_argument("--quiet", action="store_true", help="no progress bar")
+    t.set_defaults(func=cmd_patch_train)
+    a = psub.add_parser("apply", help="stick a patch into images and report targeted success")
+    a.add_argument("--patch", required=True, help="patch PNG (from `advex patch train`, or any square image)")
+    src = a.add_mutually_exclusive_group(required=True)
+    src.add_argument("--images", nargs="+", metavar="PATH", help="photos (ImageNet default model)")
+    src.add_argument("--dataset", choices=["mnist", "cifar10"], help="test split images")
+    a.add_argument("--model", default=None, help="default: the model the patch was trained on")
+    a.add_argument("--target", default=None, help="default: the target recorded in the patch file")
+    a.add_argument("--size", type=_fraction, default=None, help="fraction of the image area (default: as trained)")
+    a.add_argument("--n", type=int, default=1000, help="test images with --dataset (default 1000)")
+    a.add_argument("--placements", type=int, default=1, help="random placements per image (default 1)")
+    a.add_argument("--position", type=_position, default=None, help="centre ROW,COL as fractions, e.g. 0.5,0.5")
+    a.add_argument("--rotation", type=float, default=22.5, help="largest random rotation, degrees (default 22.5)")
+    a.add_argument("--scale", type=_range, default=(1.0, 1.0), help="scale or range LO,HI (default 1)")
+    a.add_argument("--sheet-n", type=int, default=11, help="scenes in sheet.png (default 11)")
+    a.add_argument("--save-n", type=int, default=20, help="patched PNGs written with --dataset (default 20)")
+    a.add_argument("--data-dir", default=None)
+    a.add_argument("--device", default="auto")
+    a.add_argument("--seed", type=_seed, default=0)
+    a.add_argument("--out", default="advex-patch-apply", help="output folder (default advex-patch-apply)")
+    a.set_defaults(func=cmd_patch_apply)
+    p.set_defaults(func=None, _help=p.print_help)
+
     p = sub.add_parser("models", help="list the model zoo")
     p.set_defaults(func=cmd_models)
     return parser
@@ -629,7 +1011,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     args.argv = argv
     if not getattr(args, "func", None):
-        parser.print_help()
+        getattr(args, "_help", parser.print_help)()
         return 2
     try:
         if hasattr(args, "seed"):

@@ -7,6 +7,15 @@ from advex.attacks.cw import CW
 from advex.attacks.deepfool import DeepFool
 from advex.attacks.gradient import FGSM, PGD, AdvexWarning
 from advex.attacks.onepixel import OnePixel
+from advex.attacks.patch import (
+    Patch,
+    PatchEvaluation,
+    PatchResult,
+    Placements,
+    Printability,
+    apply_patch,
+    evaluate_patch,
+)
 from advex.attacks.square import Square
 from advex.attacks.szegedy import Szegedy
 
@@ -17,6 +26,13 @@ __all__ = [
     "FGSM",
     "PGD",
     "OnePixel",
+    "Patch",
+    "PatchEvaluation",
+    "PatchResult",
+    "Placements",
+    "Printability",
+    "apply_patch",
+    "evaluate_patch",
     "AdvexWarning",
     "AttackResult",
     "Square",

@@ -133,7 +133,13 @@ def sample_photos(names: Iterable[str] = SAMPLE_PHOTOS) -> list[LoadedImage]:
         if fn is None or not callable(fn):
             raise AdvexError(f"unknown sample photo {n!r}; available: {', '.join(SAMPLE_PHOTOS)}")
         notes: list[str] = []
-        out.append(LoadedImage(n, _to_tensor(np.asarray(fn()), n, notes), f"skimage.data.{n}", notes))
+        try:
+            arr = fn()
+        except Exception as e:  # e.g. a file scikit-image fetches from the network
+            raise AdvexError(f"sample photo {n!r} is not available offline ({type(e).__name__})") from None
+        if isinstance(arr, tuple):  # stereo pairs: the left image
+            arr = arr[0]
+        out.append(LoadedImage(n, _to_tensor(np.asarray(arr), n, notes), f"skimage.data.{n}", notes))
     return out
 
 
