@@ -152,3 +152,16 @@ def test_bf16_fast_path_matches_fp32_success(mnist200):
     bf16 = PGD(eps=0.3, steps=10, bf16=True)(m, x, y)
     assert abs(robust(fp32, y) - robust(bf16, y)) <= 0.03
     assert (bf16.linf <= 0.3 + 1e-6).all() and bf16.x_adv.dtype == torch.float32
+
+
+def test_attacks_leave_a_plain_module_in_its_own_mode():
+    """A plain eval-mode module wrapped by the attack comes back in eval mode (and vice versa),
+    each submodule as it was."""
+    from torch import nn
+
+    from advex.attacks import PGD
+
+    net = nn.Sequential(nn.Flatten(), nn.Linear(12, 3), nn.Dropout()).eval()
+    net[2].train()  # one submodule in its own mode
+    PGD(eps=0.1, steps=2)(net, torch.rand(2, 3, 2, 2))
+    assert not net.training and not net[1].training and net[2].training

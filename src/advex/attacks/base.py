@@ -102,7 +102,7 @@ def as_classifier(model: nn.Module) -> Classifier:
 @contextlib.contextmanager
 def frozen(model: nn.Module) -> Iterator[nn.Module]:
     """Eval mode and no parameter gradients for the duration; the caller's state is restored."""
-    was_training = model.training
+    modes = [(m, m.training) for m in model.modules()]  # each module's own flag, restored one by one
     flags = [(p, p.requires_grad) for p in model.parameters()]
     model.eval()
     for p, _ in flags:
@@ -112,7 +112,8 @@ def frozen(model: nn.Module) -> Iterator[nn.Module]:
     finally:
         for p, f in flags:
             p.requires_grad_(f)
-        model.train(was_training)
+        for m, t in modes:
+            m.training = t
 
 
 def resolve_targets(model: Classifier, target: Targets, n: int, device: torch.device) -> torch.Tensor | None:

@@ -1,6 +1,6 @@
 """Figures and reports built from results; nothing here runs an attack."""
 
-from advex.report.curves import accuracy_vs_eps
+from advex.report.curves import accuracy_vs_eps, certified_vs_eps
 from advex.report.figure import FigureRow, magnification, three_column_figure
 from advex.report.patch import SceneItem, patch_curve, patch_sheet
 from advex.report.pixels import PixelItem, pixel_figure
@@ -10,6 +10,7 @@ __all__ = [
     "PixelItem",
     "SceneItem",
     "accuracy_vs_eps",
+    "certified_vs_eps",
     "magnification",
     "patch_curve",
     "patch_sheet",

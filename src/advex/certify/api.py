@@ -1,0 +1,236 @@
+"""``bounds`` and ``certify``: the certifiers behind one call, with their soundness checked."""
+
+from __future__ import annotations
+
+import time
+import warnings
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from advex.attacks.base import AdvexWarning, as_classifier, check_pixels, frozen
+from advex.certify.bounds import InputSet, check_method, spec_bounds
+from advex.certify.graph import trace
+from advex.errors import AdvexError
+
+
+class UnsoundBound(AdvexError):
+    """A bound that a concrete input violates: a bug, never a result."""
+
+
+@dataclass
+class Bounds:
+    """Lower and upper bounds (N, K) on every logit over the input set."""
+
+    lower: torch.Tensor
+    upper: torch.Tensor
+    method: str
+    eps: float
+    norm: str
+    time_s: float
+
+
+@dataclass
+class CertifyResult:
+    """Per sample: ``certified`` (correct and every margin z_y - z_j provably > 0),
+    ``lower`` (N, K) margin lower bounds (+inf at the true class), ``correct`` (clean),
+    and with the attack, ``attacked`` (correct and not broken by PGD: an upper bound on
+    the robust accuracy, where ``certified`` is a lower bound)."""
+
+    certified: torch.Tensor
+    lower: torch.Tensor
+    correct: torch.Tensor
+    attacked: torch.Tensor | None
+    method: str
+    eps: float
+    norm: str
+    time_s: float
+    attack_time_s: float = 0.0
+    x_adv: torch.Tensor | None = None  # the PGD points, reusable by another method's check
+
+    def __len__(self) -> int:
+        return int(self.certified.numel())
+
+    @property
+    def certified_accuracy(self) -> float:
+        return float(self.certified.float().mean())
+
+    @property
+    def clean_accuracy(self) -> float:
+        return float(self.correct.float().mean())
+
+    @property
+    def attacked_accuracy(self) -> float | None:
+        return None if self.attacked is None else float(self.attacked.float().mean())
+
+    def rows(self) -> list[dict]:
+        out = []
+        for i in range(len(self)):
+            m = self.lower[i]
+            finite = m[torch.isfinite(m)]
+            out.append(
+                {
+                    "correct": bool(self.correct[i]),
+                    "certified": bool(self.certified[i]),
+                    "attacked_robust": None if self.attacked is None else bool(self.attacked[i]),
+                    "min_margin_lower_bound": round(float(finite.min()), 6) if finite.numel() else None,
+                }
+            )
+        return out
+
+
+def margin_spec(y: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """(N, K-1, K): row j is e_y - e_j for each class j != y."""
+    n = y.numel()
+    eye = torch.eye(num_classes, device=y.device)
+    C = eye[y].unsqueeze(1) - eye.unsqueeze(0)  # (N, K, K): row j = e_y - e_j
+    keep = torch.ones(n, num_classes, dtype=torch.bool, device=y.device)
+    keep[torch.arange(n, device=y.device), y] = False
+    return C[keep].view(n, num_classes - 1, num_classes)
+
+
+def _prepare(model: nn.Module, x: torch.Tensor, eps, norm: str, method: str, slope: str):
+    check_method(method, norm, slope, eps)
+    clf = as_classifier(model)
+    check_pixels(x)
+    if any(m.training for m in clf.modules() if isinstance(m, (nn.modules.batchnorm._BatchNorm, nn.Dropout))):
+        warnings.warn(
+            "the model is in training mode: bounds are computed for eval mode (BatchNorm running statistics, "
+            "no dropout); the model's mode is left as it was",
+            AdvexWarning,
+            stacklevel=3,
+        )
+    return clf, x.detach().to(clf.device, torch.float32)
+
+
+def _chunks(n: int, batch_size: int | None):
+    bs = batch_size or 256
+    if bs < 1:
+        raise AdvexError(f"batch_size must be >= 1, got {batch_size}")
+    return [slice(s, s + bs) for s in range(0, n, bs)]
+
+
+def bounds(
+    model: nn.Module,
+    x: torch.Tensor,
+    *,
+    eps: float,
+    norm: str = "linf",
+    method: str = "crown",
+    slope: str = "crown",
+    alpha_steps: int = 20,
+    C: torch.Tensor | None = None,
+    batch_size: int | None = None,
+) -> Bounds:
+    """Lower/upper bounds on the logits (or on C z for a spec C (N, S, K)) of ``model``
+    over the ``norm`` ball of radius ``eps`` around each x, clipped to [0, 1]."""
+    start = time.perf_counter()
+    clf, x = _prepare(model, x, eps, norm, method, slope)
+    lows, ups = [], []
+    with frozen(clf), torch.no_grad():
+        nodes = trace(clf, tuple(x.shape[1:]))
+        k = nodes[-1].shape[0]
+        for sl in _chunks(x.shape[0], batch_size):
+            xb = x[sl]
+            spec = torch.eye(k, device=x.device).expand(xb.shape[0], k, k) if C is None else C[sl].to(x)
+            s = spec.shape[1]
+            lb = spec_bounds(nodes, InputSet.ball(xb, eps, norm), torch.cat([spec, -spec], 1), method=method,
+                             slope=slope, alpha_steps=alpha_steps)  # fmt: skip
+            lows.append(lb[:, :s])
+            ups.append(-lb[:, s:])
+    return Bounds(torch.cat(lows).cpu(), torch.cat(ups).cpu(), method, float(eps), norm, time.perf_counter() - start)
+
+
+def certify(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    eps: float,
+    norm: str = "linf",
+    method: str = "crown",
+    slope: str = "crown",
+    alpha_steps: int = 20,
+    attack: bool = True,
+    attack_steps: int = 50,
+    x_adv: torch.Tensor | None = None,
+    batch_size: int | None = None,
+    seed: int = 0,
+) -> CertifyResult:
+    """Certify each (x, y) against every perturbation in the ``norm`` ball of radius ``eps``
+    (clipped to [0, 1]) with ``method`` ("ibp", "crown", "alpha-crown").
+
+    With ``attack`` (the default), PGD attacks the same inputs: ``attacked`` is the
+    empirical robust accuracy, and every bound is checked against the clean and the PGD
+    points -- a violated bound, or a certified sample that PGD breaks, raises
+    :class:`UnsoundBound`. ``x_adv`` gives attack points already found (e.g. the
+    ``x_adv`` of another method's result on the same inputs) instead of running PGD again.
+    """
+    start = time.perf_counter()
+    clf, x = _prepare(model, x, eps, norm, method, slope)
+    y = torch.as_tensor(y, device=x.device, dtype=torch.long).flatten()
+    if y.numel() != x.shape[0]:
+        raise AdvexError(f"got {y.numel()} labels for {x.shape[0]} inputs")
+    lows, correct = [], []
+    with frozen(clf), torch.no_grad():
+        nodes = trace(clf, tuple(x.shape[1:]))
+        k = nodes[-1].shape[0]
+        if ((y < 0) | (y >= k)).any():
+            raise AdvexError(f"labels must be class indices in [0, {k - 1}]")
+        for sl in _chunks(x.shape[0], batch_size):
+            xb, yb = x[sl], y[sl]
+            correct.append(clf(xb).argmax(1) == yb)
+            lows.append(spec_bounds(nodes, InputSet.ball(xb, eps, norm), margin_spec(yb, k), method=method,
+                                    slope=slope, alpha_steps=alpha_steps))  # fmt: skip
+    margins_lb = torch.cat(lows)
+    ok = torch.cat(correct)
+    certified = ok & (margins_lb > 0).all(1)
+    full = torch.full((x.shape[0], k), float("inf"), device=x.device)
+    keep = torch.ones_like(full, dtype=torch.bool)
+    keep[torch.arange(x.shape[0]), y] = False
+    full[keep] = margins_lb.flatten()
+    bound_time = time.perf_counter() - start
+    attacked, attack_time = None, 0.0
+    if attack or x_adv is not None:
+        t0 = time.perf_counter()
+        if x_adv is None:
+            from advex.attacks import PGD
+
+            x_adv = PGD(eps=eps, steps=attack_steps, norm=norm, seed=seed, early_stop=False)(clf, x, y).x_adv
+        x_adv = x_adv.to(x.device)
+        if x_adv.shape != x.shape:
+            raise AdvexError(f"x_adv has shape {tuple(x_adv.shape)}, x has {tuple(x.shape)}")
+        with frozen(clf), torch.no_grad():
+            pred_adv = None
+            for name, pts in (("the clean input", x), ("the attack point", x_adv)):
+                z = clf(pts).float()
+                pred_adv = z.argmax(1)
+                m = z.gather(1, y[:, None]) - z  # (N, K) margins, 0 at y
+                bad = keep & (m < full - 1e-4 * (1 + full.abs().where(keep, torch.zeros_like(full))))
+                if bad.any():
+                    i = int(bad.any(1).nonzero()[0])
+                    raise UnsoundBound(
+                        f"{method} bound violated at {name} of sample {i}: margin {float(m[i][bad[i]].min()):.6g} "
+                        f"below its lower bound {float(full[i][bad[i]].min()):.6g}; please report this"
+                    )
+        attack_time = time.perf_counter() - t0
+        broken = pred_adv != y
+        attacked = ok & ~broken
+        if (certified & broken).any():
+            i = int((certified & broken).nonzero()[0])
+            raise UnsoundBound(f"sample {i} is certified by {method} but the attack broke it; please report this")
+        attacked = attacked.cpu()
+        x_adv = x_adv.cpu()
+    return CertifyResult(
+        certified=certified.cpu(),
+        lower=full.cpu(),
+        correct=ok.cpu(),
+        attacked=attacked,
+        method=method,
+        eps=float(eps),
+        norm=norm,
+        time_s=bound_time,
+        attack_time_s=attack_time,
+        x_adv=x_adv,
+    )

@@ -1,0 +1,168 @@
+"""Certification: bounds that contain every sampled and attacked output, tightness order,
+exactness where it must be exact, the soundness alarm, and bad input."""
+
+import pytest
+import torch
+from torch import nn
+
+from advex.attacks import AdvexWarning
+from advex.certify import UnsoundBound, UnsupportedLayer, bounds, certify, margin_spec
+from advex.errors import AdvexError
+from advex.models import Classifier
+from advex.models.archs import Residual, small
+
+
+def _bn(c, g):
+    bn = nn.BatchNorm2d(c)
+    with torch.no_grad():
+        bn.running_mean.copy_(torch.randn(c, generator=g) * 0.3)
+        bn.running_var.copy_(0.5 + torch.rand(c, generator=g))
+        bn.weight.copy_(torch.randn(c, generator=g))  # some negative scales too
+        bn.bias.copy_(torch.randn(c, generator=g) * 0.1)
+    return bn
+
+
+def _nets():
+    g = torch.Generator().manual_seed(0)
+    torch.manual_seed(0)
+    body = nn.Sequential(_bn(4, g), nn.ReLU(), nn.Conv2d(4, 4, 3, padding=1))
+    return {
+        "small": small(1, 12, 5),
+        "bn-avgpool": nn.Sequential(
+            nn.Conv2d(1, 4, 3, padding=1),
+            _bn(4, g),
+            nn.ReLU(),
+            nn.AvgPool2d(2),
+            nn.Conv2d(4, 6, 3, stride=2, padding=1),
+            nn.ReLU(),
+            nn.Flatten(),
+            nn.Linear(6 * 3 * 3, 20),
+            nn.ReLU(),
+            nn.Linear(20, 5),
+        ),  # fmt: skip
+        "residual": nn.Sequential(
+            nn.Conv2d(1, 4, 3, padding=1),
+            Residual(body),
+            nn.ReLU(),
+            Residual(nn.Sequential(nn.ReLU(), nn.Conv2d(4, 8, 3, stride=2, padding=1)), nn.Conv2d(4, 8, 1, stride=2)),
+            nn.ReLU(),
+            nn.AdaptiveAvgPool2d(2),
+            nn.Flatten(),
+            nn.Linear(32, 5),
+        ),  # fmt: skip
+    }
+
+
+def _samples(x, eps, norm, n, g):
+    """n points per input in the ball (half of them on its surface / box corners), clipped to [0, 1]."""
+    shape = (n, *x.shape)
+    if norm == "linf":
+        d = (torch.rand(shape, generator=g) * 2 - 1) * eps
+        d[: n // 2] = torch.sign(d[: n // 2]) * eps  # vertices: where linear pieces take their extremes
+        return (x[None] + d).clamp(0, 1)
+    d = torch.randn(shape, generator=g)
+    d = d / d.flatten(2).norm(dim=-1).view(n, x.shape[0], *[1] * (x.ndim - 1)) * eps
+    d[n // 2 :] *= torch.rand(n - n // 2, x.shape[0], *[1] * (x.ndim - 1), generator=g)
+    return (x[None] + d).clamp(0, 1)
+
+
+@pytest.mark.parametrize("name", ["small", "bn-avgpool", "residual"])
+@pytest.mark.parametrize("norm", ["linf", "l2"])
+def test_bounds_contain_sampled_outputs_and_tighten_in_order(name, norm):
+    net = _nets()[name].eval()
+    g = torch.Generator().manual_seed(1)
+    x = torch.rand(4, 1, 12, 12, generator=g)
+    eps = 0.03 if norm == "linf" else 0.3
+    pts = _samples(x, eps, norm, 500, g)  # 2000 points per network and norm
+    with torch.no_grad():
+        z = net(pts.flatten(0, 1)).view(500, 4, -1)
+    methods = ["crown", "alpha-crown"] + (["ibp"] if norm == "linf" else [])
+    got = {m: bounds(net, x, eps=eps, norm=norm, method=m) for m in methods}
+    got["wong-kolter"] = bounds(net, x, eps=eps, norm=norm, method="crown", slope="wong-kolter")
+    for m, b in got.items():
+        assert (z >= b.lower - 1e-5).all() and (z <= b.upper + 1e-5).all(), m
+    assert (got["crown"].lower >= (got["ibp"].lower if norm == "linf" else -1e9) - 1e-5).all()
+    assert (got["alpha-crown"].lower >= got["crown"].lower - 1e-6).all()
+    assert (got["alpha-crown"].upper <= got["crown"].upper + 1e-6).all()
+    if norm == "linf":
+        width = {m: float((b.upper - b.lower).mean()) for m, b in got.items()}
+        assert width["crown"] < width["ibp"]
+
+
+def test_margin_bounds_contain_pgd_points_and_certify_is_consistent():
+    net = _nets()["bn-avgpool"].eval()
+    g = torch.Generator().manual_seed(2)
+    x = torch.rand(16, 1, 12, 12, generator=g)
+    with torch.no_grad():
+        y = net(x).argmax(1)
+    for m in ("ibp", "crown", "alpha-crown"):
+        res = certify(net, x, y, eps=0.005, method=m, attack_steps=20)  # checks clean and PGD points inside
+        assert res.correct.all() and (res.certified <= res.attacked).all()
+        assert torch.isinf(res.lower.gather(1, y[:, None])).all()
+    loose = certify(net, x, y, eps=0.005, method="ibp", attack=False)
+    tight = certify(net, x, y, eps=0.005, method="alpha-crown", attack=False)
+    assert int(tight.certified.sum()) >= int(loose.certified.sum()) and int(tight.certified.sum()) > 0
+
+
+def test_a_linear_network_is_bounded_exactly():
+    lin = nn.Sequential(nn.Flatten(), nn.Linear(12, 7), nn.Linear(7, 3))
+    x = torch.rand(2, 3, 2, 2)
+    b = bounds(lin, x, eps=0.1, method="crown")
+    w = lin[2].weight @ lin[1].weight  # (3, 12)
+    c = lin[2].weight @ lin[1].bias + lin[2].bias
+    lo, hi = (x - 0.1).clamp(0, 1).flatten(1), (x + 0.1).clamp(0, 1).flatten(1)
+    exact = lo @ w.clamp(min=0).T + hi @ w.clamp(max=0).T + c
+    assert torch.allclose(b.lower, exact, atol=1e-5)
+    assert (bounds(lin, x, eps=0.1, method="ibp").lower < exact - 1e-3).any()  # IBP is not exact here
+
+
+def test_margin_spec():
+    C = margin_spec(torch.tensor([2, 0]), 4)
+    assert C.shape == (2, 3, 4)
+    assert C[0].tolist() == [[-1, 0, 1, 0], [0, -1, 1, 0], [0, 0, 1, -1]]
+
+
+def test_normalisation_inside_a_classifier_is_bounded():
+    net = small(3, 8, 4).eval()
+    clf = Classifier(net, mean=(0.5, 0.4, 0.3), std=(0.2, 0.25, 0.3), classes=list("abcd"), input_size=8)
+    g = torch.Generator().manual_seed(3)
+    x = torch.rand(3, 3, 8, 8, generator=g)
+    b = bounds(clf, x, eps=0.01, method="crown")
+    with torch.no_grad():
+        z = clf(_samples(x, 0.01, "linf", 300, g).flatten(0, 1)).view(300, 3, -1)
+    assert (z >= b.lower - 1e-5).all() and (z <= b.upper + 1e-5).all()
+
+
+def test_an_unsound_bound_is_a_loud_error(monkeypatch):
+    import advex.certify.api as api
+
+    net = _nets()["small"].eval()
+    x = torch.rand(4, 1, 12, 12)
+    with torch.no_grad():
+        y = net(x).argmax(1)
+    monkeypatch.setattr(api, "spec_bounds", lambda *a, **k: torch.full((4, 4), 5.0))  # a "bound" that is a lie
+    with pytest.raises(UnsoundBound, match="violated"):
+        certify(net, x, y, eps=0.1, method="crown")
+
+
+def test_bad_input():
+    x = torch.rand(2, 1, 12, 12)
+    net = _nets()["small"].eval()
+    with pytest.raises(UnsupportedLayer, match=r"1 \(Tanh\)"):
+        bounds(nn.Sequential(nn.Flatten(), nn.Tanh(), nn.Linear(144, 3)), x, eps=0.1)
+    with pytest.raises(UnsupportedLayer, match="MaxPool2d"):
+        bounds(nn.Sequential(nn.MaxPool2d(2), nn.Flatten(), nn.Linear(36, 3)), x, eps=0.1)
+    with pytest.raises(AdvexError, match=r"eps must be in \(0, 1\]"):
+        bounds(net, x, eps=0)
+    with pytest.raises(AdvexError, match=r"eps must be in \(0, 1\]"):
+        bounds(net, x, eps=1.5)
+    with pytest.raises(AdvexError, match="unknown method 'lp'"):
+        bounds(net, x, eps=0.1, method="lp")
+    with pytest.raises(AdvexError, match="IBP bounds only L-inf"):
+        bounds(net, x, eps=0.1, method="ibp", norm="l2")
+    with pytest.raises(AdvexError, match="labels"):
+        certify(net, x, torch.tensor([0, 9]), eps=0.1)
+    bn_net = _nets()["bn-avgpool"].train()
+    with pytest.warns(AdvexWarning, match="training mode"):
+        bounds(bn_net, x, eps=0.01)
+    assert bn_net.training  # left as it was
