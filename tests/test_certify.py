@@ -166,3 +166,45 @@ def test_bad_input():
     with pytest.warns(AdvexWarning, match="training mode"):
         bounds(bn_net, x, eps=0.01)
     assert bn_net.training  # left as it was
+
+
+def test_cli_certify_grid(tmp_path, capsys):
+    from helpers import SHARED
+
+    from advex.cli import main
+
+    if not (SHARED / "mnist").is_dir():
+        pytest.skip("../shared/datasets not present")
+    out = tmp_path / "c"
+    rc = main(["certify", "--model", "mnist-small-pgd", "--dataset", "mnist", "--eps", "0.005,0.02",
+               "--method", "ibp,crown", "--n", "20", "--attack-steps", "10", "--out", str(out)])  # fmt: skip
+    assert rc == 0
+    s = __import__("json").loads((out / "certify.json").read_text())
+    rows = {(r["eps"], r["method"]): r for r in s["results"]}
+    assert set(rows) == {(0.005, "ibp"), (0.005, "crown"), (0.02, "ibp"), (0.02, "crown")}
+    for r in rows.values():
+        assert r["certified_accuracy"] <= r["attacked_accuracy"] <= r["clean_accuracy"]
+        assert len(r["per_sample"]) == 20
+    assert rows[(0.02, "crown")]["certified_accuracy"] >= rows[(0.02, "ibp")]["certified_accuracy"]
+    assert (out / "certified.png").stat().st_size > 10_000
+    assert "certified" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--eps", "0"], "eps must be in (0, 1]"),
+        (["--eps", "2"], "eps must be in (0, 1]"),
+        (["--eps", "0.1", "--method", "lp"], "unknown method 'lp'"),
+        (["--eps", "0.1", "--method", "ibp", "--norm", "l2"], "IBP bounds only L-inf"),
+        (["--eps", "x"], "--eps"),
+    ],
+)
+def test_cli_certify_bad_input(tmp_path, capsys, argv, message):
+    from advex.cli import main
+
+    out = tmp_path / "c"
+    rc = main(["certify", "--model", "mnist-small", "--dataset", "mnist", *argv, "--out", str(out)])
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert rc == 2 and last.startswith("advex: error:") and message in last
+    assert not out.exists()

@@ -121,10 +121,14 @@ def bounds(
     slope: str = "crown",
     alpha_steps: int = 20,
     C: torch.Tensor | None = None,
+    intersect_ibp: bool = True,
     batch_size: int | None = None,
 ) -> Bounds:
     """Lower/upper bounds on the logits (or on C z for a spec C (N, S, K)) of ``model``
-    over the ``norm`` ball of radius ``eps`` around each x, clipped to [0, 1]."""
+    over the ``norm`` ball of radius ``eps`` around each x, clipped to [0, 1].
+
+    ``slope="wong-kolter"`` with ``intersect_ibp=False`` is exactly the dual bound of Wong &
+    Kolter (2018); by default every bound is also intersected with IBP's (never looser)."""
     start = time.perf_counter()
     clf, x = _prepare(model, x, eps, norm, method, slope)
     lows, ups = [], []
@@ -136,7 +140,7 @@ def bounds(
             spec = torch.eye(k, device=x.device).expand(xb.shape[0], k, k) if C is None else C[sl].to(x)
             s = spec.shape[1]
             lb = spec_bounds(nodes, InputSet.ball(xb, eps, norm), torch.cat([spec, -spec], 1), method=method,
-                             slope=slope, alpha_steps=alpha_steps)  # fmt: skip
+                             slope=slope, alpha_steps=alpha_steps, intersect_ibp=intersect_ibp)  # fmt: skip
             lows.append(lb[:, :s])
             ups.append(-lb[:, s:])
     return Bounds(torch.cat(lows).cpu(), torch.cat(ups).cpu(), method, float(eps), norm, time.perf_counter() - start)
