@@ -208,3 +208,25 @@ def test_cli_certify_bad_input(tmp_path, capsys, argv, message):
     last = capsys.readouterr().err.strip().splitlines()[-1]
     assert rc == 2 and last.startswith("advex: error:") and message in last
     assert not out.exists()
+
+
+# ---------------------------------------------------------------------------- certified training
+@pytest.mark.parametrize("beta", [0.0, 0.5, 1.0])
+def test_training_margins_are_sound_and_differentiable(beta):
+    from advex.certify.bounds import training_margins
+    from advex.certify.graph import trace
+
+    net = _nets()["small"]
+    g = torch.Generator().manual_seed(4)
+    x = torch.rand(6, 1, 12, 12, generator=g)
+    y = torch.randint(5, (6,), generator=g)
+    nodes = trace(net, (1, 12, 12), detach=False)
+    lb = training_margins(nodes, x, 0.02, margin_spec(y, 5), beta)
+    lb.sum().backward()
+    assert net[0].weight.grad is not None and net[0].weight.grad.abs().sum() > 0
+    with torch.no_grad():
+        z = net(_samples(x, 0.02, "linf", 300, g).flatten(0, 1)).view(300, 6, 5)
+        m = z.gather(2, y.view(1, 6, 1).expand(300, 6, 1)) - z  # (300, 6, 5)
+        keep = torch.ones(6, 5, dtype=torch.bool)
+        keep[torch.arange(6), y] = False
+        assert (m[:, keep].view(300, 6, 4) >= lb.detach() - 1e-5).all()

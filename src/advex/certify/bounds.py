@@ -383,3 +383,23 @@ def check_method(method: str, norm: str, slope: str, eps: float) -> None:
         raise AdvexError(f"unknown slope {slope!r}; use crown or wong-kolter")
     if not isinstance(eps, (int, float)) or not 0 < eps <= 1:
         raise AdvexError(f"eps must be in (0, 1] (pixels in [0, 1], e.g. 0.1 or 8/255), got {eps!r}")
+
+
+def training_margins(nodes: list[Node], x: torch.Tensor, eps: float, C: torch.Tensor, beta: float) -> torch.Tensor:
+    """Differentiable lower bounds (B, S) of C z for certified training: IBP (Gowal et al.
+    2019), and for ``beta`` > 0 the CROWN-IBP mix beta * CROWN-IBP + (1 - beta) * IBP (Zhang
+    et al. 2020: CROWN's back-substitution for the final layer over IBP's intermediate bounds).
+    ``nodes`` from ``trace(model, shape, detach=False)``."""
+    inp = InputSet.ball(x, eps, "linf")
+    for n in nodes:
+        if isinstance(n, ReLUNode):
+            n.lower = n.upper = None
+    boxes = ibp_boxes(nodes, inp.lower, inp.upper)
+    ibp_lb = ibp_spec(nodes, boxes, C)
+    if beta <= 0:
+        return ibp_lb
+    for n in nodes:
+        if isinstance(n, ReLUNode):
+            n.lower, n.upper = boxes[n.inputs[0]]
+    a_in, bias = backsub(nodes, len(nodes) - 1, C, "crown")
+    return beta * inp.concretize(a_in, bias) + (1 - beta) * ibp_lb

@@ -194,12 +194,12 @@ def _trace(m: nn.Module, src: int, nodes: list[Node], path: str) -> int:
     if isinstance(m, nn.Linear):
         if len(shape) != 1:
             raise UnsupportedLayer(f"{name} gets an input of shape {shape}; certifiers need Flatten before Linear")
-        nodes.append(LinearNode([src], (m.out_features,), name, m.weight.detach(), _maybe(m.bias)))
+        nodes.append(LinearNode([src], (m.out_features,), name, _maybe(m.weight), _maybe(m.bias)))
         return len(nodes) - 1
     if isinstance(m, nn.Conv2d):
         if m.padding_mode != "zeros" or _pair(m.dilation) != (1, 1) or isinstance(m.padding, str):
             raise UnsupportedLayer(f"{name}: only zero padding given as numbers and no dilation are supported")
-        node = ConvNode([src], (), name, m.weight.detach(), _maybe(m.bias), _pair(m.stride), _pair(m.padding),
+        node = ConvNode([src], (), name, _maybe(m.weight), _maybe(m.bias), _pair(m.stride), _pair(m.padding),
                         m.groups, shape)  # fmt: skip
         return _shaped(node, nodes)
     if isinstance(m, (nn.BatchNorm2d, nn.BatchNorm1d)):
@@ -208,8 +208,8 @@ def _trace(m: nn.Module, src: int, nodes: list[Node], path: str) -> int:
         if m.running_mean is None:
             raise UnsupportedLayer(f"{name} tracks no running statistics, so it is not an affine map in eval mode")
         inv = (m.running_var + m.eps).rsqrt()
-        w = m.weight.detach() if m.weight is not None else torch.ones_like(inv)
-        b = m.bias.detach() if m.bias is not None else torch.zeros_like(inv)
+        w = _maybe(m.weight) if m.weight is not None else torch.ones_like(inv)
+        b = _maybe(m.bias) if m.bias is not None else torch.zeros_like(inv)
         scale = w * inv
         nodes.append(AffineNode([src], shape, name, scale, b - m.running_mean * scale))
         return len(nodes) - 1
@@ -240,8 +240,11 @@ def _trace(m: nn.Module, src: int, nodes: list[Node], path: str) -> int:
     raise UnsupportedLayer(f"no bound rule for layer {name}; supported: {SUPPORTED}")
 
 
+_DETACH = [True]  # trace(detach=False) keeps the weights in the autograd graph (certified training)
+
+
 def _maybe(t):
-    return t.detach() if t is not None else None
+    return (t.detach() if _DETACH[0] else t) if t is not None else None
 
 
 _DEVICE = [torch.device("cpu")]  # where trace() builds the weights it makes (average pooling)
@@ -250,15 +253,19 @@ _DEVICE = [torch.device("cpu")]  # where trace() builds the weights it makes (av
 def _shaped(node: ConvNode, nodes: list[Node]) -> int:
     with torch.no_grad():
         z = torch.zeros(1, *node.in_shape, device=node.weight.device, dtype=node.weight.dtype)
-        node.shape = tuple(node.forward(z).shape[1:])
+        node.shape = tuple(
+            F.conv2d(z, node.weight.detach(), None, node.stride, node.padding, groups=node.groups).shape[1:]
+        )
     nodes.append(node)
     return len(nodes) - 1
 
 
-def trace(model: nn.Module, in_shape: tuple[int, ...]) -> list[Node]:
+def trace(model: nn.Module, in_shape: tuple[int, ...], *, detach: bool = True) -> list[Node]:
     """The nodes of ``model`` for inputs of shape ``in_shape`` (C, H, W): node 0 is the input,
     the last node the logits. An advex ``Classifier`` contributes its normalisation as an
-    affine node; a resizing one is refused (give inputs of its input size)."""
+    affine node; a resizing one is refused (give inputs of its input size). ``detach=False``
+    keeps the weights differentiable (for certified training)."""
+    _DETACH[0] = detach
     from advex.models.classifier import Classifier
 
     nodes: list[Node] = [Input([], tuple(in_shape), "input")]

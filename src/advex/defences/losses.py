@@ -1,4 +1,5 @@
-"""Training objectives: standard, PGD adversarial training, TRADES, fast FGSM.
+"""Training objectives: standard, PGD adversarial training, TRADES, fast FGSM, and the
+certified ones: IBP (Gowal et al. 2019) and CROWN-IBP (Zhang et al. 2020).
 
 Each takes ``(model, attacker, x, y, eps, cfg, gen)`` and returns ``(loss, logits)``, the
 logits being those the training accuracy is measured on. ``model`` is what gradients flow
@@ -14,7 +15,8 @@ import torch.nn.functional as F
 
 from advex.attacks.pgd import pgd_linf
 
-DEFENCES = ("none", "pgd", "trades", "fast")
+DEFENCES = ("none", "pgd", "trades", "fast", "ibp", "crown-ibp")
+CERTIFIED = ("ibp", "crown-ibp")
 
 
 def standard(model, attacker, x, y, eps, cfg, gen):
@@ -73,4 +75,47 @@ def fast(model, attacker, x, y, eps, cfg, gen):
     return F.cross_entropy(z, y), z
 
 
-LOSSES = {"none": standard, "pgd": pgd, "trades": trades, "fast": fast}
+def _worst_case_loss(attacker, x, y, eps, beta):
+    """Cross-entropy of the worst-case logits: -(lower bound of z_y - z_j) for each j, 0 at y."""
+    from advex.certify.api import margin_spec
+    from advex.certify.bounds import training_margins
+    from advex.certify.graph import trace
+
+    nodes = trace(attacker, tuple(x.shape[1:]), detach=False)
+    k = nodes[-1].shape[0]
+    lb = training_margins(nodes, x, eps, margin_spec(y, k), beta)
+    worst = torch.zeros(len(y), k, device=x.device, dtype=lb.dtype)
+    keep = torch.ones_like(worst, dtype=torch.bool)
+    keep[torch.arange(len(y), device=x.device), y] = False
+    worst = worst.masked_scatter(keep, -lb)
+    return F.cross_entropy(worst, y)
+
+
+def _certified(model, attacker, x, y, eps, cfg, beta_start):
+    if model is not attacker:
+        from advex.errors import AdvexError
+
+        raise AdvexError("certified training (ibp, crown-ibp) runs in one process; start it without torchrun")
+    z = model(x)
+    natural = F.cross_entropy(z, y)
+    if eps <= 0:
+        return natural, z
+    progress = min(1.0, eps / cfg.eps)  # 0 -> 1 over the eps ramp
+    kappa = 1.0 - (1.0 - cfg.kappa_end) * progress
+    beta = beta_start * (1.0 - progress)
+    return kappa * natural + (1 - kappa) * _worst_case_loss(attacker, x, y, eps, beta), z
+
+
+def ibp(model, attacker, x, y, eps, cfg, gen):
+    """Gowal et al. (2019): kappa * CE(z, y) + (1 - kappa) * CE(worst-case IBP logits, y),
+    kappa from 1 to ``kappa_end`` (0.5) as eps ramps up."""
+    return _certified(model, attacker, x, y, eps, cfg, 0.0)
+
+
+def crown_ibp(model, attacker, x, y, eps, cfg, gen):
+    """Zhang et al. (2020): the worst-case logits from beta * CROWN-IBP + (1 - beta) * IBP,
+    beta from 1 to 0 as eps ramps up."""
+    return _certified(model, attacker, x, y, eps, cfg, 1.0)
+
+
+LOSSES = {"none": standard, "pgd": pgd, "trades": trades, "fast": fast, "ibp": ibp, "crown-ibp": crown_ibp}

@@ -31,7 +31,7 @@ from torch import nn
 from advex.attacks.pgd import pgd_linf
 from advex.data.datasets import DATASETS, ArrayDataset, load_dataset
 from advex.data.images import atomic_write_bytes
-from advex.defences.losses import DEFENCES, LOSSES
+from advex.defences.losses import CERTIFIED, DEFENCES, LOSSES
 from advex.errors import AdvexError
 from advex.models.archs import ARCHS, make_classifier
 from advex.models.classifier import Classifier
@@ -77,6 +77,7 @@ class TrainConfig:
     step_size: float | None = None  # PGD/TRADES step at full eps (default 2.5 * eps / steps)
     eps_ramp: float | None = None  # fraction of training over which eps grows linearly from 0
     trades_beta: float = 6.0
+    kappa_end: float | None = None  # certified training: final weight of the natural loss (IBP 0.5, CROWN-IBP 0)
     fast_alpha: float = 1.25
     augment: bool | None = None
     eval_n: int = 1000  # test images for the per-epoch robust accuracy
@@ -105,6 +106,12 @@ class TrainConfig:
                 kw[k] = v
         if kw["defence"] == "none":
             kw["eps_ramp"] = 0.0
+        if kw["kappa_end"] is None:
+            kw["kappa_end"] = 0.0 if kw["defence"] == "crown-ibp" else 0.5
+        if not 0 <= kw["kappa_end"] <= 1:
+            raise AdvexError(f"kappa_end must be in [0, 1], got {kw['kappa_end']}")
+        if kw["defence"] in CERTIFIED and kw["arch"] == "resnet":
+            raise AdvexError("certified training supports the small and large architectures (no BatchNorm yet)")
         if kw["step_size"] is None:
             kw["step_size"] = 2.5 * kw["eps"] / max(kw["attack_steps"], 1)
         if kw["optimizer"] not in ("sgd", "adam"):
@@ -227,6 +234,14 @@ def robust_accuracy(
         with torch.no_grad():
             correct += (model(xa).argmax(1) == y).sum()
     return float(_all_sum(correct, world)) / len(data)
+
+
+def certified_accuracy(model: nn.Module, data: ArrayDataset, eps: float, method: str = "ibp") -> float:
+    """Fraction of ``data`` certified at L-inf ``eps`` (no attack: a quick per-epoch number)."""
+    from advex.certify import certify
+
+    x, y = data.floats()
+    return certify(model, x, y, eps=eps, method=method, attack=False, batch_size=500).certified_accuracy
 
 
 # ------------------------------------------------------------------ training
@@ -388,6 +403,9 @@ def train(
             rob = robust_accuracy(
                 clf, test_set.subset(cfg.eval_n), cfg.eps, cfg.eval_steps, seed=cfg.seed, rank=rank, world=world
             )
+        cert = None
+        if cfg.defence in CERTIFIED and rank == 0:
+            cert = certified_accuracy(clf, test_set.subset(cfg.eval_n), cfg.eps)
         record = {
             "epoch": epoch + 1,
             "step": step,
@@ -398,6 +416,7 @@ def train(
             "test_acc": test_acc,
             "robust_acc": rob,
             "robust_label": f"PGD-{cfg.eval_steps} eps {cfg.eps:g} (first {min(cfg.eval_n, len(test_set))} test)",
+            "certified_acc": cert,
             "epoch_time_s": round(train_time, 2),
             "images_per_s": round(float(stats[2]) / max(train_time, 1e-9), 1),
         }
@@ -411,6 +430,7 @@ def train(
             _curves(history, out / "curves.png", f"{cfg.dataset} {cfg.arch}, defence {cfg.defence}, eps {cfg.eps:g}")
             if verbose:
                 rtxt = f", robust {100 * rob:.2f}%" if rob is not None else ""
+                rtxt += f", IBP-certified {100 * cert:.2f}%" if cert is not None else ""
                 print(
                     f"epoch {epoch + 1}/{cfg.epochs}: loss {record['train_loss']:.4f}, "
                     f"test {100 * test_acc:.2f}%{rtxt}, {train_time:.1f} s ({record['images_per_s']:.0f} img/s)",
@@ -430,6 +450,7 @@ def train(
             "clean_acc": last["test_acc"],
             "robust_acc": last["robust_acc"],
             "robust_eval": last["robust_label"] if cfg.eps > 0 else None,
+            "certified_acc_ibp": last.get("certified_acc"),
             "train_time_s": round(total_time + sum(h["epoch_time_s"] for h in history[:start_epoch]), 1),
             "processes": world,
             "device": str(dev),
