@@ -11,9 +11,10 @@ eps: the first --n test images, the L-inf ball clipped to [0, 1] (convex-adversa
 ``bounded_input=True``), the margin specification e_y - e_j (its ``RobustBounds``): ``DualNetwork(net,
 X, eps, bounded_input=True)(c)`` against ``advex.certify.bounds(model, X, eps=eps, method="crown",
 slope="wong-kolter", C=c, intersect_ibp=False)``. With these slopes the linear relaxation equals the
-dual bound of Wong & Kolter (2018) exactly (by default advex also intersects every bound with IBP's,
-which can only tighten it, and back-substitutes only the neurons IBP leaves unstable; both are off in
-the exact comparison, and the default is timed and compared too). Both run in batches of --batch images, timed after a
+dual bound of Wong & Kolter (2018) exactly. By default advex also intersects every bound with IBP's
+and back-substitutes only the neurons IBP leaves unstable (both off in the exact comparison); the
+default is timed and compared too (usually tighter, occasionally a little looser: the Wong-Kolter
+slope u / (u - l) changes with the intermediate bounds). Both run in batches of --batch images, timed after a
 warm-up, with the same torch thread count.
 """
 

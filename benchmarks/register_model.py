@@ -4,7 +4,8 @@
 
 Copies RUN_DIR/model.safetensors to src/advex/models/weights/NAME.safetensors, evaluates
 clean accuracy and, for an adversarially trained model, robust accuracy under L-inf PGD
-with a random start on the whole test set, and records file, SHA-256 and the card (the
+with a random start on the whole test set (and for a certified one, certified accuracy under
+IBP, CROWN and alpha-CROWN), and records file, SHA-256 and the card (the
 exact training command, machine, time, and these accuracies) in
 src/advex/models/weights/manifest.json, which `advex.models.load(NAME)` reads.
 """
@@ -52,6 +53,19 @@ def main() -> None:
         card["robust_acc"] = robust_accuracy(model, test, eps, steps, step, seed=0)
         card["robust_eval"] = f"PGD-{steps}, step {step:g}, random start, eps {eps:g}, full test set ({len(test)})"
         card["eps"] = eps
+    if card["defence"] in ("ibp", "crown-ibp") and eps > 0:
+        from advex.certify import certify
+
+        x, y = test.floats()
+        card["certified"] = {}
+        for method in ("ibp", "crown", "alpha-crown"):
+            t1 = time.perf_counter()
+            res = certify(model, x, y, eps=eps, method=method, attack=False, batch_size=500)
+            card["certified"][method] = {
+                "certified_acc": res.certified_accuracy,
+                "time_s": round(time.perf_counter() - t1, 1),
+            }
+        card["certified_eval"] = f"L-inf eps {eps:g} clipped to [0, 1], full test set ({len(test)})"
     card["eval_time_s"] = round(time.perf_counter() - t0, 1)
     card["train_config"] = cfg
     if args.note:

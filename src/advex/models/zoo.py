@@ -91,6 +91,9 @@ def _trained_entries() -> dict[str, ZooEntry]:
         acc = f"clean {100 * card['clean_acc']:.2f}%"
         if card.get("robust_acc") is not None:
             acc += f", PGD robust {100 * card['robust_acc']:.2f}% at eps {card['eps']:g}"
+        if card.get("certified"):
+            best = max(v["certified_acc"] for v in card["certified"].values())
+            acc += f", certified {100 * best:.2f}%"
         entries[name] = ZooEntry(
             name,
             f"{card['dataset']} {card['arch']} (Wong et al. 2018), trained by advex, defence {card['defence']}: {acc}",
