@@ -37,6 +37,11 @@ def main() -> None:
         lines.append(f"| clean test accuracy | {100 * c['clean_acc']:.2f}% |")
         if c.get("robust_acc") is not None:
             lines.append(f"| robust accuracy | {100 * c['robust_acc']:.2f}% ({c['robust_eval']}) |")
+        for method, v in (c.get("certified") or {}).items():
+            lines.append(
+                f"| certified accuracy, {method} | {100 * v['certified_acc']:.2f}% ({c['certified_eval']}; "
+                f"{v['time_s']:g} s) |"
+            )
         lines.append(
             f"| training time | {c['train_time_s']:.0f} s on {c['device']} ({c['machine']}), "
             f"{c['processes']} process(es) |"
