@@ -9,6 +9,25 @@ from collections.abc import Sequence
 from advex.data.images import atomic_write_bytes
 
 
+def _finish(fig, ax, path, title: str, clean: float | None, ylabel: str) -> None:
+    """Clean-accuracy line, axes, legend, title; write the PNG atomically."""
+    import matplotlib.pyplot as plt
+
+    if clean is not None:
+        ax.axhline(100 * clean, color="grey", linestyle=":", label=f"clean {100 * clean:.1f}%")
+    ax.set_xlabel("epsilon")
+    ax.set_ylabel(ylabel)
+    ax.set_ylim(-2, 102)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    plt.close(fig)
+    atomic_write_bytes(path, buf.getvalue())
+
+
 def accuracy_vs_eps(
     eps: Sequence[float],
     per_attack: dict[str, Sequence[float]],
@@ -26,19 +45,7 @@ def accuracy_vs_eps(
     for name, acc in per_attack.items():
         ax.plot(eps, [100 * a for a in acc], "o--", alpha=0.8, label=name)
     ax.plot(eps, [100 * a for a in ensemble], "s-", color="black", linewidth=2.2, label="ensemble (worst case)")
-    if clean is not None:
-        ax.axhline(100 * clean, color="grey", linestyle=":", label=f"clean {100 * clean:.1f}%")
-    ax.set_xlabel("epsilon")
-    ax.set_ylabel("robust accuracy (%)")
-    ax.set_ylim(-2, 102)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    ax.set_title(title, fontsize=10)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    plt.close(fig)
-    atomic_write_bytes(path, buf.getvalue())
+    _finish(fig, ax, path, title, clean, "robust accuracy (%)")
 
 
 def certified_vs_eps(
@@ -65,16 +72,4 @@ def certified_vs_eps(
             (low,) = certified.values()
             ax.fill_between(eps, [100 * a for a in low], [100 * a for a in attacked], color="tab:red", alpha=0.08,
                             label="not proven, not broken")  # fmt: skip
-    if clean is not None:
-        ax.axhline(100 * clean, color="grey", linestyle=":", label=f"clean {100 * clean:.1f}%")
-    ax.set_xlabel("epsilon")
-    ax.set_ylabel("accuracy (%)")
-    ax.set_ylim(-2, 102)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    ax.set_title(title, fontsize=10)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    plt.close(fig)
-    atomic_write_bytes(path, buf.getvalue())
+    _finish(fig, ax, path, title, clean, "accuracy (%)")
