@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from advex.attacks.base import AdvexWarning, as_classifier, check_pixels, frozen
-from advex.certify.bounds import InputSet, check_method, spec_bounds
+from advex.certify.bounds import InputSet, check_method, paired_bounds, spec_bounds
 from advex.certify.graph import trace
 from advex.errors import AdvexError
 
@@ -142,6 +142,11 @@ def bounds(
             xb = x[sl]
             spec = torch.eye(k, device=x.device).expand(xb.shape[0], k, k) if C is None else C[sl].to(x)
             s = spec.shape[1]
+            if method == "crown" and slope == "wong-kolter":  # one pass gives both sides
+                lo, hi = paired_bounds(nodes, InputSet.ball(xb, eps, norm), spec, intersect_ibp)
+                lows.append(lo)
+                ups.append(hi)
+                continue
             lb = spec_bounds(nodes, InputSet.ball(xb, eps, norm), torch.cat([spec, -spec], 1), method=method,
                              slope=slope, alpha_steps=alpha_steps, intersect_ibp=intersect_ibp)  # fmt: skip
             lows.append(lb[:, :s])

@@ -102,27 +102,46 @@ def _relu_back(n: ReLUNode, A: torch.Tensor, alpha: torch.Tensor | None, slope: 
 
 
 def backsub(
-    nodes: list[Node], k: int, A: torch.Tensor, slope: str = "crown", alphas: dict[int, torch.Tensor] | None = None
-) -> tuple[torch.Tensor, torch.Tensor]:
+    nodes: list[Node],
+    k: int,
+    A: torch.Tensor,
+    slope: str = "crown",
+    alphas: dict[int, torch.Tensor] | None = None,
+    paired: bool = False,
+):
     """Back-substitute the linear function A (B, S, *shape of node k) of node k's output down
-    to the input: returns (A_input, bias) with A z_k >= A_input x + bias over the input set."""
+    to the input: returns (A_input, bias) with A z_k >= A_input x + bias over the input set.
+
+    ``paired`` (Wong-Kolter slope only, where every ReLU's lower and upper lines have the same
+    slope): returns (A_input, bias_lower, bias_upper), A_input x + bias_lower <= A z_k <=
+    A_input x + bias_upper, from one pass."""
     acc: dict[int, torch.Tensor] = {k: A}
     bias = torch.zeros(A.shape[:2], device=A.device, dtype=A.dtype)
+    bias_hi = torch.zeros_like(bias) if paired else None
     for j in range(k, 0, -1):
         a = acc.pop(j, None)
         if a is None:
             continue
         n = nodes[j]
-        if isinstance(n, ReLUNode):
+        if isinstance(n, ReLUNode) and paired:
+            su, iu, _ = _slope_maps(n, "wong-kolter")
+            su, iu = su.unsqueeze(1), iu.unsqueeze(1)
+            neg = a.clamp(max=0)
+            b = (neg * iu).flatten(2).sum(-1)
+            bias_hi = bias_hi + ((a - neg) * iu).flatten(2).sum(-1)
+            outs = [a * su]
+        elif isinstance(n, ReLUNode):
             a_in, b = _relu_back(n, a, None if alphas is None else alphas.get(j), slope)
             outs = [a_in]
         else:
             outs, b = n.back(a)
+            if b is not None and paired:
+                bias_hi = bias_hi + b
         if b is not None:
             bias = bias + b
         for i, ai in zip(n.inputs, outs):
             acc[i] = acc[i] + ai if i in acc else ai
-    return acc[0], bias
+    return (acc[0], bias, bias_hi) if paired else (acc[0], bias)
 
 
 def _needs_crown(nodes: list[Node]) -> list[bool]:
@@ -194,6 +213,11 @@ def _tighten(nodes, p, lo, hi, inp, slope, bsz, widest, patches=True, intersect_
         s = idx.shape[1]
         if chain is not None:
             new_l, new_u = patch_bounds(nodes, chain, p, idx, inp, slope)
+        elif slope == "wong-kolter":  # one pass gives both bounds
+            eye = torch.zeros(bsz, s, n_out, device=lo.device, dtype=lo.dtype)
+            eye.scatter_(2, idx.unsqueeze(-1), 1.0)
+            a_in, b_lo, b_hi = backsub(nodes, p, eye.reshape(bsz, s, *shape), slope, paired=True)
+            new_l, new_u = inp.concretize(a_in, b_lo), -inp.concretize(-a_in, -b_hi)
         else:
             eye = torch.zeros(bsz, s, n_out, device=lo.device, dtype=lo.dtype)
             eye.scatter_(2, idx.unsqueeze(-1), 1.0)
@@ -258,49 +282,73 @@ def _transpose_patch(p: torch.Tensor, weight: torch.Tensor, stride: int, groups:
     return F.fold(cols.transpose(1, 2), (out, out), kk, stride=stride)
 
 
+def _slope_maps(n: ReLUNode, slope: str):
+    """Per neuron of a ReLU (B, *shape): upper slope su and intercept iu, lower slope sl."""
+    l_, u_ = n.lower, n.upper
+    unstable = (l_ < 0) & (u_ > 0)
+    active = (l_ >= 0).to(l_.dtype)
+    su = torch.where(unstable, u_ / (u_ - l_).clamp_min(1e-12), active)
+    iu = torch.where(unstable, -su * l_, torch.zeros_like(su))
+    sl = su if slope == "wong-kolter" else torch.where(unstable, (u_ > -l_).to(l_.dtype), active)
+    return su, iu, sl
+
+
 def patch_bounds(
     nodes: list[Node], chain: list[int], p: int, idx: torch.Tensor, inp: InputSet, slope: str
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Lower and upper bounds of the neurons idx (B, S) (flat indices into node p's output)."""
+    """Lower and upper bounds of the neurons idx (B, S) (flat indices into node p's output).
+
+    With the Wong-Kolter slope the lower and upper bounds share their coefficients (the
+    lower and upper lines of every ReLU have the same slope), so one set of patches serves
+    both, with a bias for each; with CROWN's slopes they differ and are computed as 2S specs."""
     bsz, s = idx.shape
     c, h, w = nodes[p].shape
     ch, pos = idx // (h * w), idx % (h * w)
     grid = (h, w)
     dev, dt = inp.x.device, inp.x.dtype
-    patch = torch.zeros(bsz, 2 * s, c, 1, 1, device=dev, dtype=dt)
+    paired = slope == "wong-kolter"
+    n_spec = s if paired else 2 * s
+    patch = torch.zeros(bsz, n_spec, c, 1, 1, device=dev, dtype=dt)
     one = torch.ones(bsz, s, 1, device=dev, dtype=dt)
     patch[:, :s].view(bsz, s, c).scatter_(2, ch.unsqueeze(-1), one)
-    patch[:, s:].view(bsz, s, c).scatter_(2, ch.unsqueeze(-1), -one)
-    pos2 = torch.cat([pos, pos], 1)
+    if not paired:
+        patch[:, s:].view(bsz, s, c).scatter_(2, ch.unsqueeze(-1), -one)
+    pos2 = pos if paired else torch.cat([pos, pos], 1)
     k, stride, pad = 1, 1, 0
-    bias = torch.zeros(bsz, 2 * s, device=dev, dtype=dt)
+    bias_lo = torch.zeros(bsz, n_spec, device=dev, dtype=dt)
+    bias_hi = torch.zeros(bsz, n_spec, device=dev, dtype=dt) if paired else None
     for j in chain:
         n = nodes[j]
         if isinstance(n, ReLUNode):
-            lo = _windows(n.lower, pos2, grid, k, stride, pad)
-            hi = _windows(n.upper, pos2, grid, k, stride, pad)
-            unstable = (lo < 0) & (hi > 0)
-            active = (lo >= 0).to(dt)
-            su = torch.where(unstable, hi / (hi - lo).clamp_min(1e-12), active)
-            iu = torch.where(unstable, -su * lo, torch.zeros_like(su))
-            sl = torch.where(unstable, (hi > -lo).to(dt) if slope == "crown" else su, active)
-            pos_p, neg_p = patch.clamp(min=0), patch.clamp(max=0)
-            patch = pos_p * sl + neg_p * su
-            bias = bias + (neg_p * iu).flatten(2).sum(-1)
+            su_m, iu_m, sl_m = _slope_maps(n, slope)
+            su = _windows(su_m, pos2, grid, k, stride, pad)
+            iu = _windows(iu_m, pos2, grid, k, stride, pad)
+            neg = patch.clamp(max=0)
+            bias_lo = bias_lo + (neg * iu).flatten(2).sum(-1)
+            if paired:
+                bias_hi = bias_hi + ((patch - neg) * iu).flatten(2).sum(-1)
+                patch = patch * su
+            else:
+                sl = _windows(sl_m, pos2, grid, k, stride, pad)
+                patch = (patch - neg) * sl + neg * su
         elif isinstance(n, AffineNode):
-            bias = bias + (patch * n.shift.view(-1, 1, 1)).flatten(2).sum(-1)
+            b = (patch * n.shift.view(-1, 1, 1)).flatten(2).sum(-1)
+            bias_lo = bias_lo + b
+            bias_hi = bias_hi + b if paired else None
             patch = patch * n.scale.view(-1, 1, 1)
         else:  # ConvNode: from its output level to its input level
             if n.bias is not None:
-                bias = bias + (patch.sum((-2, -1)) * n.bias).sum(-1)
+                b = (patch.sum((-2, -1)) * n.bias).sum(-1)
+                bias_lo = bias_lo + b
+                bias_hi = bias_hi + b if paired else None
             (sh, sw), (ph, pw) = n.stride, n.padding
             if sh != sw or ph != pw or n.weight.shape[-1] != n.weight.shape[-2]:
                 raise AssertionError("patch_bounds needs square kernels, strides and paddings")
             kk = n.weight.shape[-1]
             cin, hin, win_ = n.in_shape
-            patch = _transpose_patch(patch.reshape(bsz * 2 * s, -1, k, k), n.weight, sh, n.groups)
+            patch = _transpose_patch(patch.reshape(bsz * n_spec, -1, k, k), n.weight, sh, n.groups)
             k, pad, stride = (k - 1) * sh + kk, pad * sh + ph, stride * sh
-            patch = patch.reshape(bsz, 2 * s, cin, k, k)
+            patch = patch.reshape(bsz, n_spec, cin, k, k)
             # entries on the zero padding are not neurons: drop them
             r0 = (pos2 // grid[1]) * stride - pad
             c0 = (pos2 % grid[1]) * stride - pad
@@ -311,12 +359,31 @@ def patch_bounds(
     xl = _windows(inp.lower, pos2, grid, k, stride, pad).flatten(2)
     xu = _windows(inp.upper, pos2, grid, k, stride, pad).flatten(2)
     a = patch.flatten(2)
-    low = (a.clamp(min=0) * xl + a.clamp(max=0) * xu).sum(-1)
+    ap, an = a.clamp(min=0), a.clamp(max=0)
+    low = (ap * xl + an * xu).sum(-1)
+    high = (ap * xu + an * xl).sum(-1) if paired else None
     if inp.norm == "l2":
         x0 = _windows(inp.x, pos2, grid, k, stride, pad).flatten(2)
-        low = torch.maximum(low, (a * x0).sum(-1) - inp.eps * a.norm(dim=-1))
-    low = low + bias
+        centre, radius = (a * x0).sum(-1), inp.eps * a.norm(dim=-1)
+        low = torch.maximum(low, centre - radius)
+        high = torch.minimum(high, centre + radius) if paired else None
+    if paired:
+        return low + bias_lo, high + bias_hi
+    low = low + bias_lo
     return low[:, :s], -low[:, s:]
+
+
+def paired_bounds(
+    nodes: list[Node], inp: InputSet, C: torch.Tensor, intersect_ibp: bool = True
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Lower and upper bounds (B, S) of C z with the Wong-Kolter slope, from one
+    back-substitution (its lower and upper bounds share their coefficients)."""
+    boxes = crown_intermediate(nodes, inp, "wong-kolter", intersect_ibp=intersect_ibp)
+    a_in, b_lo, b_hi = backsub(nodes, len(nodes) - 1, C, "wong-kolter", paired=True)
+    lo, hi = inp.concretize(a_in, b_lo), -inp.concretize(-a_in, -b_hi)
+    if intersect_ibp:
+        lo, hi = torch.maximum(lo, ibp_spec(nodes, boxes, C)), torch.minimum(hi, -ibp_spec(nodes, boxes, -C))
+    return lo, hi
 
 
 def spec_bounds(
