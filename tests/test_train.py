@@ -17,7 +17,15 @@ SMOKE = dict(dataset="mnist", arch="small", epochs=1, train_n=2560, batch_size=6
 
 @pytest.mark.parametrize(
     "dataset,arch",
-    [("mnist", "small"), ("mnist", "large"), ("cifar10", "small"), ("cifar10", "large"), ("cifar10", "resnet")],
+    [
+        ("mnist", "small"),
+        ("mnist", "large"),
+        ("cifar10", "small"),
+        ("cifar10", "large"),
+        ("cifar10", "resnet"),
+        ("mnist", "cnn7"),
+        ("cifar10", "cnn7"),
+    ],  # fmt: skip
 )
 def test_architectures_build(dataset, arch):
     m = make_classifier(dataset, arch)
@@ -105,6 +113,10 @@ def test_bad_training_input(tmp_path):
         TrainConfig(defence="pgd", eps=8).resolved()
     with pytest.raises(AdvexError, match="needs --eps > 0"):
         TrainConfig(defence="pgd").resolved()
+    with pytest.raises(AdvexError, match="cnn7 has BatchNorm"):
+        TrainConfig(defence="ibp", arch="cnn7", eps=0.1).resolved()
+    with pytest.raises(AdvexError, match="kappa_end must be in"):
+        TrainConfig(defence="ibp", eps=0.1, kappa_end=2.0).resolved()
     train(TrainConfig(**{**SMOKE, "max_steps": 1}), tmp_path / "done", progress=False, verbose=False)
     with pytest.raises(AdvexError, match="already holds a training run; pass --resume"):
         train(TrainConfig(**SMOKE), tmp_path / "done", progress=False)

@@ -936,7 +936,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="train a model on MNIST or CIFAR-10, optionally adversarially")
     p.add_argument("--dataset", required=True, choices=["mnist", "cifar10"])
-    p.add_argument("--arch", default="small", help="small, large (Wong et al. 2018) or resnet (default: small)")
+    p.add_argument(
+        "--arch",
+        default="small",
+        help="small, large (Wong et al. 2018), cnn7 (certified-training CNN) or resnet (default: small)",
+    )
     p.add_argument(
         "--defence",
         default="none",

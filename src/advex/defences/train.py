@@ -110,8 +110,11 @@ class TrainConfig:
             kw["kappa_end"] = 0.0 if kw["defence"] == "crown-ibp" else 0.5
         if not 0 <= kw["kappa_end"] <= 1:
             raise AdvexError(f"kappa_end must be in [0, 1], got {kw['kappa_end']}")
-        if kw["defence"] in CERTIFIED and kw["arch"] == "resnet":
-            raise AdvexError("certified training supports the small and large architectures (no BatchNorm yet)")
+        if kw["defence"] in CERTIFIED and kw["arch"] in ("resnet", "cnn7"):
+            raise AdvexError(
+                f"certified training supports the small and large architectures; {kw['arch']} has BatchNorm, "
+                "whose training-mode bounds are not implemented yet"
+            )
         if kw["step_size"] is None:
             kw["step_size"] = 2.5 * kw["eps"] / max(kw["attack_steps"], 1)
         if kw["optimizer"] not in ("sgd", "adam"):

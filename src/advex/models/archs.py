@@ -3,6 +3,7 @@
 - ``small`` / ``large``: the convolutional networks of Wong, Schmidt, Metzen & Kolter
   (2018), "Scaling provable adversarial defenses", for MNIST (1x28x28) and CIFAR-10
   (3x32x32): ``nn.Sequential`` of Conv2d, ReLU, Flatten, Linear.
+- ``cnn7``: the 7-layer CNN with batch norm that certified training papers compare on.
 - ``resnet``: a CIFAR ResNet (pre-activation blocks as in He et al. 2016, the network of
   Rice, Wong & Kolter 2020 scaled by ``width``); each block is a :class:`Residual` whose
   body is an ``nn.Sequential`` and whose shortcut is identity or a 1x1 convolution.
@@ -67,6 +68,25 @@ def large(channels: int = 1, size: int = 28, num_classes: int = 10) -> nn.Sequen
     )
 
 
+def cnn7(channels: int = 3, size: int = 32, num_classes: int = 10, width: int = 64, linear: int = 512) -> nn.Sequential:
+    """The 7-layer CNN with batch norm of certified training (Gowal et al. 2019's "large" family
+    as used by Shi et al. 2021, SABR, TAPS, MTL-IBP): five 3x3 convolutions (the third
+    strided), a 512-unit hidden layer, each followed by BatchNorm and ReLU."""
+    w2 = 2 * width
+    s = (size + 1) // 2
+    layers: list[nn.Module] = []
+    for cin, cout, stride in ((channels, width, 1), (width, width, 1), (width, w2, 2), (w2, w2, 1), (w2, w2, 1)):
+        layers += [nn.Conv2d(cin, cout, 3, stride=stride, padding=1), nn.BatchNorm2d(cout), nn.ReLU()]
+    layers += [
+        nn.Flatten(),
+        nn.Linear(w2 * s * s, linear),
+        nn.BatchNorm1d(linear),
+        nn.ReLU(),
+        nn.Linear(linear, num_classes),
+    ]
+    return nn.Sequential(*layers)
+
+
 def _block(cin: int, cout: int, stride: int) -> Residual:
     body = nn.Sequential(
         nn.BatchNorm2d(cin),
@@ -97,7 +117,7 @@ def resnet(
     return nn.Sequential(*layers)
 
 
-ARCHS: dict[str, Callable[..., nn.Module]] = {"small": small, "large": large, "resnet": resnet}
+ARCHS: dict[str, Callable[..., nn.Module]] = {"small": small, "large": large, "resnet": resnet, "cnn7": cnn7}
 
 
 def build(arch: str, channels: int, size: int, num_classes: int = 10) -> nn.Module:
