@@ -177,16 +177,25 @@ def _is_residual(m: nn.Module) -> bool:
     return hasattr(m, "body") and hasattr(m, "shortcut") and type(m).__name__ == "Residual"
 
 
-def _trace(m: nn.Module, src: int, nodes: list[Node], path: str) -> int:
+@dataclass
+class _Options:
+    detach: bool  # False keeps the weights in the autograd graph (certified training)
+    device: torch.device  # where the weights trace() makes (average pooling) go
+
+    def take(self, t: torch.Tensor | None) -> torch.Tensor | None:
+        return (t.detach() if self.detach else t) if t is not None else None
+
+
+def _trace(m: nn.Module, src: int, nodes: list[Node], path: str, opt: _Options) -> int:
     shape = nodes[src].shape
     name = f"{path} ({type(m).__name__})"
     if isinstance(m, nn.Sequential):
         for i, sub in enumerate(m):
-            src = _trace(sub, src, nodes, f"{path}.{i}" if path else str(i))
+            src = _trace(sub, src, nodes, f"{path}.{i}" if path else str(i), opt)
         return src
     if _is_residual(m):
-        a = _trace(m.body, src, nodes, f"{path}.body")
-        b = _trace(m.shortcut, src, nodes, f"{path}.shortcut")
+        a = _trace(m.body, src, nodes, f"{path}.body", opt)
+        b = _trace(m.shortcut, src, nodes, f"{path}.shortcut", opt)
         nodes.append(AddNode([a, b], nodes[a].shape, name))
         return len(nodes) - 1
     if isinstance(m, (nn.Identity, nn.Dropout)):
@@ -194,12 +203,12 @@ def _trace(m: nn.Module, src: int, nodes: list[Node], path: str) -> int:
     if isinstance(m, nn.Linear):
         if len(shape) != 1:
             raise UnsupportedLayer(f"{name} gets an input of shape {shape}; certifiers need Flatten before Linear")
-        nodes.append(LinearNode([src], (m.out_features,), name, _maybe(m.weight), _maybe(m.bias)))
+        nodes.append(LinearNode([src], (m.out_features,), name, opt.take(m.weight), opt.take(m.bias)))
         return len(nodes) - 1
     if isinstance(m, nn.Conv2d):
         if m.padding_mode != "zeros" or _pair(m.dilation) != (1, 1) or isinstance(m.padding, str):
             raise UnsupportedLayer(f"{name}: only zero padding given as numbers and no dilation are supported")
-        node = ConvNode([src], (), name, _maybe(m.weight), _maybe(m.bias), _pair(m.stride), _pair(m.padding),
+        node = ConvNode([src], (), name, opt.take(m.weight), opt.take(m.bias), _pair(m.stride), _pair(m.padding),
                         m.groups, shape)  # fmt: skip
         return _shaped(node, nodes)
     if isinstance(m, (nn.BatchNorm2d, nn.BatchNorm1d)):
@@ -208,8 +217,8 @@ def _trace(m: nn.Module, src: int, nodes: list[Node], path: str) -> int:
         if m.running_mean is None:
             raise UnsupportedLayer(f"{name} tracks no running statistics, so it is not an affine map in eval mode")
         inv = (m.running_var + m.eps).rsqrt()
-        w = _maybe(m.weight) if m.weight is not None else torch.ones_like(inv)
-        b = _maybe(m.bias) if m.bias is not None else torch.zeros_like(inv)
+        w = opt.take(m.weight) if m.weight is not None else torch.ones_like(inv)
+        b = opt.take(m.bias) if m.bias is not None else torch.zeros_like(inv)
         scale = w * inv
         nodes.append(AffineNode([src], shape, name, scale, b - m.running_mean * scale))
         return len(nodes) - 1
@@ -235,19 +244,9 @@ def _trace(m: nn.Module, src: int, nodes: list[Node], path: str) -> int:
                                        "padding are not supported")  # fmt: skip
             k, pad = _pair(m.kernel_size), _pair(m.padding)
             stride = _pair(m.stride) if m.stride is not None else k
-        weight = torch.full((c, 1, *k), 1.0 / (k[0] * k[1]), device=_DEVICE[0])
+        weight = torch.full((c, 1, *k), 1.0 / (k[0] * k[1]), device=opt.device)
         return _shaped(ConvNode([src], (), name, weight, None, stride, pad, c, shape), nodes)
     raise UnsupportedLayer(f"no bound rule for layer {name}; supported: {SUPPORTED}")
-
-
-_DETACH = [True]  # trace(detach=False) keeps the weights in the autograd graph (certified training)
-
-
-def _maybe(t):
-    return (t.detach() if _DETACH[0] else t) if t is not None else None
-
-
-_DEVICE = [torch.device("cpu")]  # where trace() builds the weights it makes (average pooling)
 
 
 def _shaped(node: ConvNode, nodes: list[Node]) -> int:
@@ -265,12 +264,11 @@ def trace(model: nn.Module, in_shape: tuple[int, ...], *, detach: bool = True) -
     the last node the logits. An advex ``Classifier`` contributes its normalisation as an
     affine node; a resizing one is refused (give inputs of its input size). ``detach=False``
     keeps the weights differentiable (for certified training)."""
-    _DETACH[0] = detach
     from advex.models.classifier import Classifier
 
     nodes: list[Node] = [Input([], tuple(in_shape), "input")]
     p = next(iter(model.parameters()), None)
-    _DEVICE[0] = p.device if p is not None else torch.device("cpu")
+    opt = _Options(detach, p.device if p is not None else torch.device("cpu"))
     net = model
     src = 0
     if isinstance(model, Classifier):
@@ -286,7 +284,7 @@ def trace(model: nn.Module, in_shape: tuple[int, ...], *, detach: bool = True) -
             nodes.append(AffineNode([0], tuple(in_shape), "normalisation", 1 / std, -mean / std))
             src = 1
         net = model.net
-    _trace(net, src, nodes, "")
+    _trace(net, src, nodes, "", opt)
     return nodes
 
 
