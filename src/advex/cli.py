@@ -490,25 +490,17 @@ def _range(value: str) -> tuple[float, float]:
     return parts[0], parts[1]
 
 
-def _patch_images(args, model, split: str, n: int | None, paths, exclude: int | None = None):
-    """(images, names, source text): photos at the network input, or dataset images (uint8)."""
+def _patch_images(args, model, split: str, n: int | None, paths):
+    """(images, names, source text): photos at the network input, or the first n dataset images (uint8)."""
     if paths is not None:
         x, names = _photos_at_input(model, paths)
         return x, names, f"{len(names)} photos at the network input {tuple(x.shape[-2:])}"
-    import torch
-
     from advex.data.datasets import load_dataset
 
-    data = load_dataset(args.dataset, split, args.data_dir)
-    idx = torch.arange(len(data))
-    if exclude is not None:
-        idx = idx[data.labels != exclude]
-    if n is not None:
-        if n < 1:
-            raise AdvexError(f"the number of images must be >= 1, got {n}")
-        idx = idx[:n]
-    skip = " not labelled as the target" if exclude is not None else ""
-    return data.images[idx], [f"{split}[{int(i)}]" for i in idx], f"{len(idx)} {args.dataset} {split} images{skip}"
+    if n is not None and n < 1:
+        raise AdvexError(f"the number of images must be >= 1, got {n}")
+    data = load_dataset(args.dataset, split, args.data_dir).subset(n)
+    return data.images, [f"{split}[{i}]" for i in range(len(data))], f"{len(data)} {args.dataset} {split} images"
 
 
 def _scene_items(ev, names, model, k: int):
