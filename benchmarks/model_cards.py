@@ -38,9 +38,10 @@ def main() -> None:
         if c.get("robust_acc") is not None:
             lines.append(f"| robust accuracy | {100 * c['robust_acc']:.2f}% ({c['robust_eval']}) |")
         for method, v in (c.get("certified") or {}).items():
+            bounded = f", {v['images_bounded']} images bounded" if "images_bounded" in v else ""
             lines.append(
                 f"| certified accuracy, {method} | {100 * v['certified_acc']:.2f}% ({c['certified_eval']}; "
-                f"{v['time_s']:g} s) |"
+                f"{v['time_s']:g} s{bounded}) |"
             )
         lines.append(
             f"| training time | {c['train_time_s']:.0f} s on {c['device']} ({c['machine']}), "

@@ -53,19 +53,30 @@ def main() -> None:
         card["robust_acc"] = robust_accuracy(model, test, eps, steps, step, seed=0)
         card["robust_eval"] = f"PGD-{steps}, step {step:g}, random start, eps {eps:g}, full test set ({len(test)})"
         card["eps"] = eps
-    if card["defence"] in ("ibp", "crown-ibp") and eps > 0:
+    if card["defence"] in ("ibp", "crown-ibp", "convex") and eps > 0:
         from advex.certify import certify
 
+        # each method is at least as tight as the one before it (CROWN keeps IBP's bound where
+        # tighter, alpha-CROWN starts from CROWN's), so each runs only on the samples the one
+        # before left uncertified: the same counts, a fraction of the time
         x, y = test.floats()
         card["certified"] = {}
+        done = torch.zeros(len(y), dtype=torch.bool)
         for method in ("ibp", "crown", "alpha-crown"):
             t1 = time.perf_counter()
-            res = certify(model, x, y, eps=eps, method=method, attack=False, batch_size=500)
+            todo = (~done).nonzero().flatten()
+            if len(todo):
+                res = certify(model, x[todo], y[todo], eps=eps, method=method, attack=False, batch_size=500)
+                done[todo] = res.certified.cpu()
             card["certified"][method] = {
-                "certified_acc": res.certified_accuracy,
+                "certified_acc": float(done.float().mean()),
                 "time_s": round(time.perf_counter() - t1, 1),
+                "images_bounded": len(todo),
             }
-        card["certified_eval"] = f"L-inf eps {eps:g} clipped to [0, 1], full test set ({len(test)})"
+        card["certified_eval"] = (
+            f"L-inf eps {eps:g} clipped to [0, 1], full test set ({len(test)}); CROWN and alpha-CROWN bound only "
+            "the images the method before left uncertified (each is at least as tight, so the counts are the same)"
+        )
     card["eval_time_s"] = round(time.perf_counter() - t0, 1)
     card["train_config"] = cfg
     if args.note:

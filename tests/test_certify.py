@@ -211,8 +211,8 @@ def test_cli_certify_bad_input(tmp_path, capsys, argv, message):
 
 
 # ---------------------------------------------------------------------------- certified training
-@pytest.mark.parametrize("beta", [0.0, 0.5, 1.0])
-def test_training_margins_are_sound_and_differentiable(beta):
+@pytest.mark.parametrize("beta,method", [(0.0, "ibp"), (0.5, "ibp"), (1.0, "ibp"), (0.0, "convex")])
+def test_training_margins_are_sound_and_differentiable(beta, method):
     from advex.certify.bounds import training_margins
     from advex.certify.graph import trace
 
@@ -221,7 +221,10 @@ def test_training_margins_are_sound_and_differentiable(beta):
     x = torch.rand(6, 1, 12, 12, generator=g)
     y = torch.randint(5, (6,), generator=g)
     nodes = trace(net, (1, 12, 12), detach=False)
-    lb = training_margins(nodes, x, 0.02, margin_spec(y, 5), beta)
+    lb = training_margins(nodes, x, 0.02, margin_spec(y, 5), beta, method)
+    if method == "convex":  # the dual bound is at least IBP's, and strictly better somewhere here
+        ibp = training_margins(trace(net, (1, 12, 12)), x, 0.02, margin_spec(y, 5), 0.0).detach()
+        assert (lb.detach() >= ibp - 1e-6).all() and (lb.detach() > ibp + 1e-3).any()
     lb.sum().backward()
     assert net[0].weight.grad is not None and net[0].weight.grad.abs().sum() > 0
     with torch.no_grad():
@@ -230,3 +233,35 @@ def test_training_margins_are_sound_and_differentiable(beta):
         keep = torch.ones(6, 5, dtype=torch.bool)
         keep[torch.arange(6), y] = False
         assert (m[:, keep].view(300, 6, 4) >= lb.detach() - 1e-5).all()
+
+
+def test_training_mode_batchnorm_is_bounded_with_the_batch_statistics():
+    """Certified training of a BatchNorm network (Shi et al. 2021): the bounds use the clean
+    batch's statistics, so the traced graph reproduces the training-mode forward pass exactly,
+    contains every sampled point under those statistics, and is differentiable."""
+    from advex.certify.bounds import training_margins
+    from advex.certify.graph import batchnorm_stats, forward, trace
+    from advex.models.archs import cnn7
+
+    torch.manual_seed(0)
+    net = cnn7(1, 12, 5, width=4, linear=16).train()
+    g = torch.Generator().manual_seed(5)
+    x = torch.rand(8, 1, 12, 12, generator=g)
+    y = torch.randint(5, (8,), generator=g)
+    with batchnorm_stats(net) as stats:
+        z = net(x)
+    assert len(stats) == 6
+    nodes = trace(net, (1, 12, 12), detach=False, batch_stats=stats)
+    assert torch.allclose(forward(nodes, x)[-1], z, atol=1e-5)
+    with pytest.raises(UnsupportedLayer, match="training mode"):
+        trace(net, (1, 12, 12))
+    lb = training_margins(nodes, x, 0.01, margin_spec(y, 5), 0.0)
+    lb.sum().backward()
+    assert net[1].weight.grad is not None and net[1].weight.grad.abs().sum() > 0
+    with torch.no_grad():
+        pts = _samples(x, 0.01, "linf", 200, g).flatten(0, 1)
+        zz = forward(nodes, pts)[-1].view(200, 8, 5)
+        m = zz.gather(2, y.view(1, 8, 1).expand(200, 8, 1)) - zz
+        keep = torch.ones(8, 5, dtype=torch.bool)
+        keep[torch.arange(8), y] = False
+        assert (m[:, keep].view(200, 8, 4) >= lb.detach() - 1e-5).all()

@@ -248,6 +248,7 @@ def cmd_train(args) -> int:
         eps_ramp=args.eps_ramp,
         trades_beta=args.trades_beta,
         kappa_end=args.kappa_end,
+        init=args.init,
         eval_n=args.eval_n,
         eval_steps=args.eval_steps,
         train_n=args.train_n,
@@ -937,7 +938,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--defence",
         default="none",
         help="none, pgd (Madry et al.), trades (Zhang et al.), fast (Wong et al.), "
-        "ibp (Gowal et al.), crown-ibp (Zhang et al. 2020)",
+        "ibp (Gowal et al.), crown-ibp (Zhang et al. 2020), convex (Wong & Kolter 2018)",
     )
     p.add_argument("--eps", type=_fraction, default=0.0, help="L-inf radius, pixels in [0, 1] (e.g. 0.3, or 8/255)")
     p.add_argument("--epochs", type=int, default=None, help="default: 10 (MNIST), 30 (CIFAR-10)")
@@ -948,7 +949,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--step-size", type=float, default=None, help="attack step (default 2.5 * eps / steps)")
     p.add_argument("--eps-ramp", type=float, default=None, help="fraction of training to ramp eps from 0")
     p.add_argument("--trades-beta", type=float, default=6.0, help="TRADES trade-off (default 6)")
-    p.add_argument("--kappa-end", type=float, default=None, help="ibp/crown-ibp: final natural-loss weight (0.5 / 0)")
+    p.add_argument(
+        "--kappa-end", type=float, default=None, help="certified training: final natural-loss weight (ibp 0.5, else 0)"
+    )
+    p.add_argument(
+        "--init",
+        choices=["default", "ibp"],
+        default=None,
+        help="weight initialisation: ibp (Shi et al. 2021; default for certified training) or default (PyTorch's)",
+    )
     p.add_argument("--eval-n", type=int, default=1000, help="test images for per-epoch robust accuracy")
     p.add_argument("--eval-steps", type=int, default=20, help="PGD steps of the per-epoch robust accuracy")
     p.add_argument("--train-n", type=int, default=None, help="use only the first N training images")

@@ -195,7 +195,7 @@ def _patch_size(nodes: list[Node], chain: list[int]) -> int:
 
 def _tighten(nodes, p, lo, hi, inp, slope, bsz, widest, patches=True, intersect_ibp=True):
     shape = lo.shape[1:]
-    flat_l, flat_u = lo.flatten(1).clone(), hi.flatten(1).clone()
+    flat_l, flat_u = lo.flatten(1), hi.flatten(1)
     # only neurons IBP leaves unstable need a linear bound (a stable one is relaxed by its sign
     # alone); without the IBP intersection every neuron gets one, as in the Wong-Kolter dual
     unstable = (flat_l < 0) & (flat_u > 0) if intersect_ibp else torch.ones_like(flat_l, dtype=torch.bool)
@@ -229,8 +229,9 @@ def _tighten(nodes, p, lo, hi, inp, slope, bsz, widest, patches=True, intersect_
         cur_l, cur_u = flat_l.gather(1, idx), flat_u.gather(1, idx)
         if intersect_ibp:
             new_l, new_u = torch.maximum(cur_l, new_l), torch.minimum(cur_u, new_u)
-        flat_l.scatter_(1, idx, torch.where(ok, new_l, cur_l))
-        flat_u.scatter_(1, idx, torch.where(ok, new_u, cur_u))
+        # out of place: certified training differentiates through these bounds
+        flat_l = flat_l.scatter(1, idx, torch.where(ok, new_l, cur_l))
+        flat_u = flat_u.scatter(1, idx, torch.where(ok, new_u, cur_u))
     return flat_l.view_as(lo), flat_u.view_as(hi)
 
 
@@ -452,12 +453,20 @@ def check_method(method: str, norm: str, slope: str, eps: float) -> None:
         raise AdvexError(f"eps must be in (0, 1] (pixels in [0, 1], e.g. 0.1 or 8/255), got {eps!r}")
 
 
-def training_margins(nodes: list[Node], x: torch.Tensor, eps: float, C: torch.Tensor, beta: float) -> torch.Tensor:
-    """Differentiable lower bounds (B, S) of C z for certified training: IBP (Gowal et al.
-    2019), and for ``beta`` > 0 the CROWN-IBP mix beta * CROWN-IBP + (1 - beta) * IBP (Zhang
-    et al. 2020: CROWN's back-substitution for the final layer over IBP's intermediate bounds).
-    ``nodes`` from ``trace(model, shape, detach=False)``."""
+def training_margins(
+    nodes: list[Node], x: torch.Tensor, eps: float, C: torch.Tensor, beta: float, method: str = "ibp"
+) -> torch.Tensor:
+    """Differentiable lower bounds (B, S) of C z for certified training. ``method="ibp"``: IBP
+    (Gowal et al. 2019), and for ``beta`` > 0 the CROWN-IBP mix beta * CROWN-IBP + (1 - beta) *
+    IBP (Zhang et al. 2020: CROWN's back-substitution for the final layer over IBP's
+    intermediate bounds). ``method="convex"``: the Wong & Kolter (2018) dual bound (their
+    slope for every layer's bounds; IBP's bound kept where tighter). ``nodes`` from
+    ``trace(model, shape, detach=False)``."""
     inp = InputSet.ball(x, eps, "linf")
+    if method == "convex":
+        boxes = crown_intermediate(nodes, inp, "wong-kolter")
+        a_in, bias = backsub(nodes, len(nodes) - 1, C, "wong-kolter")
+        return torch.maximum(inp.concretize(a_in, bias), ibp_spec(nodes, boxes, C))
     for n in nodes:
         if isinstance(n, ReLUNode):
             n.lower = n.upper = None

@@ -12,6 +12,7 @@ specifications per input -- and a bias of shape (B, S).
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import torch
@@ -181,6 +182,7 @@ def _is_residual(m: nn.Module) -> bool:
 class _Options:
     detach: bool  # False keeps the weights in the autograd graph (certified training)
     device: torch.device  # where the weights trace() makes (average pooling) go
+    batch_stats: dict[int, tuple[torch.Tensor, torch.Tensor]] | None = None  # id(BatchNorm) -> (mean, var)
 
     def take(self, t: torch.Tensor | None) -> torch.Tensor | None:
         return (t.detach() if self.detach else t) if t is not None else None
@@ -212,15 +214,20 @@ def _trace(m: nn.Module, src: int, nodes: list[Node], path: str, opt: _Options) 
                         m.groups, shape)  # fmt: skip
         return _shaped(node, nodes)
     if isinstance(m, (nn.BatchNorm2d, nn.BatchNorm1d)):
-        if m.training:
+        stats = opt.batch_stats.get(id(m)) if opt.batch_stats is not None else None
+        if stats is not None:  # certified training: the statistics of the clean batch (Shi et al. 2021)
+            mean, var = stats
+        elif m.training:
             raise UnsupportedLayer(f"{name} is in training mode; call model.eval() first")
-        if m.running_mean is None:
+        elif m.running_mean is None:
             raise UnsupportedLayer(f"{name} tracks no running statistics, so it is not an affine map in eval mode")
-        inv = (m.running_var + m.eps).rsqrt()
+        else:
+            mean, var = m.running_mean, m.running_var
+        inv = (var + m.eps).rsqrt()
         w = opt.take(m.weight) if m.weight is not None else torch.ones_like(inv)
         b = opt.take(m.bias) if m.bias is not None else torch.zeros_like(inv)
         scale = w * inv
-        nodes.append(AffineNode([src], shape, name, scale, b - m.running_mean * scale))
+        nodes.append(AffineNode([src], shape, name, scale, b - mean * scale))
         return len(nodes) - 1
     if isinstance(m, nn.ReLU):
         nodes.append(ReLUNode([src], shape, name))
@@ -259,16 +266,24 @@ def _shaped(node: ConvNode, nodes: list[Node]) -> int:
     return len(nodes) - 1
 
 
-def trace(model: nn.Module, in_shape: tuple[int, ...], *, detach: bool = True) -> list[Node]:
+def trace(
+    model: nn.Module,
+    in_shape: tuple[int, ...],
+    *,
+    detach: bool = True,
+    batch_stats: dict[int, tuple[torch.Tensor, torch.Tensor]] | None = None,
+) -> list[Node]:
     """The nodes of ``model`` for inputs of shape ``in_shape`` (C, H, W): node 0 is the input,
     the last node the logits. An advex ``Classifier`` contributes its normalisation as an
     affine node; a resizing one is refused (give inputs of its input size). ``detach=False``
-    keeps the weights differentiable (for certified training)."""
+    keeps the weights differentiable (for certified training); ``batch_stats`` maps
+    ``id(batchnorm)`` to the (mean, biased variance) a training-mode BatchNorm normalised the
+    clean batch with (see :func:`batchnorm_stats`), making it that affine map."""
     from advex.models.classifier import Classifier
 
     nodes: list[Node] = [Input([], tuple(in_shape), "input")]
     p = next(iter(model.parameters()), None)
-    opt = _Options(detach, p.device if p is not None else torch.device("cpu"))
+    opt = _Options(detach, p.device if p is not None else torch.device("cpu"), batch_stats)
     net = model
     src = 0
     if isinstance(model, Classifier):
@@ -286,6 +301,27 @@ def trace(model: nn.Module, in_shape: tuple[int, ...], *, detach: bool = True) -
         net = model.net
     _trace(net, src, nodes, "", opt)
     return nodes
+
+
+@contextmanager
+def batchnorm_stats(model: nn.Module):
+    """Within the block, every forward pass of a training-mode BatchNorm of ``model`` records
+    the batch mean and biased variance it normalised with, in the yielded dict (id -> stats;
+    the last pass wins), differentiable; pass it to :func:`trace` as ``batch_stats``."""
+    stats: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def hook(m, args, _out):
+        if m.training:
+            x = args[0]
+            dims = [0] + list(range(2, x.dim()))
+            stats[id(m)] = (x.mean(dims), x.var(dims, unbiased=False))
+
+    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    try:
+        yield stats
+    finally:
+        for h in handles:
+            h.remove()
 
 
 def forward(nodes: list[Node], x: torch.Tensor) -> list[torch.Tensor]:

@@ -1,5 +1,6 @@
 """Training objectives: standard, PGD adversarial training, TRADES, fast FGSM, and the
-certified ones: IBP (Gowal et al. 2019) and CROWN-IBP (Zhang et al. 2020).
+certified ones: IBP (Gowal et al. 2019), CROWN-IBP (Zhang et al. 2020) and the convex
+robust loss of Wong & Kolter (2018).
 
 Each takes ``(model, attacker, x, y, eps, cfg, gen)`` and returns ``(loss, logits)``, the
 logits being those the training accuracy is measured on. ``model`` is what gradients flow
@@ -15,8 +16,8 @@ import torch.nn.functional as F
 
 from advex.attacks.pgd import pgd_linf
 
-DEFENCES = ("none", "pgd", "trades", "fast", "ibp", "crown-ibp")
-CERTIFIED = ("ibp", "crown-ibp")
+DEFENCES = ("none", "pgd", "trades", "fast", "ibp", "crown-ibp", "convex")
+CERTIFIED = ("ibp", "crown-ibp", "convex")
 
 
 def standard(model, attacker, x, y, eps, cfg, gen):
@@ -75,15 +76,15 @@ def fast(model, attacker, x, y, eps, cfg, gen):
     return F.cross_entropy(z, y), z
 
 
-def _worst_case_loss(attacker, x, y, eps, beta):
+def _worst_case_loss(attacker, x, y, eps, beta, method, stats):
     """Cross-entropy of the worst-case logits: -(lower bound of z_y - z_j) for each j, 0 at y."""
     from advex.certify.api import margin_spec
     from advex.certify.bounds import training_margins
     from advex.certify.graph import trace
 
-    nodes = trace(attacker, tuple(x.shape[1:]), detach=False)
+    nodes = trace(attacker, tuple(x.shape[1:]), detach=False, batch_stats=stats)
     k = nodes[-1].shape[0]
-    lb = training_margins(nodes, x, eps, margin_spec(y, k), beta)
+    lb = training_margins(nodes, x, eps, margin_spec(y, k), beta, method)
     worst = torch.zeros(len(y), k, device=x.device, dtype=lb.dtype)
     keep = torch.ones_like(worst, dtype=torch.bool)
     keep[torch.arange(len(y), device=x.device), y] = False
@@ -91,19 +92,23 @@ def _worst_case_loss(attacker, x, y, eps, beta):
     return F.cross_entropy(worst, y)
 
 
-def _certified(model, attacker, x, y, eps, cfg, beta_start):
+def _certified(model, attacker, x, y, eps, cfg, beta_start, method="ibp"):
+    from advex.certify.graph import batchnorm_stats
+
     if model is not attacker:
         from advex.errors import AdvexError
 
-        raise AdvexError("certified training (ibp, crown-ibp) runs in one process; start it without torchrun")
-    z = model(x)
+        raise AdvexError("certified training (ibp, crown-ibp, convex) runs in one process; start it without torchrun")
+    # BatchNorm in training mode bounds the ball with the statistics of the clean batch
+    with batchnorm_stats(model) as stats:
+        z = model(x)
     natural = F.cross_entropy(z, y)
     if eps <= 0:
         return natural, z
     progress = min(1.0, eps / cfg.eps)  # 0 -> 1 over the eps ramp
     kappa = 1.0 - (1.0 - cfg.kappa_end) * progress
     beta = beta_start * (1.0 - progress)
-    return kappa * natural + (1 - kappa) * _worst_case_loss(attacker, x, y, eps, beta), z
+    return kappa * natural + (1 - kappa) * _worst_case_loss(attacker, x, y, eps, beta, method, stats), z
 
 
 def ibp(model, attacker, x, y, eps, cfg, gen):
@@ -118,4 +123,20 @@ def crown_ibp(model, attacker, x, y, eps, cfg, gen):
     return _certified(model, attacker, x, y, eps, cfg, 1.0)
 
 
-LOSSES = {"none": standard, "pgd": pgd, "trades": trades, "fast": fast, "ibp": ibp, "crown-ibp": crown_ibp}
+def convex(model, attacker, x, y, eps, cfg, gen):
+    """Wong & Kolter (2018), "Provable defenses via the convex outer adversarial polytope": the
+    cross-entropy of the worst-case logits from their dual bound (every layer's bounds by
+    back-substitution with their ReLU slope), kappa from 1 to ``kappa_end`` (0) as eps ramps
+    up. Costs about one back-substitution per unstable neuron: for small networks."""
+    return _certified(model, attacker, x, y, eps, cfg, 0.0, "convex")
+
+
+LOSSES = {
+    "none": standard,
+    "pgd": pgd,
+    "trades": trades,
+    "fast": fast,
+    "ibp": ibp,
+    "crown-ibp": crown_ibp,
+    "convex": convex,
+}

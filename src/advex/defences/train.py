@@ -33,7 +33,7 @@ from advex.data.datasets import DATASETS, ArrayDataset, load_dataset
 from advex.data.images import atomic_write_bytes
 from advex.defences.losses import CERTIFIED, DEFENCES, LOSSES
 from advex.errors import AdvexError
-from advex.models.archs import ARCHS, make_classifier
+from advex.models.archs import ARCHS, ibp_init, make_classifier
 from advex.models.classifier import Classifier
 
 DEFAULTS: dict[str, dict[str, Any]] = {
@@ -78,6 +78,7 @@ class TrainConfig:
     eps_ramp: float | None = None  # fraction of training over which eps grows linearly from 0
     trades_beta: float = 6.0
     kappa_end: float | None = None  # certified training: final weight of the natural loss (IBP 0.5, CROWN-IBP 0)
+    init: str | None = None  # "default" (PyTorch's) or "ibp" (Shi et al. 2021; the default for certified training)
     fast_alpha: float = 1.25
     augment: bool | None = None
     eval_n: int = 1000  # test images for the per-epoch robust accuracy
@@ -107,14 +108,13 @@ class TrainConfig:
         if kw["defence"] == "none":
             kw["eps_ramp"] = 0.0
         if kw["kappa_end"] is None:
-            kw["kappa_end"] = 0.0 if kw["defence"] == "crown-ibp" else 0.5
+            kw["kappa_end"] = 0.0 if kw["defence"] in ("crown-ibp", "convex") else 0.5
+        if kw["init"] is None:
+            kw["init"] = "ibp" if kw["defence"] in CERTIFIED else "default"
+        if kw["init"] not in ("default", "ibp"):
+            raise AdvexError(f"unknown init {kw['init']!r}; use default or ibp")
         if not 0 <= kw["kappa_end"] <= 1:
             raise AdvexError(f"kappa_end must be in [0, 1], got {kw['kappa_end']}")
-        if kw["defence"] in CERTIFIED and kw["arch"] in ("resnet", "cnn7"):
-            raise AdvexError(
-                f"certified training supports the small and large architectures; {kw['arch']} has BatchNorm, "
-                "whose training-mode bounds are not implemented yet"
-            )
         if kw["step_size"] is None:
             kw["step_size"] = 2.5 * kw["eps"] / max(kw["attack_steps"], 1)
         if kw["optimizer"] not in ("sgd", "adam"):
@@ -333,6 +333,8 @@ def train(
     train_set = load_dataset(cfg.dataset, "train", cfg.data_dir).subset(cfg.train_n).to(dev)
     test_set = load_dataset(cfg.dataset, "test", cfg.data_dir).to(dev)
     clf = make_classifier(cfg.dataset, cfg.arch).to(dev)
+    if cfg.init == "ibp":
+        ibp_init(clf.net)
     if cfg.optimizer == "adam":
         opt = torch.optim.Adam(clf.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     else:
@@ -407,8 +409,9 @@ def train(
                 clf, test_set.subset(cfg.eval_n), cfg.eps, cfg.eval_steps, seed=cfg.seed, rank=rank, world=world
             )
         cert = None
+        cert_method = "crown" if cfg.defence == "convex" else "ibp"  # what the defence is tight for
         if cfg.defence in CERTIFIED and rank == 0:
-            cert = certified_accuracy(clf, test_set.subset(cfg.eval_n), cfg.eps)
+            cert = certified_accuracy(clf, test_set.subset(cfg.eval_n), cfg.eps, cert_method)
         record = {
             "epoch": epoch + 1,
             "step": step,
@@ -420,6 +423,7 @@ def train(
             "robust_acc": rob,
             "robust_label": f"PGD-{cfg.eval_steps} eps {cfg.eps:g} (first {min(cfg.eval_n, len(test_set))} test)",
             "certified_acc": cert,
+            "certified_method": cert_method if cert is not None else None,
             "epoch_time_s": round(train_time, 2),
             "images_per_s": round(float(stats[2]) / max(train_time, 1e-9), 1),
         }
@@ -433,7 +437,7 @@ def train(
             _curves(history, out / "curves.png", f"{cfg.dataset} {cfg.arch}, defence {cfg.defence}, eps {cfg.eps:g}")
             if verbose:
                 rtxt = f", robust {100 * rob:.2f}%" if rob is not None else ""
-                rtxt += f", IBP-certified {100 * cert:.2f}%" if cert is not None else ""
+                rtxt += f", {cert_method.upper()}-certified {100 * cert:.2f}%" if cert is not None else ""
                 print(
                     f"epoch {epoch + 1}/{cfg.epochs}: loss {record['train_loss']:.4f}, "
                     f"test {100 * test_acc:.2f}%{rtxt}, {train_time:.1f} s ({record['images_per_s']:.0f} img/s)",
@@ -453,7 +457,8 @@ def train(
             "clean_acc": last["test_acc"],
             "robust_acc": last["robust_acc"],
             "robust_eval": last["robust_label"] if cfg.eps > 0 else None,
-            "certified_acc_ibp": last.get("certified_acc"),
+            "certified_acc": last.get("certified_acc"),
+            "certified_method": last.get("certified_method"),
             "train_time_s": round(total_time + sum(h["epoch_time_s"] for h in history[:start_epoch]), 1),
             "processes": world,
             "device": str(dev),

@@ -11,8 +11,10 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
+import torch
 from torch import nn
 
 from advex.errors import AdvexError
@@ -118,6 +120,20 @@ def resnet(
 
 
 ARCHS: dict[str, Callable[..., nn.Module]] = {"small": small, "large": large, "resnet": resnet, "cnn7": cnn7}
+
+
+def ibp_init(net: nn.Module) -> nn.Module:
+    """Shi et al. (2021)'s IBP initialisation: every Conv2d/Linear weight but the last drawn
+    from N(0, 2 pi / fan_in^2), so that interval bounds keep their width through the layers
+    at initialisation instead of growing with depth (the default initialisation makes them
+    explode, and IBP training of deeper networks such as ``large`` then collapses to a
+    constant). Biases keep their default initialisation. In place; returns ``net``."""
+    layers = [m for m in net.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    with torch.no_grad():
+        for m in layers[:-1]:
+            fan_in = m.weight[0].numel()
+            m.weight.normal_(0.0, math.sqrt(2 * math.pi) / fan_in)
+    return net
 
 
 def build(arch: str, channels: int, size: int, num_classes: int = 10) -> nn.Module:
