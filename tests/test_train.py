@@ -114,6 +114,8 @@ def test_bad_training_input(tmp_path):
     with pytest.raises(AdvexError, match="needs --eps > 0"):
         TrainConfig(defence="pgd").resolved()
     assert TrainConfig(defence="convex", eps=0.1).resolved().kappa_end == 0.0
+    with pytest.raises(AdvexError, match="weight_decay >= 0"):
+        TrainConfig(weight_decay=-1.0).resolved()
     assert TrainConfig(defence="ibp", eps=0.1).resolved().init == "ibp"
     assert TrainConfig(defence="pgd", eps=0.1).resolved().init == "default"
     with pytest.raises(AdvexError, match="unknown init 'xavier'; use default or ibp"):

@@ -243,6 +243,7 @@ def cmd_train(args) -> int:
         batch_size=args.batch_size,
         lr=args.lr,
         optimizer=args.optimizer,
+        weight_decay=args.weight_decay,
         attack_steps=args.attack_steps,
         step_size=args.step_size,
         eps_ramp=args.eps_ramp,
@@ -945,6 +946,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=None, help="global batch size (default 128)")
     p.add_argument("--lr", type=float, default=None, help="peak learning rate (cosine schedule)")
     p.add_argument("--optimizer", choices=["sgd", "adam"], default=None, help="default: adam (MNIST), sgd (CIFAR)")
+    p.add_argument("--weight-decay", type=float, default=None, help="default: 0 (MNIST), 5e-4 (CIFAR)")
     p.add_argument("--attack-steps", type=int, default=None, help="PGD/TRADES steps (default 20 MNIST, 7 CIFAR)")
     p.add_argument("--step-size", type=float, default=None, help="attack step (default 2.5 * eps / steps)")
     p.add_argument("--eps-ramp", type=float, default=None, help="fraction of training to ramp eps from 0")

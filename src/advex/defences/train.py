@@ -117,6 +117,8 @@ class TrainConfig:
             raise AdvexError(f"kappa_end must be in [0, 1], got {kw['kappa_end']}")
         if kw["step_size"] is None:
             kw["step_size"] = 2.5 * kw["eps"] / max(kw["attack_steps"], 1)
+        if kw["weight_decay"] < 0 or kw["lr"] <= 0:
+            raise AdvexError(f"lr must be > 0 and weight_decay >= 0, got {kw['lr']} and {kw['weight_decay']}")
         if kw["optimizer"] not in ("sgd", "adam"):
             raise AdvexError(f"unknown optimizer {kw['optimizer']!r}; use sgd or adam")
         for k in ("epochs", "batch_size", "attack_steps"):
