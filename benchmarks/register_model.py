@@ -62,9 +62,12 @@ def main() -> None:
         x, y = test.floats()
         card["certified"] = {}
         done = torch.zeros(len(y), dtype=torch.bool)
+        with torch.no_grad():  # a misclassified image is never certified: bound only the others
+            pred = torch.cat([model(x[i : i + 1000]).argmax(1).cpu() for i in range(0, len(y), 1000)])
+        wrong = pred != y
         for method in ("ibp", "crown", "alpha-crown"):
             t1 = time.perf_counter()
-            todo = (~done).nonzero().flatten()
+            todo = (~done & ~wrong).nonzero().flatten()
             if len(todo):
                 res = certify(model, x[todo], y[todo], eps=eps, method=method, attack=False, batch_size=500)
                 done[todo] = res.certified.cpu()
@@ -74,8 +77,9 @@ def main() -> None:
                 "images_bounded": len(todo),
             }
         card["certified_eval"] = (
-            f"L-inf eps {eps:g} clipped to [0, 1], full test set ({len(test)}); CROWN and alpha-CROWN bound only "
-            "the images the method before left uncertified (each is at least as tight, so the counts are the same)"
+            f"L-inf eps {eps:g} clipped to [0, 1], full test set ({len(test)}); each method bounds only the "
+            "correctly classified images the method before left uncertified (each is at least as tight, so the "
+            "counts are the same)"
         )
     card["eval_time_s"] = round(time.perf_counter() - t0, 1)
     card["train_config"] = cfg
