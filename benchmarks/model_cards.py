@@ -37,11 +37,12 @@ def main() -> None:
         lines.append(f"| clean test accuracy | {100 * c['clean_acc']:.2f}% |")
         if c.get("robust_acc") is not None:
             lines.append(f"| robust accuracy | {100 * c['robust_acc']:.2f}% ({c['robust_eval']}) |")
+        if c.get("certified"):
+            lines.append(f"| certified on | {c['certified_eval']} |")
         for method, v in (c.get("certified") or {}).items():
             bounded = f", {v['images_bounded']} images bounded" if "images_bounded" in v else ""
             lines.append(
-                f"| certified accuracy, {method} | {100 * v['certified_acc']:.2f}% ({c['certified_eval']}; "
-                f"{v['time_s']:g} s{bounded}) |"
+                f"| certified accuracy, {method} | {100 * v['certified_acc']:.2f}% ({v['time_s']:g} s{bounded}) |"
             )
         lines.append(
             f"| training time | {c['train_time_s']:.0f} s on {c['device']} ({c['machine']}), "

@@ -23,3 +23,15 @@ python benchmarks/register_model.py "$R/mnist-small-ibp-0.2" mnist-small-ibp-0.1
 advex train --dataset mnist --arch small --defence ibp --init default --eps 0.4 --epochs 60 --eval-n 1000 --out "$R/mnist-small-ibp-0.4" --quiet
 python benchmarks/register_model.py "$R/mnist-small-ibp-0.4" mnist-small-ibp-0.3 --eps 0.3 \
   --note "IBP training (Gowal et al. 2019) at training eps 0.4 (larger than the certified 0.3), 60 epochs on this CPU"
+
+# CIFAR-10 certified models (reduced scale: the small network, IBP, Adam, on one CPU thread; ~15 and ~11 minutes)
+advex train --dataset cifar10 --arch small --defence ibp --eps 2.2/255 --epochs 60 --optimizer adam --lr 1e-3 \
+  --weight-decay 0 --eval-n 1000 --out "$R/cifar10-small-ibp-2.2" --quiet
+python benchmarks/register_model.py "$R/cifar10-small-ibp-2.2" cifar10-small-ibp-2 --eps 0.00784313725 \
+  --attack-steps 20 --step-size 0.00196078431 \
+  --note "reduced scale: IBP training (Gowal et al. 2019) of the small network at training eps 2.2/255 (1.1x the certified 2/255, as CROWN-IBP does), 60 epochs with Adam 1e-3 on one CPU thread (no GPU lent); Wong et al. 2018 certify 53.89% at 2/255 with a larger residual network, CROWN-IBP 53.97% with a larger CNN"
+advex train --dataset cifar10 --arch small --defence ibp --eps 8.8/255 --epochs 40 --optimizer adam --lr 1e-3 \
+  --weight-decay 0 --eval-n 500 --out "$R/cifar10-small-ibp-8.8" --quiet
+python benchmarks/register_model.py "$R/cifar10-small-ibp-8.8" cifar10-small-ibp-8 --eps 0.0313725490196 \
+  --attack-steps 20 --step-size 0.00784313725 \
+  --note "reduced scale: IBP training (Gowal et al. 2019) of the small network at training eps 8.8/255 (1.1x the certified 8/255), 40 epochs with Adam 1e-3 on one CPU thread (no GPU lent); Wong et al. 2018 certify 21.78% at 8/255 with a larger residual network, CROWN-IBP 33.06% with a larger CNN"
