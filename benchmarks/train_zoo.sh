@@ -20,7 +20,7 @@ python benchmarks/register_model.py "$R/cifar10-small-pgd" cifar10-small-pgd --a
 advex train --dataset mnist --arch small --defence ibp --init default --eps 0.2 --epochs 60 --eval-n 1000 --out "$R/mnist-small-ibp-0.2" --quiet
 python benchmarks/register_model.py "$R/mnist-small-ibp-0.2" mnist-small-ibp-0.1 --eps 0.1 \
   --note "IBP training (Gowal et al. 2019) at training eps 0.2 (larger than the certified 0.1, as Gowal et al. do for MNIST), 60 epochs on one CPU thread"
-# 160 epochs (~20 minutes on one thread alone; 60 epochs certified 0.9 points less at 0.3)
+# 160 epochs (3,473 s with a second run sharing the CPU; 6-7 s an epoch alone); 60 epochs certified 0.9 points less at 0.3
 advex train --dataset mnist --arch small --defence ibp --init default --eps 0.4 --epochs 160 --eval-n 1000 --out "$R/mnist-small-ibp-0.4" --quiet
 python benchmarks/register_model.py "$R/mnist-small-ibp-0.4" mnist-small-ibp-0.3 --eps 0.3 \
   --note "IBP training (Gowal et al. 2019) at training eps 0.4 (larger than the certified 0.3, as Gowal et al. do for MNIST), 160 epochs on one CPU thread while a second 160-epoch run shared the CPU (17-21 s an epoch; 6-7 s alone). Replaces a 60-epoch run (88.89% alpha-CROWN-certified at 0.3)."
