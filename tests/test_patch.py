@@ -220,6 +220,27 @@ def test_cli_train_then_apply(tmp_path, capsys):
     assert all(r["patched"][0]["row"] == 14 and r["patched"][0]["col"] == 14 for r in rows)
 
 
+@needs_data
+def test_patch_metadata_never_chooses_code_to_run(tmp_path, capsys):
+    """A patch PNG shared with a user names a .py file as its model: `patch apply` without
+    --model must refuse it (only zoo names come from metadata) and run none of its code."""
+    marker = tmp_path / "pwned"
+    evil = tmp_path / "evil.py"
+    evil.write_text(f"open({str(marker)!r}, 'w').write('ran')\nfrom torch import nn\nmodel = nn.Flatten()\n")
+    png = tmp_path / "patch.png"
+    save_patch(png, torch.rand(3, 8, 8), torch.ones(1, 8, 8), pixels=8,
+               meta={"target_name": "3", "size": 0.1, "model": str(evil)})  # fmt: skip
+    out = tmp_path / "out"
+    rc = main(["patch", "apply", "--patch", str(png), "--dataset", "mnist", "--n", "5", "--out", str(out)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and "not a zoo model" in err[0] and "--model" in err[0]
+    assert not marker.exists() and not out.exists()
+    # the user typing the same file on the command line is their choice: it runs
+    rc = main(["patch", "apply", "--patch", str(png), "--dataset", "mnist", "--n", "5", "--model", str(evil),
+               "--out", str(out)])  # fmt: skip
+    assert marker.exists()
+
+
 def test_cli_photos(tmp_path, imagenet_model):
     from skimage import data
 

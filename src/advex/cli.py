@@ -694,11 +694,17 @@ def cmd_patch_apply(args) -> int:
     lp = load_patch(args.patch)
     meta = lp.meta
     photos = args.images is not None
-    model = _load_model(
-        args.model or meta.get("model") or ("efficientnet-lite0" if photos else f"{args.dataset}-small"),
-        None,
-        args.device,
-    )
+    if args.model is not None:
+        model = _load_model(args.model, None, args.device)
+    elif meta.get("model") is not None:  # a name from the file: a zoo model only, never code
+        from advex.models import load
+
+        try:
+            model = load(str(meta["model"]), device=args.device, allow_code=False)
+        except AdvexError as e:
+            raise AdvexError(f"{args.patch} records its model as {meta['model']!r}: {e}; give --model") from None
+    else:
+        model = _load_model("efficientnet-lite0" if photos else f"{args.dataset}-small", None, args.device)
     if args.target is None and meta.get("target_name") is None:
         raise AdvexError(f"{args.patch} does not record its target class: give --target")
     target = model.class_index(args.target if args.target is not None else meta["target_name"])

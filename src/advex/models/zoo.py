@@ -204,6 +204,7 @@ def load(
     *,
     weights: str | os.PathLike | None = None,
     device: str | torch.device | None = None,
+    allow_code: bool = True,
 ) -> Classifier:
     """Load a classifier, frozen and in eval mode.
 
@@ -211,7 +212,14 @@ def load(
     Python file whose ``NAME`` (default ``model``) is an ``nn.Module``/``Classifier`` or a
     function returning one. ``weights`` replaces the zoo weights with a user checkpoint
     (safetensors or a weights-only torch state dict) of the same architecture.
+    ``allow_code=False`` accepts zoo names only: use it for a name read from a file
+    (metadata, a journal, a config), which must never choose code to run.
     """
+    if not allow_code and name not in ZOO:
+        raise AdvexError(
+            f"model {name!r} is not a zoo model, and a name read from a file may only be a zoo model "
+            f"(never a FILE.py, whose code would run); zoo models: {', '.join(names())}"
+        )
     dev = resolve_device(device)
     if name in ZOO:
         entry = ZOO[name]
