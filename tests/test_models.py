@@ -67,9 +67,23 @@ def test_classifier_wraps_user_module_with_normalisation():
     with pytest.raises(AdvexError, match=r"takes images of shape \(N, 3, H, W\)"):
         clf(torch.rand(2, 1, 2, 2))
     with pytest.raises(AdvexError, match="mean/std need 1 or 3 values"):
-        M.Classifier(net, mean=[0.1, 0.2])
+        M.Classifier(net, mean=[0.1, 0.2], channels=3)
+    with pytest.raises(AdvexError, match="different channel counts"):
+        M.Classifier(net, mean=[0.1, 0.2], std=[0.1, 0.2, 0.3])
     with pytest.raises(AdvexError, match="wraps an nn.Module"):
         M.Classifier("not a net")
+
+
+def test_classifier_infers_the_channel_count_from_the_network():
+    """A one-channel MNIST network wrapped without channels= takes (N, 1, 28, 28) inputs."""
+    mnist = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 26 * 26, 10))
+    clf = M.Classifier(mnist, mean=0.1307, std=0.3081)
+    assert clf.channels == 1 and clf(torch.rand(2, 1, 28, 28)).shape == (2, 10)
+    with pytest.raises(AdvexError, match=r"takes images of shape \(N, 1, H, W\)"):
+        clf(torch.rand(2, 3, 28, 28))
+    assert M.as_classifier(mnist).channels == 1
+    assert M.Classifier(nn.Sequential(nn.Flatten(), nn.Linear(12, 3)), mean=[0.5] * 3).channels == 3
+    assert M.Classifier(nn.Sequential(nn.Flatten(), nn.Linear(12, 3))).channels is None  # any
 
 
 def test_checkpoint_of_another_architecture_is_a_clear_error(tmp_path):

@@ -2,10 +2,9 @@
 and returns an :class:`AttackResult`."""
 
 from advex.attacks.apgd import APGD
-from advex.attacks.base import AttackResult, as_classifier, frozen
+from advex.attacks.base import AttackResult
 from advex.attacks.cw import CW
 from advex.attacks.deepfool import DeepFool
-from advex.attacks.gradient import FGSM, PGD, AdvexWarning
 from advex.attacks.onepixel import OnePixel
 from advex.attacks.patch import (
     Patch,
@@ -16,8 +15,11 @@ from advex.attacks.patch import (
     apply_patch,
     evaluate_patch,
 )
+from advex.attacks.pgd import FGSM, PGD, pgd_loop
 from advex.attacks.square import Square
 from advex.attacks.szegedy import Szegedy
+from advex.errors import AdvexWarning
+from advex.models import as_classifier, frozen
 
 __all__ = [
     "APGD",
@@ -36,6 +38,7 @@ __all__ = [
     "AdvexWarning",
     "AttackResult",
     "Square",
+    "pgd_loop",
     "Szegedy",
     "as_classifier",
     "frozen",

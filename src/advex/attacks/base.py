@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import time
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from torch import nn
 
-from advex.errors import AdvexError
-from advex.models.classifier import Classifier
+from advex.errors import AdvexError, AdvexWarning
+from advex.models.classifier import Classifier, as_classifier, check_pixels, frozen  # noqa: F401 - re-exported
 
 Label = int | str
 Targets = Label | Sequence[Label] | torch.Tensor | None
@@ -90,32 +88,6 @@ class AttackResult:
         )
 
 
-def as_classifier(model: nn.Module) -> Classifier:
-    """Accept a `Classifier` or any ``nn.Module`` mapping [0, 1] pixels to logits."""
-    if isinstance(model, Classifier):
-        return model
-    if isinstance(model, nn.Module):
-        return Classifier(model, channels=None)  # a plain module: no normalisation, any channel count
-    raise AdvexError(f"model must be an nn.Module (or advex Classifier), got {type(model).__name__}")
-
-
-@contextlib.contextmanager
-def frozen(model: nn.Module) -> Iterator[nn.Module]:
-    """Eval mode and no parameter gradients for the duration; the caller's state is restored."""
-    modes = [(m, m.training) for m in model.modules()]  # each module's own flag, restored one by one
-    flags = [(p, p.requires_grad) for p in model.parameters()]
-    model.eval()
-    for p, _ in flags:
-        p.requires_grad_(False)
-    try:
-        yield model
-    finally:
-        for p, f in flags:
-            p.requires_grad_(f)
-        for m, t in modes:
-            m.training = t
-
-
 def resolve_targets(model: Classifier, target: Targets, n: int, device: torch.device) -> torch.Tensor | None:
     """A (N,) long tensor of target classes from an index, a name, or one per image."""
     if target is None:
@@ -149,25 +121,6 @@ def perturbation_norms(r: torch.Tensor, numel: torch.Tensor) -> dict[str, torch.
         "linf": flat.abs().amax(1) if flat.shape[1] else torch.zeros_like(l2),
         "rms": l2 / numel.to(l2).sqrt(),
     }
-
-
-class AdvexWarning(UserWarning):
-    """Something is probably wrong, but a result can still be computed."""
-
-
-def check_pixels(x: torch.Tensor) -> None:
-    """Inputs must be a finite (N, C, H, W) batch in [0, 1]."""
-    if not isinstance(x, torch.Tensor) or x.ndim != 4:
-        shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
-        raise AdvexError(f"x must be a (N, C, H, W) tensor of pixels in [0, 1], got {shape}")
-    if x.numel() == 0:
-        raise AdvexError("x is empty")
-    if torch.isnan(x).any():
-        raise AdvexError("x contains NaN; inputs must be finite pixels in [0, 1]")
-    lo, hi = float(x.min()), float(x.max())
-    if lo < 0 or hi > 1:
-        hint = " (8-bit images? divide by 255)" if hi > 1.5 else ""
-        raise AdvexError(f"pixels must be in [0, 1], got values in [{lo:.3g}, {hi:.3g}]{hint}")
 
 
 def warn_if_probabilities(logits: torch.Tensor) -> None:

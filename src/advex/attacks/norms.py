@@ -11,7 +11,8 @@ def _flat(t: torch.Tensor) -> torch.Tensor:
     return t.reshape(t.shape[0], -1)
 
 
-def _view(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+def per_image(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """A per-image (N,) tensor shaped to broadcast against a batch ``like`` (N, ...)."""
     return v.reshape(-1, *([1] * (like.ndim - 1)))
 
 
@@ -21,7 +22,7 @@ class Linf:
     @staticmethod
     def random(shape, eps, gen, device, dtype):
         u = torch.rand(shape, generator=gen, device=gen.device if gen is not None else device)
-        return (2 * u.to(device, dtype) - 1) * _view(eps, u)
+        return (2 * u.to(device, dtype) - 1) * per_image(eps, u)
 
     @staticmethod
     def direction(g):
@@ -29,7 +30,7 @@ class Linf:
 
     @staticmethod
     def project(d, eps):
-        e = _view(eps, d)
+        e = per_image(eps, d)
         return torch.maximum(torch.minimum(d, e), -e)
 
     @staticmethod
@@ -47,16 +48,16 @@ class L2:
         n = z[0].numel()
         u = torch.rand(shape[0], generator=gen, device=gen.device if gen is not None else device).to(device, dtype)
         r = eps * u.pow(1.0 / n)
-        return z / _view(_flat(z).norm(dim=1).clamp_min(1e-12), z) * _view(r, z)
+        return z / per_image(_flat(z).norm(dim=1).clamp_min(1e-12), z) * per_image(r, z)
 
     @staticmethod
     def direction(g):
-        return g / _view(_flat(g).norm(dim=1).clamp_min(1e-12), g)
+        return g / per_image(_flat(g).norm(dim=1).clamp_min(1e-12), g)
 
     @staticmethod
     def project(d, eps):
         n = _flat(d).norm(dim=1)
-        return d * _view((eps / n.clamp_min(1e-12)).clamp(max=1.0), d)
+        return d * per_image((eps / n.clamp_min(1e-12)).clamp(max=1.0), d)
 
     @staticmethod
     def norm(d):
@@ -80,7 +81,7 @@ class L1:
         z = torch.where(s, e, -e).to(device, dtype)
         n = z[0].numel()
         u = torch.rand(shape[0], generator=gen, device=dev).to(device, dtype)
-        return z / _view(_flat(z).abs().sum(1).clamp_min(1e-12), z) * _view(eps * u.pow(1.0 / n), z)
+        return z / per_image(_flat(z).abs().sum(1).clamp_min(1e-12), z) * per_image(eps * u.pow(1.0 / n), z)
 
     @classmethod
     def direction(cls, g):

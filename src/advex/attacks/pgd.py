@@ -1,53 +1,255 @@
-"""Projected gradient descent in the L-inf ball (Madry et al. 2018), as a raw batched routine.
+"""Gradient attacks: PGD / BIM in the L-inf, L2 and L1 balls (Madry et al. 2018; Kurakin
+et al. 2017), FGSM (Goodfellow et al. 2015) and momentum (MI-FGSM, Dong et al. 2018).
 
-``pgd_linf`` returns adversarial inputs only; it is the inner maximisation that
-adversarial training and robust-accuracy evaluation call thousands of times, so it does
-no bookkeeping. It differentiates with respect to the input alone (parameter gradients
-are never accumulated) and leaves the model's mode as it finds it.
+``pgd_loop`` is the one projected-gradient loop in advex: the `PGD` and `FGSM` attacks,
+adversarial training (PGD, TRADES, fast FGSM), the per-epoch robust accuracy and the
+attack beside every certificate all run it. A norm supplies its random start, steepest
+direction and projection (`advex.attacks.norms`). Batched: every image has its own state,
+and with ``done`` an image leaves the batch at the first iterate that succeeds (that
+iterate is returned), so later steps cost nothing for it.
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from advex.attacks.base import AttackResult, Targets, finish, frozen, setup
+from advex.attacks.norms import NORMS, per_image
+from advex.errors import AdvexError, AdvexWarning
+from advex.models import as_classifier
 
-def pgd_linf(
-    model: nn.Module,
+
+@dataclass
+class LoopResult:
+    """What `pgd_loop` returns: the final points, which images stopped early (``done``
+    said they succeeded at that point), and forward+backward passes spent per image."""
+
+    x_adv: torch.Tensor
+    stopped: torch.Tensor
+    evals: torch.Tensor
+
+
+def pgd_loop(
+    model: Callable[[torch.Tensor], torch.Tensor],
     x: torch.Tensor,
-    y: torch.Tensor,
-    eps: float | torch.Tensor,
-    step_size: float | torch.Tensor,
-    steps: int,
+    loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
     *,
+    eps: float | torch.Tensor,
+    steps: int,
+    step_size: float | torch.Tensor,
+    norm: str = "linf",
     random_start: bool = True,
     generator: torch.Generator | None = None,
-    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
-) -> torch.Tensor:
-    """Maximise ``loss_fn(model(x + d), y)`` (default cross-entropy) over ``|d| <= eps``, x+d in [0, 1].
+    momentum: float = 0.0,
+    done: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+    bf16: bool = False,
+) -> LoopResult:
+    """Maximise ``loss(model(x + d), rows)`` over ``d`` in the ``norm`` ball of radius
+    ``eps`` with ``x + d`` in [0, 1]: ``steps`` steepest-ascent steps of ``step_size`` from a
+    uniform random start in the ball (``random_start``) or from ``x``.
 
-    Sign-gradient ascent of ``steps`` steps of ``step_size`` from a uniform random start
-    in the ball (``random_start``). ``eps`` and ``step_size`` may be per-image tensors.
+    ``loss(z, rows)`` gets the logits of the images ``rows`` (indices into ``x``) still in
+    the batch and returns a scalar to maximise (a sum over them). ``done(z, rows)``, if
+    given, marks the images that already succeed at the current point: they leave with
+    it. ``eps`` and ``step_size`` are numbers or per-image (N,) tensors. ``momentum`` is the
+    decay of MI-FGSM's momentum of L1-normalised gradients. Only the input is
+    differentiated: parameter gradients are never accumulated, and the model's mode is
+    left as it is (training attacks a network in training mode).
     """
-    loss_fn = loss_fn or (lambda z, t: F.cross_entropy(z, t, reduction="sum"))
-    eps_t = torch.as_tensor(eps, dtype=x.dtype, device=x.device).reshape(-1, *([1] * (x.ndim - 1)))
-    alpha = torch.as_tensor(step_size, dtype=x.dtype, device=x.device).reshape(-1, *([1] * (x.ndim - 1)))
+    nrm = NORMS[norm]
     x = x.detach()
+    n, dev = x.shape[0], x.device
+    eps_all = torch.as_tensor(eps, dtype=x.dtype, device=dev).expand(n)
+    step_all = float(step_size) if isinstance(step_size, (int, float)) else torch.as_tensor(step_size).to(x).expand(n)
+    out = x.clone()
+    stopped = torch.zeros(n, dtype=torch.bool, device=dev)
+    evals = torch.zeros(n, dtype=torch.long, device=dev)
+    rows = torch.arange(n, device=dev)
+    # the images still running, kept compact: finished ones are dropped once, so a step
+    # indexes nothing while no image finishes
+    xi, ei, si = x, eps_all, step_all
     if random_start:
-        u = torch.rand(x.shape, generator=generator, device=generator.device if generator else x.device)
-        d = (2 * u.to(x.device, x.dtype) - 1) * eps_t
+        d = nrm.random(x.shape, eps_all, generator, dev, x.dtype)
     else:
         d = torch.zeros_like(x)
+    if norm == "linf":  # ball and box are one box: a single clamp per step
+        e4 = per_image(eps_all, x)
+        lo, hi = torch.maximum(-e4, -x), torch.minimum(e4, 1 - x)
     d = (x + d).clamp(0, 1) - x
+    mom = torch.zeros_like(x) if momentum > 0 else None
     for _ in range(steps):
         d.requires_grad_(True)
-        with torch.enable_grad():
-            loss = loss_fn(model(x + d), y)
-            (g,) = torch.autograd.grad(loss, d)
-        with torch.no_grad():
-            d = torch.maximum(torch.minimum(d + alpha * g.sign(), eps_t), -eps_t)
-            d = (x + d).clamp(0, 1) - x
-    return (x + d).detach()
+        with torch.enable_grad(), torch.autocast(dev.type, torch.bfloat16, enabled=bf16):
+            z = model(xi + d).float()
+            (g,) = torch.autograd.grad(loss(z, rows), d)
+        d = d.detach()
+        evals[rows] += 1
+        if done is not None:
+            ok = done(z.detach(), rows)
+            if ok.any():
+                out[rows[ok]] = xi[ok] + d[ok]
+                stopped[rows[ok]] = True
+                keep = ~ok
+                xi, rows, d, g = xi[keep], rows[keep], d[keep], g[keep]
+                ei = ei[keep]
+                si = si if isinstance(si, float) else si[keep]
+                mom = mom[keep] if mom is not None else None
+                if norm == "linf":
+                    lo, hi = lo[keep], hi[keep]
+                if rows.numel() == 0:
+                    break
+        if mom is not None:
+            l1 = per_image(g.flatten(1).abs().sum(1).clamp_min(1e-12), g)
+            mom = momentum * mom + g / l1
+            g = mom
+        if norm == "linf":
+            direction = g.sign() if mom is not None else g.sign_()  # g may be the momentum
+            if isinstance(si, float):
+                d = d.add_(direction, alpha=si).clamp_(lo, hi)  # in place
+            else:
+                d = d.add_(direction * per_image(si, d)).clamp_(lo, hi)
+        else:
+            step = si if isinstance(si, float) else per_image(si, d)
+            d = nrm.project(d + step * nrm.direction(g), ei)
+            d = (xi + d).clamp(0, 1) - xi
+    if rows.numel():
+        out[rows] = xi + d  # none of these stopped: the last iterate
+    return LoopResult(out, stopped, evals)
+
+
+class PGD:
+    """Projected gradient descent with random start and restarts.
+
+    Args:
+        eps: radius of the ball (pixels in [0, 1]: 8/255, not 8).
+        steps: iterations per restart.
+        step_size: default 2.5 * eps / steps (Madry et al.'s rule of thumb).
+        norm: ``"linf"``, ``"l2"`` or ``"l1"``.
+        restarts: runs from fresh random starts for the images still unbroken.
+        random_start: start uniformly inside the ball (False: from x itself, i.e. BIM).
+        momentum: decay of the MI-FGSM momentum of L1-normalised gradients (0: none).
+        early_stop: stop each image at its first successful iterate.
+        seed: seeds the random starts; same seed, same result on the same device.
+        bf16: opt-in fast path: the attack's forward and backward passes run under bfloat16
+            autocast (the iterate, the projection and the final success check stay fp32).
+            Meant for GPUs with bf16 tensor cores; on most CPUs it is slower.
+    """
+
+    def __init__(
+        self,
+        *,
+        eps: float,
+        steps: int = 10,
+        step_size: float | None = None,
+        norm: Literal["linf", "l2", "l1"] = "linf",
+        restarts: int = 1,
+        random_start: bool = True,
+        momentum: float = 0.0,
+        early_stop: bool = True,
+        seed: int = 0,
+        bf16: bool = False,
+    ) -> None:
+        if norm not in NORMS:
+            raise AdvexError(f"unknown norm {norm!r}; use one of {', '.join(NORMS)}")
+        if not eps > 0:
+            raise AdvexError(f"eps must be > 0, got {eps}")
+        if norm == "linf" and eps > 1:
+            warnings.warn(
+                f"eps={eps} for L-inf is larger than the whole [0, 1] pixel range; eps is in [0, 1] "
+                f"units (did you mean {eps}/255 = {eps / 255:.4f}?)",
+                AdvexWarning,
+                stacklevel=2,
+            )
+        if steps < 1 or restarts < 1:
+            raise AdvexError(f"steps and restarts must be >= 1, got {steps} and {restarts}")
+        if step_size is not None and not step_size > 0:
+            raise AdvexError(f"step_size must be > 0, got {step_size}")
+        if not 0 <= momentum <= 1:
+            raise AdvexError(f"momentum must be in [0, 1], got {momentum}")
+        self.eps = float(eps)
+        self.steps = steps
+        self.step_size = float(step_size) if step_size is not None else 2.5 * eps / steps
+        self.norm = norm
+        self.restarts = restarts
+        self.random_start = random_start
+        self.momentum = momentum
+        self.early_stop = early_stop
+        self.seed = seed
+        self.bf16 = bf16
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(eps={self.eps:g}, steps={self.steps}, step_size={self.step_size:g}, "
+            f"norm={self.norm!r}, restarts={self.restarts})"
+        )
+
+    def __call__(
+        self, model: nn.Module, x: torch.Tensor, y: torch.Tensor | None = None, target: Targets = None
+    ) -> AttackResult:
+        """Attack ``x`` (N, C, H, W) in [0, 1]; untargeted away from ``y`` (default: the
+        model's prediction) or towards ``target`` (a class index/name, or one per image)."""
+        clf = as_classifier(model)
+        with frozen(clf):
+            st = setup(clf, x, y, target)
+            x, goal, hit = st.x, st.goal, st.hit
+            n, dev, targeted = x.shape[0], x.device, st.targeted
+            gen = torch.Generator(dev).manual_seed(self.seed)
+            best = x.clone()
+            # already broken (untargeted: misclassified) at r = 0
+            success = (st.label == st.target) if targeted else (st.label != st.y)
+            evals = torch.zeros(n, dtype=torch.long, device=dev)
+            sign = -1.0 if targeted else 1.0
+            for restart in range(self.restarts):
+                ids = (~success).nonzero().flatten()
+                if ids.numel() == 0:
+                    break
+                gi = goal[ids]
+                run = pgd_loop(
+                    clf,
+                    x[ids],
+                    lambda z, rows, gi=gi: sign * F.cross_entropy(z, gi[rows], reduction="sum"),
+                    eps=self.eps,
+                    steps=self.steps,
+                    step_size=self.step_size,
+                    norm=self.norm,
+                    random_start=self.random_start,
+                    generator=gen,
+                    momentum=self.momentum,
+                    done=(lambda z, rows, ids=ids: hit(z, ids[rows])) if self.early_stop else None,
+                    bf16=self.bf16,
+                )
+                best[ids] = run.x_adv
+                evals[ids] += run.evals
+                success[ids[run.stopped]] = True
+                left = ids[~run.stopped]
+                if left.numel() and restart < self.restarts - 1:  # the next restart needs to know who is left
+                    with torch.no_grad():
+                        success[left[hit(clf(best[left]).float(), left)]] = True
+            return finish(st, best, evals)
+
+
+class FGSM(PGD):
+    """The fast gradient sign method (Goodfellow et al. 2015): one step of size eps from x.
+
+    With ``norm="l2"`` or ``"l1"`` it is the fast gradient method in that norm."""
+
+    def __init__(
+        self, *, eps: float, norm: Literal["linf", "l2", "l1"] = "linf", random_start: bool = False, seed: int = 0
+    ) -> None:
+        super().__init__(
+            eps=eps,
+            steps=1,
+            step_size=eps,
+            norm=norm,
+            restarts=1,
+            random_start=random_start,
+            early_stop=False,
+            seed=seed,
+        )

@@ -9,10 +9,10 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from advex.attacks.base import AdvexWarning, as_classifier, check_pixels, frozen
 from advex.certify.bounds import InputSet, check_method, paired_bounds, spec_bounds
 from advex.certify.graph import trace
-from advex.errors import AdvexError
+from advex.errors import AdvexError, AdvexWarning
+from advex.models import as_classifier, check_pixels, frozen
 
 
 class UnsoundBound(AdvexError):

@@ -14,10 +14,15 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from advex.attacks.pgd import pgd_linf
+from advex.attacks import pgd_loop
 
 DEFENCES = ("none", "pgd", "trades", "fast", "ibp", "crown-ibp", "convex")
 CERTIFIED = ("ibp", "crown-ibp", "convex")
+
+
+def _ce(y):
+    """The loss PGD maximises: cross-entropy of the true labels of the images in the batch."""
+    return lambda z, rows: F.cross_entropy(z, y[rows], reduction="sum")
 
 
 def standard(model, attacker, x, y, eps, cfg, gen):
@@ -29,7 +34,8 @@ def pgd(model, attacker, x, y, eps, cfg, gen):
     """Madry et al. (2018): minimise the loss at the PGD maximiser in the eps-ball."""
     if eps <= 0:
         return standard(model, attacker, x, y, eps, cfg, gen)
-    xa = pgd_linf(attacker, x, y, eps, cfg.step_size * eps / cfg.eps, cfg.attack_steps, generator=gen)
+    step = cfg.step_size * eps / cfg.eps
+    xa = pgd_loop(attacker, x, _ce(y), eps=eps, steps=cfg.attack_steps, step_size=step, generator=gen).x_adv
     z = model(xa)
     return F.cross_entropy(z, y), z
 
@@ -42,22 +48,13 @@ def trades(model, attacker, x, y, eps, cfg, gen):
     with torch.no_grad():
         p_clean = F.softmax(attacker(x), dim=1)
 
-    def kl(z, _):
-        return F.kl_div(F.log_softmax(z, dim=1), p_clean, reduction="sum")
+    def kl(z, rows):
+        return F.kl_div(F.log_softmax(z, dim=1), p_clean[rows], reduction="sum")
 
     noise = 0.001 * torch.randn(x.shape, generator=gen, device=gen.device).to(x)
     x0 = (x + noise).clamp(0, 1)
-    xa = pgd_linf(
-        attacker,
-        x0,
-        y,
-        eps,
-        cfg.step_size * eps / cfg.eps,
-        cfg.attack_steps,
-        random_start=False,
-        generator=gen,
-        loss_fn=kl,
-    )
+    step = cfg.step_size * eps / cfg.eps
+    xa = pgd_loop(attacker, x0, kl, eps=eps, steps=cfg.attack_steps, step_size=step, random_start=False).x_adv
     xa = torch.min(torch.max(xa, x - eps), x + eps).clamp(0, 1)
     z = model(torch.cat([x, xa]))  # one pass through the (possibly distributed) model
     z_clean, z_adv = z[: len(x)], z[len(x) :]
@@ -71,7 +68,7 @@ def fast(model, attacker, x, y, eps, cfg, gen):
     """Wong, Rice & Kolter (2020): one FGSM step of ``fast_alpha * eps`` from a uniform start."""
     if eps <= 0:
         return standard(model, attacker, x, y, eps, cfg, gen)
-    xa = pgd_linf(attacker, x, y, eps, cfg.fast_alpha * eps, 1, generator=gen)
+    xa = pgd_loop(attacker, x, _ce(y), eps=eps, steps=1, step_size=cfg.fast_alpha * eps, generator=gen).x_adv
     z = model(xa)
     return F.cross_entropy(z, y), z
 

@@ -26,9 +26,10 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
+import torch.nn.functional as F
 from torch import nn
 
-from advex.attacks.pgd import pgd_linf
+from advex.attacks import pgd_loop
 from advex.data.datasets import DATASETS, ArrayDataset, load_dataset
 from advex.data.images import atomic_write_bytes
 from advex.defences.losses import CERTIFIED, DEFENCES, LOSSES
@@ -235,7 +236,8 @@ def robust_accuracy(
     correct = torch.zeros((), device=data.images.device)
     for i in range(rank * batch_size, len(data), batch_size * world):
         x, y = data.floats(slice(i, i + batch_size))
-        xa = pgd_linf(model, x, y, eps, step_size, steps, generator=gen)
+        ce = lambda z, rows, y=y: F.cross_entropy(z, y[rows], reduction="sum")  # noqa: E731
+        xa = pgd_loop(model, x, ce, eps=eps, steps=steps, step_size=step_size, generator=gen).x_adv
         with torch.no_grad():
             correct += (model(xa).argmax(1) == y).sum()
     return float(_all_sum(correct, world)) / len(data)

@@ -15,10 +15,10 @@ import torch
 from torch import nn
 
 from advex.attacks.apgd import APGD
-from advex.attacks.base import as_classifier
-from advex.attacks.gradient import FGSM, PGD, check_pixels
+from advex.attacks.pgd import FGSM, PGD
 from advex.attacks.square import Square
 from advex.errors import AdvexError
+from advex.models import as_classifier, check_pixels
 
 ATTACKS = ("apgd-ce", "apgd-t", "square", "pgd", "fgsm")
 DEFAULT_ENSEMBLE = ("apgd-ce", "apgd-t", "square")

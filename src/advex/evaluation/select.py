@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from advex.attacks.base import frozen
 from advex.errors import AdvexError
+from advex.models import frozen
 
 
 @torch.no_grad()

@@ -6,7 +6,8 @@ space and an epsilon means the same thing for every model.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Iterator, Sequence
 
 import torch
 from torch import nn
@@ -30,7 +31,9 @@ class Classifier(nn.Module):
         crop_fraction: 1.0 resizes the whole image (largest centred box of the input
             aspect ratio); 0.875 is the usual ImageNet "resize to 256, crop 224".
         synonyms: extra names per class (e.g. WordNet synonyms) accepted by lookups.
-        channels: input channels expected (3 for RGB, 1 for grayscale; None: any).
+        channels: input channels expected (3 for RGB, 1 for grayscale). ``None`` infers
+            them: the ``in_channels`` of the network's first ``Conv2d``, else the number of
+            per-channel mean/std values; a network with neither takes any channel count.
         name: a label for reports.
     """
 
@@ -44,7 +47,7 @@ class Classifier(nn.Module):
         input_size: tuple[int, int] | int | None = None,
         crop_fraction: float = 1.0,
         synonyms: Sequence[Sequence[str]] | None = None,
-        channels: int | None = 3,
+        channels: int | None = None,
         name: str | None = None,
     ) -> None:
         super().__init__()
@@ -59,7 +62,7 @@ class Classifier(nn.Module):
         self.synonyms = [list(s) for s in synonyms] if synonyms is not None else None
         self.input_size = tuple(input_size) if input_size is not None else None
         self.crop_fraction = float(crop_fraction)
-        self.channels = channels
+        self.channels = channels if channels is not None else _infer_channels(net, mean, std)
         self.name = name or type(net).__name__
         self._resize_cache: dict = {}  # (sizes, canvas H, W, device, dtype) -> resize matrices
         self.register_buffer("mean", self._stat(mean, 0.0), persistent=False)
@@ -156,3 +159,55 @@ class Classifier(nn.Module):
 
     def extra_repr(self) -> str:
         return f"name={self.name!r}, input_size={self.input_size}, classes={self.num_classes}"
+
+
+def _infer_channels(net: nn.Module, mean, std) -> int | None:
+    """Input channels of ``net``: its first Conv2d's, else the length of per-channel stats."""
+    for m in net.modules():
+        if isinstance(m, nn.Conv2d):
+            return int(m.in_channels)
+    counts = {torch.as_tensor(v).numel() for v in (mean, std) if v is not None} - {1}
+    if len(counts) > 1:
+        raise AdvexError(f"mean and std give different channel counts: {sorted(counts)}")
+    return counts.pop() if counts else None
+
+
+def as_classifier(model: nn.Module) -> Classifier:
+    """Accept a `Classifier` or any ``nn.Module`` mapping [0, 1] pixels to logits."""
+    if isinstance(model, Classifier):
+        return model
+    if isinstance(model, nn.Module):
+        return Classifier(model)  # a plain module: no normalisation, channels from its first conv
+    raise AdvexError(f"model must be an nn.Module (or advex Classifier), got {type(model).__name__}")
+
+
+@contextlib.contextmanager
+def frozen(model: nn.Module) -> Iterator[nn.Module]:
+    """Eval mode and no parameter gradients for the duration; the caller's state is restored."""
+    modes = [(m, m.training) for m in model.modules()]  # each module's own flag, restored one by one
+    flags = [(p, p.requires_grad) for p in model.parameters()]
+    model.eval()
+    for p, _ in flags:
+        p.requires_grad_(False)
+    try:
+        yield model
+    finally:
+        for p, f in flags:
+            p.requires_grad_(f)
+        for m, t in modes:
+            m.training = t
+
+
+def check_pixels(x: torch.Tensor) -> None:
+    """Inputs must be a finite (N, C, H, W) batch in [0, 1]."""
+    if not isinstance(x, torch.Tensor) or x.ndim != 4:
+        shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+        raise AdvexError(f"x must be a (N, C, H, W) tensor of pixels in [0, 1], got {shape}")
+    if x.numel() == 0:
+        raise AdvexError("x is empty")
+    if torch.isnan(x).any():
+        raise AdvexError("x contains NaN; inputs must be finite pixels in [0, 1]")
+    lo, hi = float(x.min()), float(x.max())
+    if lo < 0 or hi > 1:
+        hint = " (8-bit images? divide by 255)" if hi > 1.5 else ""
+        raise AdvexError(f"pixels must be in [0, 1], got values in [{lo:.3g}, {hi:.3g}]{hint}")
