@@ -116,6 +116,37 @@ def test_a_linear_network_is_bounded_exactly():
     assert (bounds(lin, x, eps=0.1, method="ibp").lower < exact - 1e-3).any()  # IBP is not exact here
 
 
+def test_chunks_bounded_on_one_traced_network_do_not_interfere():
+    """``bounds`` traces once and bounds chunk after chunk on it: each chunk's bounds are those
+    of its images alone (a call's intermediate bounds live in the call, not on the network)."""
+    net = _nets()["bn-avgpool"].eval()
+    x = torch.rand(6, 1, 12, 12, generator=torch.Generator().manual_seed(6))
+    for method, slope in [("crown", "crown"), ("crown", "wong-kolter"), ("alpha-crown", "crown")]:
+        whole = bounds(net, x, eps=0.03, method=method, slope=slope, alpha_steps=5)
+        parts = bounds(net, x, eps=0.03, method=method, slope=slope, alpha_steps=5, batch_size=2)
+        last = bounds(net, x[4:], eps=0.03, method=method, slope=slope, alpha_steps=5)
+        for got in (parts.lower[4:], last.lower):
+            assert torch.allclose(whole.lower[4:], got, atol=1e-5), method
+        assert torch.allclose(whole.lower, parts.lower, atol=1e-5), method
+        assert torch.allclose(whole.upper, parts.upper, atol=1e-5), method
+
+
+def test_non_square_convolutions_are_bounded():
+    """The patch rule needs square kernels and strides; other convolutions take the dense rule."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(1, 4, (3, 1)), nn.ReLU(), nn.Conv2d(4, 4, 3, stride=(2, 1)), nn.ReLU(),
+                        nn.Conv2d(4, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(64, 3)).eval()  # fmt: skip
+    g = torch.Generator().manual_seed(7)
+    x = torch.rand(3, 1, 12, 12, generator=g)
+    with torch.no_grad():
+        z = net(_samples(x, 0.05, "linf", 300, g).flatten(0, 1)).view(300, 3, -1)
+    ibp = bounds(net, x, eps=0.05, method="ibp")
+    for slope in ("crown", "wong-kolter"):
+        b = bounds(net, x, eps=0.05, method="crown", slope=slope)
+        assert (z >= b.lower - 1e-5).all() and (z <= b.upper + 1e-5).all()
+        assert (b.lower >= ibp.lower - 1e-5).all()
+
+
 def test_margin_spec():
     C = margin_spec(torch.tensor([2, 0]), 4)
     assert C.shape == (2, 3, 4)

@@ -17,6 +17,11 @@ Inputs: the L-inf ball clipped to [0, 1] (the box [max(x - eps, 0), min(x + eps,
 the L2 ball (CROWN and alpha-CROWN: the tighter of the L2-ball bound and the clipped-box
 bound, both sound). Specifications: a matrix C (B, S, K) turns the K logits into S linear
 outputs (C z); margins y - j are folded into the last linear layer, as the papers do.
+
+This module drives the rules of :mod:`advex.certify.layers` over a traced network. A call's
+bounds on the inputs of the ReLUs (``PreBounds``, made by ``crown_intermediate`` or from the
+IBP boxes) are the call's own, passed to each rule as the ReLU's relaxation; the traced layers
+are never changed, so calls on one traced network do not interfere.
 """
 
 from __future__ import annotations
@@ -24,14 +29,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 
-from advex.certify.graph import AffineNode, ConvNode, LinearNode, Node, ReLUNode
+from advex.certify.layers import Conv, Layer, Linear, Relaxation, relu_relaxation
+from advex.certify.patches import Patches
 from advex.errors import AdvexError
 
 METHODS = ("ibp", "crown", "alpha-crown")
 SLOPES = ("crown", "wong-kolter")
 _MEMORY = 1 << 30  # bytes of coefficient tensors per back-substitution chunk
+
+# A call's bounds on the inputs of its ReLUs: ReLU layer index -> (lower, upper), each (B, *shape).
+# Every bound computation makes its own; the traced layers are never changed.
+PreBounds = dict[int, tuple[torch.Tensor, torch.Tensor]]
 
 
 @dataclass
@@ -58,58 +67,54 @@ class InputSet:
         return box + bias
 
 
-def ibp_boxes(nodes: list[Node], lo: torch.Tensor, hi: torch.Tensor, start: int = 1, boxes=None) -> list:
-    """Interval bounds of every node's output (recomputed from node ``start`` on)."""
+def _relax(n: Layer, j: int, pre: PreBounds, slope: str, alpha=None, per_spec: bool = True):
+    """The relaxation of layer j (a ReLU) from this call's bounds on its input (None for a
+    linear layer); ``per_spec``: with a spec dimension, (B, 1, *shape), for dense coefficients
+    (B, S, *shape), or (B, S, *shape) with alpha-CROWN's ``alpha``."""
+    if not n.relaxed:
+        return None
+    lo, hi = pre[j]
+    if alpha is not None:
+        return relu_relaxation(lo.unsqueeze(1), hi.unsqueeze(1), slope, alpha)
+    r = relu_relaxation(lo, hi, slope)
+    return Relaxation(*(t.unsqueeze(1) for t in r)) if per_spec else r
+
+
+def ibp_boxes(nodes: list[Layer], lo: torch.Tensor, hi: torch.Tensor, pre: PreBounds | None = None, start: int = 1,
+              boxes=None) -> list:  # fmt: skip
+    """Interval bounds of every layer's output (recomputed from layer ``start`` on), a ReLU's
+    input box intersected with the call's tighter bounds ``pre`` where it has them."""
     boxes = list(boxes) if boxes is not None else [(lo, hi)]
     del boxes[start:]
-    for n in nodes[start:]:
+    for j in range(start, len(nodes)):
+        n = nodes[j]
         ins = [boxes[i] for i in n.inputs]
-        if isinstance(n, ReLUNode):
-            l_, u_ = ins[0]
-            if n.lower is not None:  # tighter pre-activation bounds found by CROWN
-                l_, u_ = torch.maximum(l_, n.lower), torch.minimum(u_, n.upper)
-            boxes.append((l_.clamp_min(0), u_.clamp_min(0)))
-        else:
-            boxes.append(n.ibp(*ins))
+        if pre and j in pre:
+            (l_, u_), (pl, pu) = ins[0], pre[j]
+            ins = [(torch.maximum(l_, pl), torch.minimum(u_, pu))]
+        boxes.append(n.interval(*ins))
     return boxes
 
 
-def ibp_spec(nodes: list[Node], boxes: list, C: torch.Tensor) -> torch.Tensor:
+def ibp_spec(nodes: list[Layer], boxes: list, C: torch.Tensor) -> torch.Tensor:
     """Lower bounds of C z by IBP, C folded into the last layer when it is Linear."""
     last = nodes[-1]
-    if isinstance(last, LinearNode):
-        lo, hi = boxes[last.inputs[0]]
-        c, r = (lo + hi) / 2, (hi - lo) / 2
-        w = C @ last.weight  # (B, S, in)
-        b = C @ last.bias if last.bias is not None else 0.0
-        return (w @ c.unsqueeze(-1)).squeeze(-1) - (w.abs() @ r.unsqueeze(-1)).squeeze(-1) + b
+    if isinstance(last, Linear):
+        return last.interval_spec(C, boxes[last.inputs[0]])
     lo, hi = boxes[-1]
     return (C.clamp(min=0) @ lo.unsqueeze(-1) + C.clamp(max=0) @ hi.unsqueeze(-1)).squeeze(-1)
 
 
-def _relu_back(n: ReLUNode, A: torch.Tensor, alpha: torch.Tensor | None, slope: str):
-    """Coefficients on the ReLU's input, and bias, for a lower bound of A relu(z)."""
-    l_, u_ = n.lower.unsqueeze(1), n.upper.unsqueeze(1)
-    unstable = (l_ < 0) & (u_ > 0)
-    active = (l_ >= 0).to(A.dtype)
-    su = torch.where(unstable, u_ / (u_ - l_).clamp_min(1e-12), active)
-    iu = torch.where(unstable, -su * l_, torch.zeros_like(su))
-    if alpha is None:
-        alpha = (u_ > -l_).to(A.dtype) if slope == "crown" else su
-    sl = torch.where(unstable, alpha, active)
-    pos, neg = A.clamp(min=0), A.clamp(max=0)
-    return pos * sl + neg * su, (neg * iu).flatten(2).sum(-1)
-
-
 def backsub(
-    nodes: list[Node],
+    nodes: list[Layer],
     k: int,
     A: torch.Tensor,
+    pre: PreBounds,
     slope: str = "crown",
     alphas: dict[int, torch.Tensor] | None = None,
     paired: bool = False,
 ):
-    """Back-substitute the linear function A (B, S, *shape of node k) of node k's output down
+    """Back-substitute the linear function A (B, S, *shape of layer k) of layer k's output down
     to the input: returns (A_input, bias) with A z_k >= A_input x + bias over the input set.
 
     ``paired`` (Wong-Kolter slope only, where every ReLU's lower and upper lines have the same
@@ -123,20 +128,12 @@ def backsub(
         if a is None:
             continue
         n = nodes[j]
-        if isinstance(n, ReLUNode) and paired:
-            su, iu, _ = _slope_maps(n, "wong-kolter")
-            su, iu = su.unsqueeze(1), iu.unsqueeze(1)
-            neg = a.clamp(max=0)
-            b = (neg * iu).flatten(2).sum(-1)
-            bias_hi = bias_hi + ((a - neg) * iu).flatten(2).sum(-1)
-            outs = [a * su]
-        elif isinstance(n, ReLUNode):
-            a_in, b = _relu_back(n, a, None if alphas is None else alphas.get(j), slope)
-            outs = [a_in]
+        if paired:
+            outs, b, b_hi = n.back_paired(a, _relax(n, j, pre, "wong-kolter"))
+            if b_hi is not None:
+                bias_hi = bias_hi + b_hi
         else:
-            outs, b = n.back(a)
-            if b is not None and paired:
-                bias_hi = bias_hi + b
+            outs, b = n.back(a, _relax(n, j, pre, slope, None if alphas is None else alphas.get(j)))
         if b is not None:
             bias = bias + b
         for i, ai in zip(n.inputs, outs):
@@ -144,56 +141,40 @@ def backsub(
     return (acc[0], bias, bias_hi) if paired else (acc[0], bias)
 
 
-def _needs_crown(nodes: list[Node]) -> list[bool]:
-    """Per node: whether its IBP box can be loose (a ReLU, or two non-diagonal layers, before it)."""
-    from advex.certify.graph import AffineNode, FlattenNode, Input
-
+def _needs_crown(nodes: list[Layer]) -> list[bool]:
+    """Per layer: whether its IBP box can be loose (a ReLU, or two layers that mix neurons, before it)."""
     mixing = [0] * len(nodes)
     relu = [False] * len(nodes)
-    for j, n in enumerate(nodes):
-        if isinstance(n, Input):
-            continue
-        mixing[j] = max(mixing[i] for i in n.inputs) + (not isinstance(n, (AffineNode, FlattenNode, ReLUNode)))
-        relu[j] = any(relu[i] for i in n.inputs) or isinstance(n, ReLUNode) or len(n.inputs) > 1
+    for j, n in enumerate(nodes[1:], 1):
+        mixing[j] = max(mixing[i] for i in n.inputs) + (not n.per_neuron)
+        relu[j] = any(relu[i] for i in n.inputs) or n.relaxed or len(n.inputs) > 1
     return [relu[j] or mixing[j] > 1 for j in range(len(nodes))]
 
 
 def crown_intermediate(
-    nodes: list[Node], inp: InputSet, slope: str, patches: bool = True, intersect_ibp: bool = True
-) -> list:
-    """Set every ReLU's pre-activation bounds: IBP, tightened by CROWN on the neurons IBP
-    leaves unstable. Returns the final IBP boxes (computed with the tightened bounds)."""
-    for n in nodes:
-        if isinstance(n, ReLUNode):
-            n.lower = n.upper = None
+    nodes: list[Layer], inp: InputSet, slope: str, patches: bool = True, intersect_ibp: bool = True
+) -> tuple[list, PreBounds]:
+    """Every ReLU's pre-activation bounds for this call: IBP, tightened by CROWN on the neurons
+    IBP leaves unstable. Returns the final IBP boxes (computed with the tightened bounds) and
+    the bounds."""
+    pre: PreBounds = {}
     boxes = ibp_boxes(nodes, inp.lower, inp.upper)
     loose = _needs_crown(nodes)
     bsz = inp.x.shape[0]
     widest = max(int(torch.Size(n.shape).numel()) for n in nodes)
     for r, n in enumerate(nodes):
-        if not isinstance(n, ReLUNode):
+        if not n.relaxed:
             continue
         p = n.inputs[0]
         lo, hi = boxes[p]
         if loose[p]:
-            lo, hi = _tighten(nodes, p, lo, hi, inp, slope, bsz, widest, patches, intersect_ibp)
-        n.lower, n.upper = lo, hi
-        boxes = ibp_boxes(nodes, inp.lower, inp.upper, start=r, boxes=boxes)
-    return boxes
+            lo, hi = _tighten(nodes, p, lo, hi, inp, pre, slope, bsz, widest, patches, intersect_ibp)
+        pre[r] = (lo, hi)
+        boxes = ibp_boxes(nodes, inp.lower, inp.upper, pre, start=r, boxes=boxes)
+    return boxes, pre
 
 
-def _patch_size(nodes: list[Node], chain: list[int]) -> int:
-    """The largest patch (C * K * K) a neuron's back-substitution through ``chain`` reaches."""
-    k, big = 1, 1
-    for j in chain:
-        n = nodes[j]
-        if isinstance(n, ConvNode):
-            k = (k - 1) * n.stride[0] + n.weight.shape[-1]
-            big = max(big, n.in_shape[0] * k * k)
-    return big
-
-
-def _tighten(nodes, p, lo, hi, inp, slope, bsz, widest, patches=True, intersect_ibp=True):
+def _tighten(nodes, p, lo, hi, inp, pre, slope, bsz, widest, patches=True, intersect_ibp=True):
     shape = lo.shape[1:]
     flat_l, flat_u = lo.flatten(1), hi.flatten(1)
     # only neurons IBP leaves unstable need a linear bound (a stable one is relaxed by its sign
@@ -212,17 +193,17 @@ def _tighten(nodes, p, lo, hi, inp, slope, bsz, widest, patches=True, intersect_
         idx = order[:, s0 : s0 + chunk]
         s = idx.shape[1]
         if chain is not None:
-            new_l, new_u = patch_bounds(nodes, chain, p, idx, inp, slope)
+            new_l, new_u = patch_bounds(nodes, chain, p, idx, inp, pre, slope)
         elif slope == "wong-kolter":  # one pass gives both bounds
             eye = torch.zeros(bsz, s, n_out, device=lo.device, dtype=lo.dtype)
             eye.scatter_(2, idx.unsqueeze(-1), 1.0)
-            a_in, b_lo, b_hi = backsub(nodes, p, eye.reshape(bsz, s, *shape), slope, paired=True)
+            a_in, b_lo, b_hi = backsub(nodes, p, eye.reshape(bsz, s, *shape), pre, slope, paired=True)
             new_l, new_u = inp.concretize(a_in, b_lo), -inp.concretize(-a_in, -b_hi)
         else:
             eye = torch.zeros(bsz, s, n_out, device=lo.device, dtype=lo.dtype)
             eye.scatter_(2, idx.unsqueeze(-1), 1.0)
             A = torch.cat([eye, -eye], 1).reshape(bsz, 2 * s, *shape)
-            a_in, bias = backsub(nodes, p, A, slope)
+            a_in, bias = backsub(nodes, p, A, pre, slope)
             bound = inp.concretize(a_in, bias)
             new_l, new_u = bound[:, :s], -bound[:, s:]
         ok = valid[:, s0 : s0 + chunk]
@@ -236,151 +217,70 @@ def _tighten(nodes, p, lo, hi, inp, slope, bsz, widest, patches=True, intersect_
 
 
 # ---------------------------------------------------------------------------- patches
-# Back-substitution for neurons of a convolutional layer, through a chain of convolutions,
-# per-channel affine maps and ReLUs down to the input: the coefficients of one neuron are
-# nonzero only on its receptive field, so each is kept as a small (C, K, K) patch anchored at
-# (row * stride - pad, col * stride - pad) of the current layer, instead of a whole map
-# (the "patches mode" of auto_LiRPA). Same bound, a fraction of the work.
-def conv_chain(nodes: list[Node], p: int) -> list[int] | None:
-    """Node indices from p down to the input if they form a chain of Conv/Affine/ReLU nodes on
-    (C, H, W) maps; None otherwise (the dense path handles it)."""
+def conv_chain(nodes: list[Layer], p: int) -> list[int] | None:
+    """Layer indices from p down to the input if every one has a patch rule and one input
+    (convolutions, per-channel affine maps and ReLUs on (C, H, W) maps); None otherwise (the
+    dense path handles it)."""
     chain, j = [], p
     while j != 0:
         n = nodes[j]
-        if not isinstance(n, (ConvNode, AffineNode, ReLUNode)) or len(n.inputs) != 1 or len(n.shape) != 3:
+        if not n.has_patch_rule or len(n.inputs) != 1:
             return None
         chain.append(j)
         j = n.inputs[0]
     return chain
 
 
-def _windows(m: torch.Tensor, pos: torch.Tensor, grid: tuple[int, int], k: int, stride: int, pad: int):
-    """(B, S, C, k, k) windows of maps m (B, C, H, W) at anchors pos (B, S) = row * cols + col
-    of a (rows, cols) grid, the window of (row, col) starting at (row * stride - pad, ...)."""
-    bsz, c, h, w = m.shape
-    rows, cols = grid
-    pad_b = max(0, (rows - 1) * stride + k - h - pad)
-    pad_r = max(0, (cols - 1) * stride + k - w - pad)
-    mp = F.pad(m, (pad, pad_r, pad, pad_b))
-    win = F.unfold(mp, k, stride=stride)  # (B, C*k*k, L) over the anchors, row-major
-    n_cols = (mp.shape[-1] - k) // stride + 1
-    r, col = pos // cols, pos % cols
-    at = (r * n_cols + col).unsqueeze(1).expand(-1, win.shape[1], -1)
-    return win.gather(2, at).transpose(1, 2).reshape(bsz, pos.shape[1], c, k, k)
-
-
-def _transpose_patch(p: torch.Tensor, weight: torch.Tensor, stride: int, groups: int) -> torch.Tensor:
-    """conv_transpose2d of many small patches (N, Co, K, K): one matmul and a fold (sum of
-    overlapping kernels), much faster on a CPU than conv_transpose2d on tiny maps."""
-    n, co, k, _ = p.shape
-    if groups != 1:
-        return F.conv_transpose2d(p, weight, stride=stride, groups=groups)
-    ci, kk = weight.shape[1], weight.shape[-1]
-    if k == 1:
-        return (p.reshape(n, co) @ weight.reshape(co, ci * kk * kk)).reshape(n, ci, kk, kk)
-    cols = p.flatten(2).transpose(1, 2) @ weight.reshape(co, ci * kk * kk)  # (N, K*K, Ci*k*k)
-    out = (k - 1) * stride + kk
-    return F.fold(cols.transpose(1, 2), (out, out), kk, stride=stride)
-
-
-def _slope_maps(n: ReLUNode, slope: str):
-    """Per neuron of a ReLU (B, *shape): upper slope su and intercept iu, lower slope sl."""
-    l_, u_ = n.lower, n.upper
-    unstable = (l_ < 0) & (u_ > 0)
-    active = (l_ >= 0).to(l_.dtype)
-    su = torch.where(unstable, u_ / (u_ - l_).clamp_min(1e-12), active)
-    iu = torch.where(unstable, -su * l_, torch.zeros_like(su))
-    sl = su if slope == "wong-kolter" else torch.where(unstable, (u_ > -l_).to(l_.dtype), active)
-    return su, iu, sl
+def _patch_size(nodes: list[Layer], chain: list[int]) -> int:
+    """The largest patch (C * K * K) a neuron's back-substitution through ``chain`` reaches."""
+    k, big = 1, 1
+    for j in chain:
+        n = nodes[j]
+        if isinstance(n, Conv):
+            k = (k - 1) * n.stride[0] + n.weight.shape[-1]
+            big = max(big, n.in_shape[0] * k * k)
+    return big
 
 
 def patch_bounds(
-    nodes: list[Node], chain: list[int], p: int, idx: torch.Tensor, inp: InputSet, slope: str
+    nodes: list[Layer], chain: list[int], p: int, idx: torch.Tensor, inp: InputSet, pre: PreBounds, slope: str
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Lower and upper bounds of the neurons idx (B, S) (flat indices into node p's output).
+    """Lower and upper bounds of the neurons idx (B, S) (flat indices into layer p's output),
+    back-substituted as patches through ``chain`` (see :mod:`advex.certify.patches`).
 
     With the Wong-Kolter slope the lower and upper bounds share their coefficients (the
     lower and upper lines of every ReLU have the same slope), so one set of patches serves
     both, with a bias for each; with CROWN's slopes they differ and are computed as 2S specs."""
-    bsz, s = idx.shape
-    c, h, w = nodes[p].shape
-    ch, pos = idx // (h * w), idx % (h * w)
-    grid = (h, w)
-    dev, dt = inp.x.device, inp.x.dtype
+    s = idx.shape[1]
     paired = slope == "wong-kolter"
-    n_spec = s if paired else 2 * s
-    patch = torch.zeros(bsz, n_spec, c, 1, 1, device=dev, dtype=dt)
-    one = torch.ones(bsz, s, 1, device=dev, dtype=dt)
-    patch[:, :s].view(bsz, s, c).scatter_(2, ch.unsqueeze(-1), one)
-    if not paired:
-        patch[:, s:].view(bsz, s, c).scatter_(2, ch.unsqueeze(-1), -one)
-    pos2 = pos if paired else torch.cat([pos, pos], 1)
-    k, stride, pad = 1, 1, 0
-    bias_lo = torch.zeros(bsz, n_spec, device=dev, dtype=dt)
-    bias_hi = torch.zeros(bsz, n_spec, device=dev, dtype=dt) if paired else None
+    P = Patches.neurons(idx, nodes[p].shape, paired, inp.x.dtype)
     for j in chain:
         n = nodes[j]
-        if isinstance(n, ReLUNode):
-            su_m, iu_m, sl_m = _slope_maps(n, slope)
-            su = _windows(su_m, pos2, grid, k, stride, pad)
-            iu = _windows(iu_m, pos2, grid, k, stride, pad)
-            neg = patch.clamp(max=0)
-            bias_lo = bias_lo + (neg * iu).flatten(2).sum(-1)
-            if paired:
-                bias_hi = bias_hi + ((patch - neg) * iu).flatten(2).sum(-1)
-                patch = patch * su
-            else:
-                sl = _windows(sl_m, pos2, grid, k, stride, pad)
-                patch = (patch - neg) * sl + neg * su
-        elif isinstance(n, AffineNode):
-            b = (patch * n.shift.view(-1, 1, 1)).flatten(2).sum(-1)
-            bias_lo = bias_lo + b
-            bias_hi = bias_hi + b if paired else None
-            patch = patch * n.scale.view(-1, 1, 1)
-        else:  # ConvNode: from its output level to its input level
-            if n.bias is not None:
-                b = (patch.sum((-2, -1)) * n.bias).sum(-1)
-                bias_lo = bias_lo + b
-                bias_hi = bias_hi + b if paired else None
-            (sh, sw), (ph, pw) = n.stride, n.padding
-            if sh != sw or ph != pw or n.weight.shape[-1] != n.weight.shape[-2]:
-                raise AssertionError("patch_bounds needs square kernels, strides and paddings")
-            kk = n.weight.shape[-1]
-            cin, hin, win_ = n.in_shape
-            patch = _transpose_patch(patch.reshape(bsz * n_spec, -1, k, k), n.weight, sh, n.groups)
-            k, pad, stride = (k - 1) * sh + kk, pad * sh + ph, stride * sh
-            patch = patch.reshape(bsz, n_spec, cin, k, k)
-            # entries on the zero padding are not neurons: drop them
-            r0 = (pos2 // grid[1]) * stride - pad
-            c0 = (pos2 % grid[1]) * stride - pad
-            off = torch.arange(k, device=dev)
-            rin = ((r0.unsqueeze(-1) + off) >= 0) & ((r0.unsqueeze(-1) + off) < hin)
-            cinb = ((c0.unsqueeze(-1) + off) >= 0) & ((c0.unsqueeze(-1) + off) < win_)
-            patch = patch * (rin.unsqueeze(-1) & cinb.unsqueeze(-2)).unsqueeze(2).to(dt)
-    xl = _windows(inp.lower, pos2, grid, k, stride, pad).flatten(2)
-    xu = _windows(inp.upper, pos2, grid, k, stride, pad).flatten(2)
-    a = patch.flatten(2)
+        P = n.patch_back(P, _relax(n, j, pre, slope, per_spec=False))
+    xl, xu = P.window(inp.lower).flatten(2), P.window(inp.upper).flatten(2)
+    a = P.coef.flatten(2)
     ap, an = a.clamp(min=0), a.clamp(max=0)
     low = (ap * xl + an * xu).sum(-1)
     high = (ap * xu + an * xl).sum(-1) if paired else None
     if inp.norm == "l2":
-        x0 = _windows(inp.x, pos2, grid, k, stride, pad).flatten(2)
+        x0 = P.window(inp.x).flatten(2)
         centre, radius = (a * x0).sum(-1), inp.eps * a.norm(dim=-1)
         low = torch.maximum(low, centre - radius)
         high = torch.minimum(high, centre + radius) if paired else None
     if paired:
-        return low + bias_lo, high + bias_hi
-    low = low + bias_lo
+        return low + P.bias_lo, high + P.bias_hi
+    low = low + P.bias_lo
     return low[:, :s], -low[:, s:]
 
 
+# ---------------------------------------------------------------------------- final bounds
 def paired_bounds(
-    nodes: list[Node], inp: InputSet, C: torch.Tensor, intersect_ibp: bool = True
+    nodes: list[Layer], inp: InputSet, C: torch.Tensor, intersect_ibp: bool = True
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Lower and upper bounds (B, S) of C z with the Wong-Kolter slope, from one
     back-substitution (its lower and upper bounds share their coefficients)."""
-    boxes = crown_intermediate(nodes, inp, "wong-kolter", intersect_ibp=intersect_ibp)
-    a_in, b_lo, b_hi = backsub(nodes, len(nodes) - 1, C, "wong-kolter", paired=True)
+    boxes, pre = crown_intermediate(nodes, inp, "wong-kolter", intersect_ibp=intersect_ibp)
+    a_in, b_lo, b_hi = backsub(nodes, len(nodes) - 1, C, pre, "wong-kolter", paired=True)
     lo, hi = inp.concretize(a_in, b_lo), -inp.concretize(-a_in, -b_hi)
     if intersect_ibp:
         lo, hi = torch.maximum(lo, ibp_spec(nodes, boxes, C)), torch.minimum(hi, -ibp_spec(nodes, boxes, -C))
@@ -388,7 +288,7 @@ def paired_bounds(
 
 
 def spec_bounds(
-    nodes: list[Node],
+    nodes: list[Layer],
     inp: InputSet,
     C: torch.Tensor,
     *,
@@ -403,30 +303,30 @@ def spec_bounds(
     with the Wong-Kolter dual exactly)."""
     if method == "ibp":
         return ibp_spec(nodes, ibp_boxes(nodes, inp.lower, inp.upper), C)
-    boxes = crown_intermediate(nodes, inp, slope, intersect_ibp=intersect_ibp)
+    boxes, pre = crown_intermediate(nodes, inp, slope, intersect_ibp=intersect_ibp)
     k = len(nodes) - 1
     with torch.no_grad():
-        a_in, bias = backsub(nodes, k, C, slope)
+        a_in, bias = backsub(nodes, k, C, pre, slope)
         best = inp.concretize(a_in, bias)
         if intersect_ibp:
             best = torch.maximum(best, ibp_spec(nodes, boxes, C))
-    if method == "crown" or alpha_steps <= 0:
+    if method == "crown" or alpha_steps <= 0 or not pre:
         return best
-    # alpha-CROWN: one lower slope per (spec, neuron) of every ReLU, from CROWN's choice
+    return _alpha_crown(nodes, inp, C, pre, slope, best, alpha_steps, alpha_lr)
+
+
+def _alpha_crown(nodes, inp, C, pre, slope, best, steps, lr):
+    """alpha-CROWN (Xu et al. 2021): one lower slope per (spec, neuron) of every ReLU, from
+    the slope rule's choice, raised by Adam on the bound; the best bound seen is kept."""
+    k = len(nodes) - 1
     alphas: dict[int, torch.Tensor] = {}
-    for j, n in enumerate(nodes):
-        if isinstance(n, ReLUNode):
-            if slope == "crown":
-                init = (n.upper > -n.lower).to(C.dtype)
-            else:
-                init = n.upper / (n.upper - n.lower).clamp_min(1e-12)
-            alphas[j] = init.clamp(0, 1).unsqueeze(1).expand(-1, C.shape[1], *init.shape[1:]).clone().requires_grad_()
-    if not alphas:
-        return best
-    opt = torch.optim.Adam(list(alphas.values()), lr=alpha_lr)
-    for _ in range(alpha_steps):
+    for j, (lo, hi) in pre.items():
+        init = relu_relaxation(lo, hi, slope).lower_slope
+        alphas[j] = init.clamp(0, 1).unsqueeze(1).expand(-1, C.shape[1], *init.shape[1:]).clone().requires_grad_()
+    opt = torch.optim.Adam(list(alphas.values()), lr=lr)
+    for _ in range(steps):
         with torch.enable_grad():
-            a_in, bias = backsub(nodes, k, C, slope, alphas)
+            a_in, bias = backsub(nodes, k, C, pre, slope, alphas)
             lb = inp.concretize(a_in, bias)
             opt.zero_grad(set_to_none=True)
             (-lb.sum()).backward()
@@ -436,7 +336,7 @@ def spec_bounds(
                 a.clamp_(0, 1)
             best = torch.maximum(best, lb.detach())
     with torch.no_grad():
-        a_in, bias = backsub(nodes, k, C, slope, alphas)
+        a_in, bias = backsub(nodes, k, C, pre, slope, alphas)
         return torch.maximum(best, inp.concretize(a_in, bias))
 
 
@@ -454,7 +354,7 @@ def check_method(method: str, norm: str, slope: str, eps: float) -> None:
 
 
 def training_margins(
-    nodes: list[Node], x: torch.Tensor, eps: float, C: torch.Tensor, beta: float, method: str = "ibp"
+    nodes: list[Layer], x: torch.Tensor, eps: float, C: torch.Tensor, beta: float, method: str = "ibp"
 ) -> torch.Tensor:
     """Differentiable lower bounds (B, S) of C z for certified training. ``method="ibp"``: IBP
     (Gowal et al. 2019), and for ``beta`` > 0 the CROWN-IBP mix beta * CROWN-IBP + (1 - beta) *
@@ -464,18 +364,13 @@ def training_margins(
     ``trace(model, shape, detach=False)``."""
     inp = InputSet.ball(x, eps, "linf")
     if method == "convex":
-        boxes = crown_intermediate(nodes, inp, "wong-kolter")
-        a_in, bias = backsub(nodes, len(nodes) - 1, C, "wong-kolter")
+        boxes, pre = crown_intermediate(nodes, inp, "wong-kolter")
+        a_in, bias = backsub(nodes, len(nodes) - 1, C, pre, "wong-kolter")
         return torch.maximum(inp.concretize(a_in, bias), ibp_spec(nodes, boxes, C))
-    for n in nodes:
-        if isinstance(n, ReLUNode):
-            n.lower = n.upper = None
     boxes = ibp_boxes(nodes, inp.lower, inp.upper)
     ibp_lb = ibp_spec(nodes, boxes, C)
     if beta <= 0:
         return ibp_lb
-    for n in nodes:
-        if isinstance(n, ReLUNode):
-            n.lower, n.upper = boxes[n.inputs[0]]
-    a_in, bias = backsub(nodes, len(nodes) - 1, C, "crown")
+    pre = {j: boxes[n.inputs[0]] for j, n in enumerate(nodes) if n.relaxed}
+    a_in, bias = backsub(nodes, len(nodes) - 1, C, pre, "crown")
     return beta * inp.concretize(a_in, bias) + (1 - beta) * ibp_lb

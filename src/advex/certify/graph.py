@@ -1,25 +1,23 @@
-"""A network as a small graph of the operations certifiers understand.
+"""Tracing: an ``nn.Module`` read into the list of layers the certifiers have rules for.
 
-Every node knows its forward pass, its interval rule (IBP) and its linear back-substitution
-rule (CROWN): the per-layer rule table of auto_LiRPA, for the layers certified training uses.
-``trace`` reads an ``nn.Module`` (Sequential nests, the zoo's ``Residual`` blocks, and the
-normalisation inside an advex ``Classifier``) into a list of nodes in execution order; any
-other layer is a clear error naming it.
-
-Linear bounds are kept as a coefficient tensor ``A`` of shape (B, S, *node_shape) -- S
-specifications per input -- and a bias of shape (B, S).
+``trace`` reads Sequential nests, the zoo's ``Residual`` blocks and the normalisation inside an
+advex ``Classifier`` into :mod:`advex.certify.layers` in execution order; any other layer is a
+clear error naming it. The traced list is never changed afterwards: every bound computation
+keeps what it finds in its own call.
 """
 
 from __future__ import annotations
 
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from advex.certify import layers as L
 from advex.errors import AdvexError
+from advex.models import Classifier
 
 SUPPORTED = (
     "Linear, Conv2d (zero padding, no dilation), ReLU, Flatten, BatchNorm1d/2d (eval), AvgPool2d, "
@@ -30,144 +28,6 @@ SUPPORTED = (
 
 class UnsupportedLayer(AdvexError):
     """A layer the certifiers have no bound rule for."""
-
-
-@dataclass
-class Node:
-    inputs: list[int]
-    shape: tuple[int, ...] = ()  # output shape without the batch dimension
-    name: str = ""
-
-    def forward(self, *xs: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
-
-    def ibp(self, *bounds: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        raise NotImplementedError
-
-    def back(self, A: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor | None]:
-        """Coefficients on each input and the bias added, for a linear node."""
-        raise NotImplementedError
-
-
-@dataclass
-class Input(Node):
-    def forward(self, x):
-        return x
-
-
-@dataclass
-class LinearNode(Node):
-    weight: torch.Tensor = None
-    bias: torch.Tensor | None = None
-
-    def forward(self, x):
-        return F.linear(x, self.weight, self.bias)
-
-    def ibp(self, b):
-        c, r = (b[0] + b[1]) / 2, (b[1] - b[0]) / 2
-        c, r = F.linear(c, self.weight, self.bias), F.linear(r, self.weight.abs())
-        return c - r, c + r
-
-    def back(self, A):
-        bias = A @ self.bias if self.bias is not None else None
-        return [A @ self.weight], bias
-
-
-@dataclass
-class ConvNode(Node):
-    weight: torch.Tensor = None
-    bias: torch.Tensor | None = None
-    stride: tuple[int, int] = (1, 1)
-    padding: tuple[int, int] = (0, 0)
-    groups: int = 1
-    in_shape: tuple[int, ...] = ()
-
-    def forward(self, x):
-        return F.conv2d(x, self.weight, self.bias, self.stride, self.padding, groups=self.groups)
-
-    def ibp(self, b):
-        c, r = (b[0] + b[1]) / 2, (b[1] - b[0]) / 2
-        c = self.forward(c)
-        r = F.conv2d(r, self.weight.abs(), None, self.stride, self.padding, groups=self.groups)
-        return c - r, c + r
-
-    def back(self, A):
-        bsz, s = A.shape[:2]
-        cout, ho, wo = A.shape[2:]
-        cin, hi, wi = self.in_shape
-        kh, kw = self.weight.shape[-2:]
-        oph = hi - ((ho - 1) * self.stride[0] - 2 * self.padding[0] + kh)
-        opw = wi - ((wo - 1) * self.stride[1] - 2 * self.padding[1] + kw)
-        a = F.conv_transpose2d(
-            A.reshape(bsz * s, cout, ho, wo), self.weight, None, self.stride, self.padding, (oph, opw), self.groups
-        )
-        bias = (A.sum((-2, -1)) * self.bias).sum(-1) if self.bias is not None else None
-        return [a.reshape(bsz, s, cin, hi, wi)], bias
-
-
-@dataclass
-class AffineNode(Node):
-    """Per-channel scale and shift: eval BatchNorm, and the input normalisation."""
-
-    scale: torch.Tensor = None  # (C,)
-    shift: torch.Tensor = None
-
-    def _view(self, t: torch.Tensor, ndim: int) -> torch.Tensor:
-        return t.view(-1, *([1] * (ndim - 1)))  # over (C, *spatial)
-
-    def forward(self, x):
-        return x * self._view(self.scale, x.ndim - 1) + self._view(self.shift, x.ndim - 1)
-
-    def ibp(self, b):
-        c, r = (b[0] + b[1]) / 2, (b[1] - b[0]) / 2
-        c = self.forward(c)
-        r = r * self._view(self.scale.abs(), r.ndim - 1)
-        return c - r, c + r
-
-    def back(self, A):
-        nd = len(self.shape)
-        a = A * self._view(self.scale, nd)
-        bias = (A * self._view(self.shift, nd)).flatten(2).sum(-1)
-        return [a], bias
-
-
-@dataclass
-class FlattenNode(Node):
-    in_shape: tuple[int, ...] = ()
-
-    def forward(self, x):
-        return x.flatten(1)
-
-    def ibp(self, b):
-        return b[0].flatten(1), b[1].flatten(1)
-
-    def back(self, A):
-        return [A.reshape(*A.shape[:2], *self.in_shape)], None
-
-
-@dataclass
-class AddNode(Node):
-    def forward(self, a, b):
-        return a + b
-
-    def ibp(self, ba, bb):
-        return ba[0] + bb[0], ba[1] + bb[1]
-
-    def back(self, A):
-        return [A, A], None
-
-
-@dataclass
-class ReLUNode(Node):
-    # pre-activation bounds (B, *shape), set by the bound computation
-    lower: torch.Tensor | None = field(default=None, repr=False)
-    upper: torch.Tensor | None = field(default=None, repr=False)
-
-    def forward(self, x):
-        return x.clamp_min(0)
-
-    def ibp(self, b):
-        return b[0].clamp_min(0), b[1].clamp_min(0)
 
 
 def _pair(v) -> tuple[int, int]:
@@ -188,82 +48,92 @@ class _Options:
         return (t.detach() if self.detach else t) if t is not None else None
 
 
-def _trace(m: nn.Module, src: int, nodes: list[Node], path: str, opt: _Options) -> int:
-    shape = nodes[src].shape
-    name = f"{path} ({type(m).__name__})"
+def _trace(m: nn.Module, src: int, nodes: list[L.Layer], path: str, opt: _Options) -> int:
+    """Append the layers of module ``m`` reading layer ``src``; returns the index of its output."""
     if isinstance(m, nn.Sequential):
         for i, sub in enumerate(m):
             src = _trace(sub, src, nodes, f"{path}.{i}" if path else str(i), opt)
         return src
+    name = f"{path} ({type(m).__name__})"
     if _is_residual(m):
         a = _trace(m.body, src, nodes, f"{path}.body", opt)
         b = _trace(m.shortcut, src, nodes, f"{path}.shortcut", opt)
-        nodes.append(AddNode([a, b], nodes[a].shape, name))
+        nodes.append(L.Add(inputs=(a, b), shape=nodes[a].shape, name=name))
         return len(nodes) - 1
     if isinstance(m, (nn.Identity, nn.Dropout)):
         return src
+    nodes.append(_layer(m, src, nodes[src].shape, name, opt))
+    return len(nodes) - 1
+
+
+def _layer(m: nn.Module, src: int, shape: tuple[int, ...], name: str, opt: _Options) -> L.Layer:
+    """The layer for one leaf module reading layer ``src`` of output shape ``shape``."""
+    at = {"inputs": (src,), "name": name}
     if isinstance(m, nn.Linear):
         if len(shape) != 1:
             raise UnsupportedLayer(f"{name} gets an input of shape {shape}; certifiers need Flatten before Linear")
-        nodes.append(LinearNode([src], (m.out_features,), name, opt.take(m.weight), opt.take(m.bias)))
-        return len(nodes) - 1
+        return L.Linear(**at, shape=(m.out_features,), weight=opt.take(m.weight), bias=opt.take(m.bias))
     if isinstance(m, nn.Conv2d):
         if m.padding_mode != "zeros" or _pair(m.dilation) != (1, 1) or isinstance(m.padding, str):
             raise UnsupportedLayer(f"{name}: only zero padding given as numbers and no dilation are supported")
-        node = ConvNode([src], (), name, opt.take(m.weight), opt.take(m.bias), _pair(m.stride), _pair(m.padding),
-                        m.groups, shape)  # fmt: skip
-        return _shaped(node, nodes)
+        return _conv(at, opt.take(m.weight), opt.take(m.bias), _pair(m.stride), _pair(m.padding), m.groups, shape)
     if isinstance(m, (nn.BatchNorm2d, nn.BatchNorm1d)):
-        stats = opt.batch_stats.get(id(m)) if opt.batch_stats is not None else None
-        if stats is not None:  # certified training: the statistics of the clean batch (Shi et al. 2021)
-            mean, var = stats
-        elif m.training:
-            raise UnsupportedLayer(f"{name} is in training mode; call model.eval() first")
-        elif m.running_mean is None:
-            raise UnsupportedLayer(f"{name} tracks no running statistics, so it is not an affine map in eval mode")
-        else:
-            mean, var = m.running_mean, m.running_var
-        inv = (var + m.eps).rsqrt()
-        w = opt.take(m.weight) if m.weight is not None else torch.ones_like(inv)
-        b = opt.take(m.bias) if m.bias is not None else torch.zeros_like(inv)
-        scale = w * inv
-        nodes.append(AffineNode([src], shape, name, scale, b - mean * scale))
-        return len(nodes) - 1
+        return _batchnorm(m, at, shape, opt)
     if isinstance(m, nn.ReLU):
-        nodes.append(ReLUNode([src], shape, name))
-        return len(nodes) - 1
+        return L.ReLU(**at, shape=shape)
     if isinstance(m, nn.Flatten):
         if m.start_dim != 1 or m.end_dim != -1:
             raise UnsupportedLayer(f"{name}: only Flatten(start_dim=1, end_dim=-1) is supported")
-        nodes.append(FlattenNode([src], (int(torch.Size(shape).numel()),), name, shape))
-        return len(nodes) - 1
+        return L.Flatten(**at, shape=(int(torch.Size(shape).numel()),), in_shape=shape)
     if isinstance(m, (nn.AvgPool2d, nn.AdaptiveAvgPool2d)):
-        c, h, w = shape
-        if isinstance(m, nn.AdaptiveAvgPool2d):
-            oh, ow = _pair(m.output_size)
-            oh, ow = oh or h, ow or w
-            if h % oh or w % ow:
-                raise UnsupportedLayer(f"{name}: output size {(oh, ow)} must divide the input {(h, w)}")
-            k, stride, pad = (h // oh, w // ow), (h // oh, w // ow), (0, 0)
-        else:
-            if m.ceil_mode or (not m.count_include_pad and _pair(m.padding) != (0, 0)) or m.divisor_override:
-                raise UnsupportedLayer(f"{name}: ceil_mode, divisor_override and count_include_pad=False with "
-                                       "padding are not supported")  # fmt: skip
-            k, pad = _pair(m.kernel_size), _pair(m.padding)
-            stride = _pair(m.stride) if m.stride is not None else k
-        weight = torch.full((c, 1, *k), 1.0 / (k[0] * k[1]), device=opt.device)
-        return _shaped(ConvNode([src], (), name, weight, None, stride, pad, c, shape), nodes)
+        return _avgpool(m, at, shape, opt)
     raise UnsupportedLayer(f"no bound rule for layer {name}; supported: {SUPPORTED}")
 
 
-def _shaped(node: ConvNode, nodes: list[Node]) -> int:
+def _conv(at: dict, weight, bias, stride, padding, groups, in_shape) -> L.Conv:
     with torch.no_grad():
-        z = torch.zeros(1, *node.in_shape, device=node.weight.device, dtype=node.weight.dtype)
-        node.shape = tuple(
-            F.conv2d(z, node.weight.detach(), None, node.stride, node.padding, groups=node.groups).shape[1:]
-        )
-    nodes.append(node)
-    return len(nodes) - 1
+        z = torch.zeros(1, *in_shape, device=weight.device, dtype=weight.dtype)
+        shape = tuple(F.conv2d(z, weight.detach(), None, stride, padding, groups=groups).shape[1:])
+    return L.Conv(**at, shape=shape, weight=weight, bias=bias, stride=stride, padding=padding, groups=groups,
+                  in_shape=in_shape)  # fmt: skip
+
+
+def _batchnorm(m: nn.Module, at: dict, shape: tuple[int, ...], opt: _Options) -> L.Affine:
+    """Eval BatchNorm (or, in certified training, one normalising with the clean batch's
+    statistics; Shi et al. 2021) as the per-channel affine map it is."""
+    stats = opt.batch_stats.get(id(m)) if opt.batch_stats is not None else None
+    if stats is not None:
+        mean, var = stats
+    elif m.training:
+        raise UnsupportedLayer(f"{at['name']} is in training mode; call model.eval() first")
+    elif m.running_mean is None:
+        raise UnsupportedLayer(f"{at['name']} tracks no running statistics, so it is not an affine map in eval mode")
+    else:
+        mean, var = m.running_mean, m.running_var
+    inv = (var + m.eps).rsqrt()
+    w = opt.take(m.weight) if m.weight is not None else torch.ones_like(inv)
+    b = opt.take(m.bias) if m.bias is not None else torch.zeros_like(inv)
+    scale = w * inv
+    return L.Affine(**at, shape=shape, scale=scale, shift=b - mean * scale)
+
+
+def _avgpool(m: nn.Module, at: dict, shape: tuple[int, ...], opt: _Options) -> L.Conv:
+    """Average pooling as a convolution with one constant kernel per channel."""
+    c, h, w = shape
+    if isinstance(m, nn.AdaptiveAvgPool2d):
+        oh, ow = _pair(m.output_size)
+        oh, ow = oh or h, ow or w
+        if h % oh or w % ow:
+            raise UnsupportedLayer(f"{at['name']}: output size {(oh, ow)} must divide the input {(h, w)}")
+        k, stride, pad = (h // oh, w // ow), (h // oh, w // ow), (0, 0)
+    else:
+        if m.ceil_mode or (not m.count_include_pad and _pair(m.padding) != (0, 0)) or m.divisor_override:
+            raise UnsupportedLayer(f"{at['name']}: ceil_mode, divisor_override and count_include_pad=False with "
+                                   "padding are not supported")  # fmt: skip
+        k, pad = _pair(m.kernel_size), _pair(m.padding)
+        stride = _pair(m.stride) if m.stride is not None else k
+    weight = torch.full((c, 1, *k), 1.0 / (k[0] * k[1]), device=opt.device)
+    return _conv(at, weight, None, stride, pad, c, shape)
 
 
 def trace(
@@ -272,16 +142,14 @@ def trace(
     *,
     detach: bool = True,
     batch_stats: dict[int, tuple[torch.Tensor, torch.Tensor]] | None = None,
-) -> list[Node]:
-    """The nodes of ``model`` for inputs of shape ``in_shape`` (C, H, W): node 0 is the input,
-    the last node the logits. An advex ``Classifier`` contributes its normalisation as an
-    affine node; a resizing one is refused (give inputs of its input size). ``detach=False``
+) -> list[L.Layer]:
+    """The layers of ``model`` for inputs of shape ``in_shape`` (C, H, W): layer 0 is the input,
+    the last one the logits. An advex ``Classifier`` contributes its normalisation as an
+    affine layer; a resizing one is refused (give inputs of its input size). ``detach=False``
     keeps the weights differentiable (for certified training); ``batch_stats`` maps
     ``id(batchnorm)`` to the (mean, biased variance) a training-mode BatchNorm normalised the
     clean batch with (see :func:`batchnorm_stats`), making it that affine map."""
-    from advex.models.classifier import Classifier
-
-    nodes: list[Node] = [Input([], tuple(in_shape), "input")]
+    nodes: list[L.Layer] = [L.Input(inputs=(), shape=tuple(in_shape), name="input")]
     p = next(iter(model.parameters()), None)
     opt = _Options(detach, p.device if p is not None else torch.device("cpu"), batch_stats)
     net = model
@@ -296,7 +164,8 @@ def trace(
         if mean.numel() == 1:
             mean, std = mean.expand(c), std.expand(c)
         if bool((mean != 0).any() or (std != 1).any()):
-            nodes.append(AffineNode([0], tuple(in_shape), "normalisation", 1 / std, -mean / std))
+            nodes.append(L.Affine(inputs=(0,), shape=tuple(in_shape), name="normalisation", scale=1 / std,
+                                  shift=-mean / std))  # fmt: skip
             src = 1
         net = model.net
     _trace(net, src, nodes, "", opt)
@@ -307,7 +176,8 @@ def trace(
 def batchnorm_stats(model: nn.Module):
     """Within the block, every forward pass of a training-mode BatchNorm of ``model`` records
     the batch mean and biased variance it normalised with, in the yielded dict (id -> stats;
-    the last pass wins), differentiable; pass it to :func:`trace` as ``batch_stats``."""
+    the last pass wins), differentiable; pass it to :func:`trace` as ``batch_stats``, or to
+    :func:`~advex.certify.worst_case_logits`."""
     stats: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
 
     def hook(m, args, _out):
@@ -324,8 +194,8 @@ def batchnorm_stats(model: nn.Module):
             h.remove()
 
 
-def forward(nodes: list[Node], x: torch.Tensor) -> list[torch.Tensor]:
-    """Every node's output for input x (for checks)."""
+def forward(nodes: list[L.Layer], x: torch.Tensor) -> list[torch.Tensor]:
+    """Every layer's output for input x (for checks)."""
     outs: list[torch.Tensor] = [x]
     for n in nodes[1:]:
         outs.append(n.forward(*(outs[i] for i in n.inputs)))
