@@ -6,7 +6,16 @@ import torch
 from torch import nn
 
 from advex.attacks import AdvexWarning
-from advex.certify import UnsoundBound, UnsupportedLayer, bounds, certify, margin_spec
+from advex.certify import (
+    UnsoundBound,
+    UnsupportedLayer,
+    batchnorm_stats,
+    bounds,
+    certify,
+    margin_spec,
+    trace,
+    worst_case_logits,
+)
 from advex.errors import AdvexError
 from advex.models import Classifier
 from advex.models.archs import Residual, small
@@ -242,36 +251,39 @@ def test_cli_certify_bad_input(tmp_path, capsys, argv, message):
 
 
 # ---------------------------------------------------------------------------- certified training
-@pytest.mark.parametrize("beta,method", [(0.0, "ibp"), (0.5, "ibp"), (1.0, "ibp"), (0.0, "convex")])
-def test_training_margins_are_sound_and_differentiable(beta, method):
-    from advex.certify.bounds import training_margins
-    from advex.certify.graph import trace
-
+@pytest.mark.parametrize("method,beta", [("ibp", 1.0), ("crown-ibp", 0.5), ("crown-ibp", 1.0), ("convex", 1.0)])
+def test_worst_case_logits_are_sound_and_differentiable(method, beta):
     net = _nets()["small"]
     g = torch.Generator().manual_seed(4)
     x = torch.rand(6, 1, 12, 12, generator=g)
     y = torch.randint(5, (6,), generator=g)
-    nodes = trace(net, (1, 12, 12), detach=False)
-    lb = training_margins(nodes, x, 0.02, margin_spec(y, 5), beta, method)
+    keep = torch.ones(6, 5, dtype=torch.bool)
+    keep[torch.arange(6), y] = False
+    worst = worst_case_logits(net, x, y, eps=0.02, method=method, beta=beta)
+    assert (worst[~keep] == 0).all()
+    lb = -worst[keep].view(6, 4)  # lower bounds of z_y - z_j
+    ibp = -worst_case_logits(net, x, y, eps=0.02, method="ibp").detach()[keep].view(6, 4)
     if method == "convex":  # the dual bound is at least IBP's, and strictly better somewhere here
-        ibp = training_margins(trace(net, (1, 12, 12)), x, 0.02, margin_spec(y, 5), 0.0).detach()
         assert (lb.detach() >= ibp - 1e-6).all() and (lb.detach() > ibp + 1e-3).any()
+    if method == "crown-ibp":  # at beta 0 it is IBP
+        no_crown = worst_case_logits(net, x, y, eps=0.02, method="crown-ibp", beta=0.0).detach()
+        assert torch.equal(-no_crown[keep].view(6, 4), ibp)
     lb.sum().backward()
     assert net[0].weight.grad is not None and net[0].weight.grad.abs().sum() > 0
     with torch.no_grad():
         z = net(_samples(x, 0.02, "linf", 300, g).flatten(0, 1)).view(300, 6, 5)
         m = z.gather(2, y.view(1, 6, 1).expand(300, 6, 1)) - z  # (300, 6, 5)
-        keep = torch.ones(6, 5, dtype=torch.bool)
-        keep[torch.arange(6), y] = False
         assert (m[:, keep].view(300, 6, 4) >= lb.detach() - 1e-5).all()
+    with pytest.raises(AdvexError, match="unknown certified-training method 'crown'"):
+        worst_case_logits(net, x, y, eps=0.02, method="crown")
 
 
 def test_training_mode_batchnorm_is_bounded_with_the_batch_statistics():
     """Certified training of a BatchNorm network (Shi et al. 2021): the bounds use the clean
-    batch's statistics, so the traced graph reproduces the training-mode forward pass exactly,
-    contains every sampled point under those statistics, and is differentiable."""
-    from advex.certify.bounds import training_margins
-    from advex.certify.graph import batchnorm_stats, forward, trace
+    batch's statistics, so at eps 0 they are the margins of the training-mode forward pass
+    exactly; they contain every sampled point under those statistics, and are differentiable."""
+    import copy
+
     from advex.models.archs import cnn7
 
     torch.manual_seed(0)
@@ -282,17 +294,25 @@ def test_training_mode_batchnorm_is_bounded_with_the_batch_statistics():
     with batchnorm_stats(net) as stats:
         z = net(x)
     assert len(stats) == 6
-    nodes = trace(net, (1, 12, 12), detach=False, batch_stats=stats)
-    assert torch.allclose(forward(nodes, x)[-1], z, atol=1e-5)
+    keep = torch.ones(8, 5, dtype=torch.bool)
+    keep[torch.arange(8), y] = False
+    exact = worst_case_logits(net, x, y, eps=0.0, batch_stats=stats).detach()
+    assert torch.allclose(exact, (z - z.gather(1, y[:, None])).detach(), atol=1e-5)
     with pytest.raises(UnsupportedLayer, match="training mode"):
         trace(net, (1, 12, 12))
-    lb = training_margins(nodes, x, 0.01, margin_spec(y, 5), 0.0)
+    with pytest.raises(UnsupportedLayer, match="training mode"):
+        worst_case_logits(net, x, y, eps=0.01)
+    lb = -worst_case_logits(net, x, y, eps=0.01, batch_stats=stats)[keep].view(8, 4)
     lb.sum().backward()
     assert net[1].weight.grad is not None and net[1].weight.grad.abs().sum() > 0
+    fixed = copy.deepcopy(net).eval()  # the same network normalising with the batch's statistics
+    for m, f in zip(net.modules(), fixed.modules()):
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            f.running_mean.copy_(stats[id(m)][0].detach())
+            f.running_var.copy_(stats[id(m)][1].detach())
     with torch.no_grad():
+        assert torch.allclose(fixed(x), z, atol=1e-5)
         pts = _samples(x, 0.01, "linf", 200, g).flatten(0, 1)
-        zz = forward(nodes, pts)[-1].view(200, 8, 5)
+        zz = fixed(pts).view(200, 8, 5)
         m = zz.gather(2, y.view(1, 8, 1).expand(200, 8, 1)) - zz
-        keep = torch.ones(8, 5, dtype=torch.bool)
-        keep[torch.arange(8), y] = False
         assert (m[:, keep].view(200, 8, 4) >= lb.detach() - 1e-5).all()

@@ -4,9 +4,39 @@
 ``certify(model, x, y, eps=, method=)`` bounds every margin z_y - z_j and, by default,
 attacks the same inputs with PGD, so the gap between what is proven and what is attacked
 is visible -- and a certified input that PGD breaks is a loud error, never a number.
+``worst_case_logits(model, x, y, eps=, method=)`` is the same bounds as a differentiable
+loss, for certified training (IBP, CROWN-IBP, the convex dual).
+
+Inside: ``layers`` (each layer type with all its rules: interval, back-substitution, patches),
+``graph`` (``trace``: an ``nn.Module`` to a list of layers), ``patches`` (receptive-field
+coefficients), ``bounds`` (IBP, CROWN, alpha-CROWN over a traced network), ``api`` (this face).
 """
 
-from advex.certify.api import Bounds, CertifyResult, UnsoundBound, bounds, certify, margin_spec
-from advex.certify.graph import UnsupportedLayer, trace
+from advex.certify.api import (
+    Bounds,
+    CertifyResult,
+    UnsoundBound,
+    bounds,
+    certify,
+    margin_spec,
+    worst_case_logits,
+)
+from advex.certify.bounds import METHODS, SLOPES, TRAINING_METHODS, check_method
+from advex.certify.graph import UnsupportedLayer, batchnorm_stats, trace
 
-__all__ = ["Bounds", "CertifyResult", "UnsoundBound", "UnsupportedLayer", "bounds", "certify", "margin_spec", "trace"]
+__all__ = [
+    "METHODS",
+    "SLOPES",
+    "TRAINING_METHODS",
+    "Bounds",
+    "CertifyResult",
+    "UnsoundBound",
+    "UnsupportedLayer",
+    "batchnorm_stats",
+    "bounds",
+    "certify",
+    "check_method",
+    "margin_spec",
+    "trace",
+    "worst_case_logits",
+]

@@ -1,4 +1,6 @@
-"""``bounds`` and ``certify``: the certifiers behind one call, with their soundness checked."""
+"""The face of certify: ``bounds`` and ``certify`` (the certifiers behind one call, with their
+soundness checked), and ``worst_case_logits`` (the bounds as a differentiable loss, for
+certified training)."""
 
 from __future__ import annotations
 
@@ -9,7 +11,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from advex.certify.bounds import InputSet, check_method, paired_bounds, spec_bounds
+from advex.certify.bounds import TRAINING_METHODS, InputSet, check_method, paired_bounds, spec_bounds, training_margins
 from advex.certify.graph import trace
 from advex.errors import AdvexError, AdvexWarning
 from advex.models import as_classifier, check_pixels, frozen
@@ -246,3 +248,34 @@ def certify(
         attack_time_s=attack_time,
         x_adv=x_adv,
     )
+
+
+def worst_case_logits(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    eps: float,
+    method: str = "ibp",
+    beta: float = 1.0,
+    batch_stats: dict[int, tuple[torch.Tensor, torch.Tensor]] | None = None,
+) -> torch.Tensor:
+    """The worst-case logits (N, K) of ``model`` over the L-inf ball of radius ``eps`` around
+    each x (clipped to [0, 1]): -(lower bound of z_y - z_j) for each class j, 0 at y. Their
+    cross-entropy with y is the robust loss of certified training; differentiable in the
+    model's parameters.
+
+    ``method``: ``"ibp"`` (Gowal et al. 2019), ``"crown-ibp"`` (Zhang et al. 2020: beta *
+    CROWN-IBP + (1 - beta) * IBP, ``beta`` used by this method only) or ``"convex"`` (the dual
+    bound of Wong & Kolter 2018). ``batch_stats``: from :func:`batchnorm_stats` around the clean
+    forward pass, so training-mode BatchNorm is bounded with that batch's statistics (Shi et al.
+    2021); without it, BatchNorm must be in eval mode."""
+    if method not in TRAINING_METHODS:
+        raise AdvexError(f"unknown certified-training method {method!r}; use one of {', '.join(TRAINING_METHODS)}")
+    nodes = trace(model, tuple(x.shape[1:]), detach=False, batch_stats=batch_stats)
+    k = nodes[-1].shape[0]
+    lb = training_margins(nodes, x, eps, margin_spec(y, k), method, beta)
+    worst = torch.zeros(len(y), k, device=x.device, dtype=lb.dtype)
+    keep = torch.ones_like(worst, dtype=torch.bool)
+    keep[torch.arange(len(y), device=x.device), y] = False
+    return worst.masked_scatter(keep, -lb)

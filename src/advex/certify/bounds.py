@@ -36,6 +36,7 @@ from advex.errors import AdvexError
 
 METHODS = ("ibp", "crown", "alpha-crown")
 SLOPES = ("crown", "wong-kolter")
+TRAINING_METHODS = ("ibp", "crown-ibp", "convex")
 _MEMORY = 1 << 30  # bytes of coefficient tensors per back-substitution chunk
 
 # A call's bounds on the inputs of its ReLUs: ReLU layer index -> (lower, upper), each (B, *shape).
@@ -354,12 +355,12 @@ def check_method(method: str, norm: str, slope: str, eps: float) -> None:
 
 
 def training_margins(
-    nodes: list[Layer], x: torch.Tensor, eps: float, C: torch.Tensor, beta: float, method: str = "ibp"
+    nodes: list[Layer], x: torch.Tensor, eps: float, C: torch.Tensor, method: str = "ibp", beta: float = 1.0
 ) -> torch.Tensor:
-    """Differentiable lower bounds (B, S) of C z for certified training. ``method="ibp"``: IBP
-    (Gowal et al. 2019), and for ``beta`` > 0 the CROWN-IBP mix beta * CROWN-IBP + (1 - beta) *
-    IBP (Zhang et al. 2020: CROWN's back-substitution for the final layer over IBP's
-    intermediate bounds). ``method="convex"``: the Wong & Kolter (2018) dual bound (their
+    """Differentiable lower bounds (B, S) of C z over the L-inf ball, for certified training.
+    ``"ibp"``: IBP (Gowal et al. 2019). ``"crown-ibp"``: beta * CROWN-IBP + (1 - beta) * IBP
+    (Zhang et al. 2020: CROWN's back-substitution for the final layer over IBP's intermediate
+    bounds); IBP alone at beta <= 0. ``"convex"``: the Wong & Kolter (2018) dual bound (their
     slope for every layer's bounds; IBP's bound kept where tighter). ``nodes`` from
     ``trace(model, shape, detach=False)``."""
     inp = InputSet.ball(x, eps, "linf")
@@ -369,7 +370,7 @@ def training_margins(
         return torch.maximum(inp.concretize(a_in, bias), ibp_spec(nodes, boxes, C))
     boxes = ibp_boxes(nodes, inp.lower, inp.upper)
     ibp_lb = ibp_spec(nodes, boxes, C)
-    if beta <= 0:
+    if method == "ibp" or beta <= 0:
         return ibp_lb
     pre = {j: boxes[n.inputs[0]] for j, n in enumerate(nodes) if n.relaxed}
     a_in, bias = backsub(nodes, len(nodes) - 1, C, pre, "crown")

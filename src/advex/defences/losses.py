@@ -75,22 +75,13 @@ def fast(model, attacker, x, y, eps, cfg, gen):
 
 def _worst_case_loss(attacker, x, y, eps, beta, method, stats):
     """Cross-entropy of the worst-case logits: -(lower bound of z_y - z_j) for each j, 0 at y."""
-    from advex.certify.api import margin_spec
-    from advex.certify.bounds import training_margins
-    from advex.certify.graph import trace
+    from advex.certify import worst_case_logits
 
-    nodes = trace(attacker, tuple(x.shape[1:]), detach=False, batch_stats=stats)
-    k = nodes[-1].shape[0]
-    lb = training_margins(nodes, x, eps, margin_spec(y, k), beta, method)
-    worst = torch.zeros(len(y), k, device=x.device, dtype=lb.dtype)
-    keep = torch.ones_like(worst, dtype=torch.bool)
-    keep[torch.arange(len(y), device=x.device), y] = False
-    worst = worst.masked_scatter(keep, -lb)
-    return F.cross_entropy(worst, y)
+    return F.cross_entropy(worst_case_logits(attacker, x, y, eps=eps, method=method, beta=beta, batch_stats=stats), y)
 
 
 def _certified(model, attacker, x, y, eps, cfg, beta_start, method="ibp"):
-    from advex.certify.graph import batchnorm_stats
+    from advex.certify import batchnorm_stats
 
     if model is not attacker:
         from advex.errors import AdvexError
@@ -117,7 +108,7 @@ def ibp(model, attacker, x, y, eps, cfg, gen):
 def crown_ibp(model, attacker, x, y, eps, cfg, gen):
     """Zhang et al. (2020): the worst-case logits from beta * CROWN-IBP + (1 - beta) * IBP,
     beta from 1 to 0 as eps ramps up."""
-    return _certified(model, attacker, x, y, eps, cfg, 1.0)
+    return _certified(model, attacker, x, y, eps, cfg, 1.0, "crown-ibp")
 
 
 def convex(model, attacker, x, y, eps, cfg, gen):
