@@ -215,26 +215,9 @@ def certify(
         x_adv = x_adv.to(x.device)
         if x_adv.shape != x.shape:
             raise AdvexError(f"x_adv has shape {tuple(x_adv.shape)}, x has {tuple(x.shape)}")
-        with frozen(clf), torch.no_grad():
-            pred_adv = None
-            for name, pts in (("the clean input", x), ("the attack point", x_adv)):
-                z = clf(pts).float()
-                pred_adv = z.argmax(1)
-                m = z.gather(1, y[:, None]) - z  # (N, K) margins, 0 at y
-                bad = keep & (m < full - 1e-4 * (1 + full.abs().where(keep, torch.zeros_like(full))))
-                if bad.any():
-                    i = int(bad.any(1).nonzero()[0])
-                    raise UnsoundBound(
-                        f"{method} bound violated at {name} of sample {i}: margin {float(m[i][bad[i]].min()):.6g} "
-                        f"below its lower bound {float(full[i][bad[i]].min()):.6g}; please report this"
-                    )
+        broken = _check_sound(clf, x, y, x_adv, full, keep, certified, method)
         attack_time = time.perf_counter() - t0
-        broken = pred_adv != y
-        attacked = ok & ~broken
-        if (certified & broken).any():
-            i = int((certified & broken).nonzero()[0])
-            raise UnsoundBound(f"sample {i} is certified by {method} but the attack broke it; please report this")
-        attacked = attacked.cpu()
+        attacked = (ok & ~broken).cpu()
         x_adv = x_adv.cpu()
     return CertifyResult(
         certified=certified.cpu(),
@@ -248,6 +231,30 @@ def certify(
         attack_time_s=attack_time,
         x_adv=x_adv,
     )
+
+
+def _check_sound(clf, x, y, x_adv, lower, keep, certified, method: str) -> torch.Tensor:
+    """Every margin lower bound (N, K) against the margins at the clean and the attack points,
+    and every certified sample against the attack: a violation raises :class:`UnsoundBound`.
+    Returns which samples the attack broke."""
+    with frozen(clf), torch.no_grad():
+        pred_adv = None
+        for name, pts in (("the clean input", x), ("the attack point", x_adv)):
+            z = clf(pts).float()
+            pred_adv = z.argmax(1)
+            m = z.gather(1, y[:, None]) - z  # (N, K) margins, 0 at y
+            bad = keep & (m < lower - 1e-4 * (1 + lower.abs().where(keep, torch.zeros_like(lower))))
+            if bad.any():
+                i = int(bad.any(1).nonzero()[0])
+                raise UnsoundBound(
+                    f"{method} bound violated at {name} of sample {i}: margin {float(m[i][bad[i]].min()):.6g} "
+                    f"below its lower bound {float(lower[i][bad[i]].min()):.6g}; please report this"
+                )
+    broken = pred_adv != y
+    if (certified & broken).any():
+        i = int((certified & broken).nonzero()[0])
+        raise UnsoundBound(f"sample {i} is certified by {method} but the attack broke it; please report this")
+    return broken
 
 
 def worst_case_logits(
