@@ -69,9 +69,9 @@ class InputSet:
 
 
 def _relax(n: Layer, j: int, pre: PreBounds, slope: str, alpha=None, per_spec: bool = True):
-    """The relaxation of layer j (a ReLU) from this call's bounds on its input (None for a
-    linear layer); ``per_spec``: with a spec dimension, (B, 1, *shape), for dense coefficients
-    (B, S, *shape), or (B, S, *shape) with alpha-CROWN's ``alpha``."""
+    """The relaxation of layer j if it is a ReLU (None for a linear layer), from this call's
+    bounds on its input. ``per_spec`` adds the spec dimension of dense coefficients (B, S,
+    *shape): (B, 1, *shape), or (B, S, *shape) with alpha-CROWN's slopes ``alpha``."""
     if not n.relaxed:
         return None
     lo, hi = pre[j]
@@ -81,8 +81,9 @@ def _relax(n: Layer, j: int, pre: PreBounds, slope: str, alpha=None, per_spec: b
     return Relaxation(*(t.unsqueeze(1) for t in r)) if per_spec else r
 
 
-def ibp_boxes(nodes: list[Layer], lo: torch.Tensor, hi: torch.Tensor, pre: PreBounds | None = None, start: int = 1,
-              boxes=None) -> list:  # fmt: skip
+def ibp_boxes(
+    nodes: list[Layer], lo: torch.Tensor, hi: torch.Tensor, pre: PreBounds | None = None, start: int = 1, boxes=None
+) -> list:
     """Interval bounds of every layer's output (recomputed from layer ``start`` on), a ReLU's
     input box intersected with the call's tighter bounds ``pre`` where it has them."""
     boxes = list(boxes) if boxes is not None else [(lo, hi)]
@@ -176,6 +177,8 @@ def crown_intermediate(
 
 
 def _tighten(nodes, p, lo, hi, inp, pre, slope, bsz, widest, patches=True, intersect_ibp=True):
+    """Bounds (lo, hi) of layer p's output tightened by back-substitution: one linear bound per
+    neuron (as patches where the layers below allow, else dense), in chunks of bounded memory."""
     shape = lo.shape[1:]
     flat_l, flat_u = lo.flatten(1), hi.flatten(1)
     # only neurons IBP leaves unstable need a linear bound (a stable one is relaxed by its sign
