@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from advex.data import augment_crop_flip
 from advex.defences import TrainConfig, losses, make_classifier, train
-from advex.defences.train import augment_crop_flip
 from advex.errors import AdvexError
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"

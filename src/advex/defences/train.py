@@ -1,10 +1,11 @@
 """`advex train`: standard and adversarial training on MNIST / CIFAR-10, on one process or many.
 
 Data lives on the device as uint8 for the whole run; batches are index gathers, CIFAR
-augmentation (random crop with 4-pixel padding, horizontal flip) is vectorised on the
-device, so there is no per-sample Python in the hot loop. Under ``torchrun`` the same
-call trains data-parallel (DistributedDataParallel; gloo on CPU, NCCL on GPU): every rank
-draws the same permutation, takes its share, and gradients are averaged.
+augmentation (``advex.data.augment_crop_flip``: random crop with 4-pixel padding,
+horizontal flip) is vectorised on the device, so there is no per-sample Python in the hot
+loop. Under ``torchrun`` the same call trains data-parallel (DistributedDataParallel; gloo
+on CPU, NCCL on GPU): every rank draws the same permutation, takes its share, and gradients
+are averaged.
 
 Outputs in ``out``: ``model.safetensors`` (the network's weights), ``config.json``,
 ``metrics.json`` (one record per epoch), ``curves.png``, ``state.safetensors`` +
@@ -30,6 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from advex.attacks import pgd_loop
+from advex.data import augment_crop_flip
 from advex.data.datasets import DATASETS, ArrayDataset, load_dataset
 from advex.data.images import atomic_write_bytes
 from advex.defences.losses import CERTIFIED, DEFENCES, LOSSES
@@ -128,22 +130,6 @@ class TrainConfig:
         if not 0 <= kw["eps_ramp"] <= 1:
             raise AdvexError(f"eps_ramp is a fraction of training in [0, 1], got {kw['eps_ramp']}")
         return TrainConfig(**kw)
-
-
-# ------------------------------------------------------------------ data on the device
-def augment_crop_flip(x: torch.Tensor, gen: torch.Generator, pad: int = 4) -> torch.Tensor:
-    """Random crop after zero padding, and random horizontal flip, for a whole batch at once."""
-    n, c, h, w = x.shape
-    dev = x.device
-    xp = torch.nn.functional.pad(x, (pad, pad, pad, pad))
-    oy = torch.randint(0, 2 * pad + 1, (n,), generator=gen, device=gen.device).to(dev)
-    ox = torch.randint(0, 2 * pad + 1, (n,), generator=gen, device=gen.device).to(dev)
-    iy = oy[:, None] + torch.arange(h, device=dev)
-    ix = ox[:, None] + torch.arange(w, device=dev)
-    rows = xp.gather(2, iy[:, None, :, None].expand(n, c, h, w + 2 * pad))
-    out = rows.gather(3, ix[:, None, None, :].expand(n, c, h, w))
-    flip = torch.rand(n, generator=gen, device=gen.device).to(dev) < 0.5
-    return torch.where(flip[:, None, None, None], out.flip(-1), out)
 
 
 # ------------------------------------------------------------------ distributed
