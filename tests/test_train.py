@@ -75,7 +75,7 @@ def test_adversarial_defences_run_and_record_robust_accuracy(tmp_path, defence):
     run = train(cfg, tmp_path, progress=False, verbose=False)
     h = run.history[-1]
     from advex.data.datasets import load_dataset
-    from advex.defences import clean_accuracy
+    from advex.evaluation import clean_accuracy
 
     clean_same_images = clean_accuracy(run.model, load_dataset("mnist", "test").subset(200))
     assert 0 <= h["robust_acc"] <= clean_same_images

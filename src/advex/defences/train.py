@@ -27,15 +27,14 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 from torch import nn
 
-from advex.attacks import pgd_loop
 from advex.data import augment_crop_flip
-from advex.data.datasets import DATASETS, ArrayDataset, load_dataset
+from advex.data.datasets import DATASETS, load_dataset
 from advex.data.images import atomic_write_bytes
 from advex.defences.losses import CERTIFIED, DEFENCES, LOSSES
 from advex.errors import AdvexError
+from advex.evaluation import certified_accuracy, count_correct, count_robust
 from advex.models.archs import ARCHS, ibp_init, make_classifier
 from advex.models.classifier import Classifier
 
@@ -189,52 +188,6 @@ def _check_writable(out: Path) -> None:
         probe.unlink()
     except OSError as e:
         raise AdvexError(f"cannot write to output folder {out}: {e.strerror or e}") from None
-
-
-# ------------------------------------------------------------------ evaluation
-@torch.no_grad()
-def clean_accuracy(
-    model: nn.Module, data: ArrayDataset, batch_size: int = 1000, rank: int = 0, world: int = 1
-) -> float:
-    correct = torch.zeros((), device=data.images.device)
-    for i in range(rank * batch_size, len(data), batch_size * world):
-        x, y = data.floats(slice(i, i + batch_size))
-        correct += (model(x).argmax(1) == y).sum()
-    return float(_all_sum(correct, world)) / len(data)
-
-
-def robust_accuracy(
-    model: nn.Module,
-    data: ArrayDataset,
-    eps: float,
-    steps: int,
-    step_size: float | None = None,
-    batch_size: int = 500,
-    seed: int = 0,
-    rank: int = 0,
-    world: int = 1,
-) -> float:
-    """Accuracy under L-inf PGD (random start, ``steps`` steps of ``step_size``)."""
-    if eps <= 0:
-        return clean_accuracy(model, data, rank=rank, world=world)
-    step_size = step_size or 2.5 * eps / steps
-    gen = torch.Generator(data.images.device).manual_seed(seed + 1)
-    correct = torch.zeros((), device=data.images.device)
-    for i in range(rank * batch_size, len(data), batch_size * world):
-        x, y = data.floats(slice(i, i + batch_size))
-        ce = lambda z, rows, y=y: F.cross_entropy(z, y[rows], reduction="sum")  # noqa: E731
-        xa = pgd_loop(model, x, ce, eps=eps, steps=steps, step_size=step_size, generator=gen).x_adv
-        with torch.no_grad():
-            correct += (model(xa).argmax(1) == y).sum()
-    return float(_all_sum(correct, world)) / len(data)
-
-
-def certified_accuracy(model: nn.Module, data: ArrayDataset, eps: float, method: str = "ibp") -> float:
-    """Fraction of ``data`` certified at L-inf ``eps`` (no attack: a quick per-epoch number)."""
-    from advex.certify import certify
-
-    x, y = data.floats()
-    return certify(model, x, y, eps=eps, method=method, attack=False, batch_size=500).certified_accuracy
 
 
 # ------------------------------------------------------------------ training
@@ -391,17 +344,18 @@ def train(
                 bar.set_postfix(loss=f"{float(loss.detach()):.3f}", eps=f"{eps:.3f}")
         train_time = time.perf_counter() - t0
         stats = _all_sum(torch.stack([tot_loss, tot_correct, torch.tensor(float(seen), device=dev)]), world)
-        clf.eval()
-        test_acc = clean_accuracy(clf, test_set, rank=rank, world=world)
-        rob = None
+        clf.eval()  # this rank's counts of correct images, summed over the ranks
+        first = test_set.subset(cfg.eval_n)
+        counts = [count_correct(clf, test_set, rank=rank, world=world)]
         if cfg.eps > 0:
-            rob = robust_accuracy(
-                clf, test_set.subset(cfg.eval_n), cfg.eps, cfg.eval_steps, seed=cfg.seed, rank=rank, world=world
-            )
+            counts.append(count_robust(clf, first, cfg.eps, cfg.eval_steps, seed=cfg.seed, rank=rank, world=world))
+        counts = _all_sum(torch.tensor(counts, device=dev), world).tolist()
+        test_acc = counts[0] / len(test_set)
+        rob = counts[1] / len(first) if cfg.eps > 0 else None
         cert = None
         cert_method = "crown" if cfg.defence == "convex" else "ibp"  # what the defence is tight for
         if cfg.defence in CERTIFIED and rank == 0:
-            cert = certified_accuracy(clf, test_set.subset(cfg.eval_n), cfg.eps, cert_method)
+            cert = certified_accuracy(clf, first, cfg.eps, cert_method)
         record = {
             "epoch": epoch + 1,
             "step": step,
