@@ -37,6 +37,7 @@ from advex.errors import AdvexError
 from advex.evaluation import certified_accuracy, count_correct, count_robust
 from advex.models.archs import ARCHS, ibp_init, make_classifier
 from advex.models.classifier import Classifier
+from advex.report import training_curves
 
 DEFAULTS: dict[str, dict[str, Any]] = {
     "mnist": dict(
@@ -203,36 +204,6 @@ def _eps_at(cfg: TrainConfig, step: int, total: int) -> float:
     return cfg.eps if ramp == 0 or step >= ramp else cfg.eps * (step + 1) / ramp
 
 
-def _curves(history: list[dict], path: Path, title: str) -> None:
-    import io
-
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
-    ep = [h["epoch"] for h in history]
-    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.6))
-    a.plot(ep, [h["train_loss"] for h in history], "o-")
-    a.set_xlabel("epoch")
-    a.set_ylabel("training loss")
-    a.grid(alpha=0.3)
-    b.plot(ep, [100 * h["test_acc"] for h in history], "o-", label="clean test")
-    if history and history[-1].get("robust_acc") is not None:
-        b.plot(ep, [100 * h["robust_acc"] for h in history], "s-", label=history[-1]["robust_label"])
-    b.plot(ep, [100 * h["train_acc"] for h in history], "--", alpha=0.6, label="train (on the training inputs)")
-    b.set_xlabel("epoch")
-    b.set_ylabel("accuracy (%)")
-    b.grid(alpha=0.3)
-    b.legend(fontsize=8)
-    fig.suptitle(title)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100)
-    plt.close(fig)
-    atomic_write_bytes(path, buf.getvalue())
-
-
 def train(
     cfg: TrainConfig,
     out: str | os.PathLike,
@@ -378,7 +349,8 @@ def train(
             _save_safetensors(tensors, out / "state.safetensors")
             _write_json({"epoch": epoch + 1, "step": step, "optimizer": meta}, out / "state.json")
             _write_json(history, out / "metrics.json")
-            _curves(history, out / "curves.png", f"{cfg.dataset} {cfg.arch}, defence {cfg.defence}, eps {cfg.eps:g}")
+            title = f"{cfg.dataset} {cfg.arch}, defence {cfg.defence}, eps {cfg.eps:g}"
+            training_curves(history, out / "curves.png", title)
             if verbose:
                 rtxt = f", robust {100 * rob:.2f}%" if rob is not None else ""
                 rtxt += f", {cert_method.upper()}-certified {100 * cert:.2f}%" if cert is not None else ""
