@@ -22,9 +22,8 @@ from pathlib import Path
 import torch
 
 from advex.data.datasets import load_dataset
-from advex.defences import make_classifier
 from advex.evaluation import clean_accuracy, robust_accuracy
-from advex.models.zoo import load_weights, read_state_dict
+from advex.models import load_weights, make_classifier, read_state_dict
 
 WEIGHTS = Path(__file__).resolve().parents[1] / "src" / "advex" / "models" / "weights"
 

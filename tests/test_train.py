@@ -7,8 +7,9 @@ import pytest
 import torch
 
 from advex.data import augment_crop_flip
-from advex.defences import TrainConfig, losses, make_classifier, train
+from advex.defences import TrainConfig, losses, train
 from advex.errors import AdvexError
+from advex.models import make_classifier
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
 pytestmark = pytest.mark.skipif(not (SHARED / "mnist").is_dir(), reason="../shared/datasets not present")
