@@ -136,6 +136,8 @@ def _configure(cfg: TrainConfig, out: Path, resume: bool) -> TrainConfig:
 
 
 def _check_output(cfg: TrainConfig, out: Path, procs: Processes, resume: bool) -> None:
+    """Refuse before any work: a batch that does not split over the processes, a folder that
+    holds another run (unless resuming it), a folder that cannot be written."""
     if cfg.batch_size % procs.world:
         raise AdvexError(f"batch size {cfg.batch_size} is not divisible by the {procs.world} processes")
     if not resume:
