@@ -32,7 +32,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from advex.data.images import pack, unpack
+from advex.data import pack, unpack
 from advex.errors import AdvexError, AdvexWarning
 from advex.models import Classifier, as_classifier, check_pixels, frozen
 

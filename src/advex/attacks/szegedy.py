@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from advex.attacks.base import Attack, Batch, Outcome, margin
 from advex.attacks.norms import per_image
 from advex.attacks.optim import adam_box, lbfgs_box
-from advex.data.images import quantize as quantize_8bit
+from advex.data import quantize as quantize_8bit
 from advex.errors import AdvexError
 
 

@@ -12,7 +12,7 @@ from collections.abc import Iterator, Sequence
 import torch
 from torch import nn
 
-from advex.data.classes import resolve_class
+from advex.data import resolve_class
 from advex.errors import AdvexError
 from advex.models.resize import apply_resize, resize_matrices
 

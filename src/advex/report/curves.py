@@ -6,7 +6,7 @@ import io
 import os
 from collections.abc import Sequence
 
-from advex.data.images import atomic_write_bytes
+from advex.data import atomic_write_bytes
 
 
 def _finish(fig, ax, path, title: str, clean: float | None, ylabel: str) -> None:

@@ -25,7 +25,7 @@ from collections.abc import Callable
 import torch
 
 from advex.attacks.onepixel.incremental import LocalForward
-from advex.data.images import quantize
+from advex.data import quantize
 from advex.models import Classifier
 
 Logits = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (owner (K,), cand (K, d, 2+C)) -> (K, classes)

@@ -14,7 +14,7 @@ from advex.attacks.base import Targets, check_images, resolve_targets
 from advex.attacks.patch.geometry import Placements, patch_mask, placements_for
 from advex.attacks.patch.render import Printability, composite, fit_patch, render, transform_patch
 from advex.attacks.patch.train import as_float
-from advex.data.images import quantize
+from advex.data import quantize
 from advex.errors import AdvexError
 from advex.models import Classifier, as_classifier, frozen
 
