@@ -353,6 +353,7 @@ def run_one(a, cmd: list[str], env: dict, cwd: Path, log: Path) -> tuple[int, fl
         try:
             for line in p.stdout:
                 f.write(line)
+                f.flush()  # so that the log can be followed while the run goes on
                 if a.verbose:
                     print(f"    | {line}", end="", flush=True)
             rc = p.wait()

@@ -10,11 +10,12 @@ gradient attacks, adversarial training and certification all run.
 One file (or small package) per family: ``pgd`` (PGD, FGSM, MI-FGSM and the loop),
 ``apgd``, ``cw``, ``deepfool``, ``square``, ``szegedy`` (with the box solvers of
 ``optim``), ``onepixel/``, ``patch/``; ``norms`` holds the three hooks each norm gives the
-gradient attacks; ``base`` the protocol and the result type.
+gradient attacks; ``base`` the protocol, ``result`` the result type, ``universal`` the
+protocol of universal attacks.
 """
 
 from advex.attacks.apgd import APGD
-from advex.attacks.base import Attack, AttackResult, Batch, Outcome, UniversalAttack
+from advex.attacks.base import Attack, Batch, Outcome
 from advex.attacks.cw import CW
 from advex.attacks.deepfool import DeepFool
 from advex.attacks.onepixel import OnePixel
@@ -29,8 +30,10 @@ from advex.attacks.patch import (
     patch_mask,
 )
 from advex.attacks.pgd import FGSM, PGD, pgd_loop
+from advex.attacks.result import AttackResult
 from advex.attacks.square import Square
 from advex.attacks.szegedy import Szegedy
+from advex.attacks.universal import UniversalAttack
 from advex.errors import AdvexWarning
 from advex.models import as_classifier, frozen  # where they live: advex.models; kept here for old imports
 

@@ -16,13 +16,12 @@ target=None)`` runs :meth:`Attack.__call__`, which for every attack
 
 A subclass implements ``run`` (and, where it has one, its own success criterion
 ``adversarial`` and input checks ``check``). Universal attacks, one perturbation for many
-images (the adversarial patch), have their own protocol: :class:`UniversalAttack`.
+images (the adversarial patch), have their own protocol:
+:class:`advex.attacks.universal.UniversalAttack`.
 """
 
 from __future__ import annotations
 
-import contextlib
-import json
 import time
 import warnings
 from collections.abc import Callable, Sequence
@@ -32,6 +31,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from advex.attacks.result import AttackResult, perturbation_norms
 from advex.data import pack, unpack
 from advex.errors import AdvexError, AdvexWarning
 from advex.models import Classifier, as_classifier, check_pixels, frozen
@@ -39,76 +39,6 @@ from advex.models import Classifier, as_classifier, check_pixels, frozen
 Label = int | str
 Targets = Label | Sequence[Label] | torch.Tensor | None
 Labels = torch.Tensor | Sequence[int] | None
-
-
-@dataclass
-class AttackResult:
-    """The outcome of an attack on a batch.
-
-    ``x_adv`` has the form of the input: a (N, C, H, W) tensor, or a list of (C, H, W)
-    tensors for a batch of mixed-size images. Per-image fields are (N,) tensors.
-    Norms are of ``x_adv - x`` with pixels in [0, 1]; ``rms`` is Szegedy et al.'s
-    distortion sqrt(mean(r^2)).
-    """
-
-    x_adv: torch.Tensor | list[torch.Tensor]
-    success: torch.Tensor
-    label: torch.Tensor  # prediction on the clean input
-    confidence: torch.Tensor
-    label_adv: torch.Tensor
-    confidence_adv: torch.Tensor
-    target: torch.Tensor | None
-    l0: torch.Tensor
-    l2: torch.Tensor
-    linf: torch.Tensor
-    rms: torch.Tensor
-    grad_evals: torch.Tensor  # forward+backward passes spent on each image
-    time_s: float
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    def __len__(self) -> int:
-        return int(self.success.numel())
-
-    @property
-    def success_rate(self) -> float:
-        return float(self.success.float().mean()) if len(self) else 0.0
-
-    def rows(self, classes: Sequence[str] | None = None) -> list[dict[str, Any]]:
-        """One JSON-ready dict per image."""
-
-        def name(i: int) -> str:
-            return classes[i] if classes is not None else str(i)
-
-        out = []
-        for i in range(len(self)):
-            row = {
-                "label": int(self.label[i]),
-                "label_name": name(int(self.label[i])),
-                "confidence": round(float(self.confidence[i]), 6),
-                "label_adv": int(self.label_adv[i]),
-                "label_adv_name": name(int(self.label_adv[i])),
-                "confidence_adv": round(float(self.confidence_adv[i]), 6),
-                "target": None if self.target is None else int(self.target[i]),
-                "success": bool(self.success[i]),
-                "l0": int(self.l0[i]),
-                "l2": round(float(self.l2[i]), 6),
-                "linf": round(float(self.linf[i]), 6),
-                "linf_255": round(float(self.linf[i]) * 255, 3),
-                "rms": round(float(self.rms[i]), 7),
-                "grad_evals": int(self.grad_evals[i]),
-            }
-            for k, v in self.extra.items():
-                if isinstance(v, torch.Tensor) and v.ndim == 1 and v.numel() == len(self):
-                    row[k] = v[i].item()
-                elif isinstance(v, list) and len(v) == len(self):  # per-image JSON-ready values
-                    row[k] = v[i]
-            out.append(row)
-        return out
-
-    def to_json(self, classes: Sequence[str] | None = None) -> str:
-        return json.dumps(
-            {"time_s": self.time_s, "success_rate": self.success_rate, "images": self.rows(classes)}, indent=2
-        )
 
 
 @dataclass
@@ -397,21 +327,6 @@ def resolve_targets(
     return t
 
 
-def perturbation_norms(r: torch.Tensor, numel: torch.Tensor) -> dict[str, torch.Tensor]:
-    """L0 (changed pixel values), L2, Linf and RMS of a (N, ...) perturbation.
-
-    ``numel`` is the count of real (unpadded) values per image, for the RMS.
-    """
-    flat = r.flatten(1).float()
-    l2 = flat.norm(dim=1)
-    return {
-        "l0": (flat.abs() > 1e-12).sum(1),
-        "l2": l2,
-        "linf": flat.abs().amax(1) if flat.shape[1] else torch.zeros_like(l2),
-        "rms": l2 / numel.to(l2).sqrt(),
-    }
-
-
 def warn_if_probabilities(logits: torch.Tensor) -> None:
     """Warn when a model's outputs look like probabilities: the losses here need logits."""
     z = logits.detach().float()
@@ -436,55 +351,11 @@ def warn_if_255(eps: float, norm: str) -> None:
         )
 
 
-class UniversalAttack:
-    """The protocol of universal attacks: one perturbation (a patch) for a whole
-    distribution of images, trained on some and applied to others.
-
-    ``attack(model | [models], images, target)`` accepts one model or a list (an ensemble),
-    checks the images ((N, C, H, W), uint8 or float in [0, 1]), resolves the target class
-    by index or name on the first model (every model must know it), freezes every model
-    for the call, and calls the subclass's :meth:`fit` with the target's index. Applying
-    the result to new images and measuring it are functions of the attack's own module."""
-
-    def __call__(self, model: nn.Module | Sequence[nn.Module], images: torch.Tensor, target: Label) -> Any:
-        models = [as_classifier(m) for m in (model if isinstance(model, (list, tuple)) else [model])]
-        if not models:
-            raise AdvexError("give at least one model")
-        check_images(images)
-        if target is None:
-            raise AdvexError(f"{type(self).__name__} needs a target class (index or name)")
-        tgt = int(resolve_targets(models[0], target, 1, models[0].device)[0])
-        for m in models[1:]:
-            resolve_targets(m, tgt, 1, m.device)
-        with contextlib.ExitStack() as stack:
-            for m in models:
-                stack.enter_context(frozen(m))
-            return self.fit(models, images, tgt)
-
-    def fit(self, models: list[Classifier], images: torch.Tensor, target: int) -> Any:
-        raise NotImplementedError
-
-
-def check_images(x: Any, what: str = "images") -> tuple[int, int, int]:
-    """A non-empty (N, C, H, W) batch, uint8 or float in [0, 1]; returns (C, H, W)."""
-    if not isinstance(x, torch.Tensor) or x.ndim != 4 or x.shape[0] == 0:
-        shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
-        raise AdvexError(f"{what} must be a non-empty (N, C, H, W) tensor (uint8, or float in [0, 1]), got {shape}")
-    if x.dtype != torch.uint8:
-        if not x.is_floating_point():
-            raise AdvexError(f"{what} must be uint8 or float in [0, 1], got {x.dtype}")
-        lo, hi = float(x.min()), float(x.max())
-        if not (lo >= 0 and hi <= 1):  # NaN fails too
-            raise AdvexError(f"{what} must be pixels in [0, 1], got values in [{lo:.3g}, {hi:.3g}]")
-    return tuple(x.shape[1:])
-
-
 __all__ = [
     "Attack",
     "AttackResult",
     "Batch",
     "Outcome",
-    "UniversalAttack",
     "argmax_criterion",
     "margin",
     "perturbation_norms",

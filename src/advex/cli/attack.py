@@ -66,8 +66,7 @@ def run(args) -> int:
 def attack_photos(args, model, images, target, *, title: str, save_originals: bool) -> int:
     """Attack, write PNGs, re-read them to measure success, then the figure, JSON and table."""
     from advex.attacks import Szegedy
-    from advex.data import load_image, pack, save_png
-    from advex.report import FigureRow, print_table, three_column_figure, write_summary
+    from advex.report import FigureRow, three_column_figure, write_summary
 
     if args.eps is not None and args.norm != "linf":
         raise AdvexError("--eps fixes the L-inf radius: add --norm linf (with --norm l2, fix --c instead)")
@@ -81,16 +80,45 @@ def attack_photos(args, model, images, target, *, title: str, save_originals: bo
     t0 = time.perf_counter()
     result = attack(model, [im.pixels for im in images], target=target)
     attack_time = time.perf_counter() - t0
-
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    rows, reread, ok, rms = _save_and_measure(out, model, images, result, save_originals)
+    figure = [
+        FigureRow(im.name, im.pixels, reread[i], row["original"], row["original_confidence"], row["adversarial"],
+                  row["adversarial_confidence"], row["success"])
+        for i, (im, row) in enumerate(zip(images, rows))
+    ]  # fmt: skip
+    three_column_figure(figure, out / "figure.png", title=title)
+    summary = {
+        "model": model.name,
+        "attack": repr(attack),
+        "success_measured_on": "8-bit PNGs re-read from disk",
+        "success_rate": float(ok.float().mean()),
+        "median_rms": float(rms.median()),
+        "attack_time_s": round(attack_time, 2),
+        "images": rows,
+    }
+    write_summary(out / "summary.json", summary, command=["advex", *args.argv], device=model.device)
+    _print(rows)
+    print(
+        f"\nsuccess {int(ok.sum())}/{len(images)} (measured on the saved 8-bit PNGs), "
+        f"median rms distortion {summary['median_rms']:.5f}, attack {attack_time:.1f} s"
+    )
+    print(f"wrote {out}/figure.png, {out}/summary.json and {len(images)} *_adv.png")
+    return 0
+
+
+def _save_and_measure(out: Path, model, images, result, save_originals: bool):
+    """Write each adversarial photo as an 8-bit PNG, read it back, and measure on what was
+    read: the prediction, success, and the perturbation. Returns one JSON row per photo, the
+    re-read images, and the success and rms distortion per photo."""
+    from advex.data import load_image, pack, save_png
+
     adv_paths = [out / f"{im.name}_adv.png" for im in images]
     for im, xa, path in zip(images, result.x_adv, adv_paths):
         if save_originals:
             save_png(im.pixels, out / f"{im.name}_orig.png")
         save_png(xa, path)
-
-    # success is measured on what was saved: the 8-bit PNGs read back from disk
     reread = [load_image(p).pixels for p in adv_paths]
     xb, sizes = pack(reread)
     x0, _ = pack([im.pixels for im in images])
@@ -99,7 +127,6 @@ def attack_photos(args, model, images, target, *, title: str, save_originals: bo
     r = (xb - x0).flatten(1)
     l2, linf = r.norm(dim=1), r.abs().amax(1)
     rms = l2 / (sizes[:, 0] * sizes[:, 1] * 3).float().sqrt()
-
     rows = [
         {
             "image": im.name,
@@ -123,26 +150,12 @@ def attack_photos(args, model, images, target, *, title: str, save_originals: bo
         }
         for i, im in enumerate(images)
     ]
-    figure = [
-        FigureRow(im.name, im.pixels, reread[i], row["original"], row["original_confidence"], row["adversarial"],
-                  row["adversarial_confidence"], row["success"])
-        for i, (im, row) in enumerate(zip(images, rows))
-    ]  # fmt: skip
-    three_column_figure(figure, out / "figure.png", title=title)
-    write_summary(
-        out / "summary.json",
-        {
-            "model": model.name,
-            "attack": repr(attack),
-            "success_measured_on": "8-bit PNGs re-read from disk",
-            "success_rate": float(success.float().mean()),
-            "median_rms": float(rms.median()),
-            "attack_time_s": round(attack_time, 2),
-            "images": rows,
-        },
-        command=["advex", *args.argv],
-        device=model.device,
-    )
+    return rows, reread, success, rms
+
+
+def _print(rows) -> None:
+    from advex.report import print_table
+
     print_table(
         [
             {
@@ -161,12 +174,6 @@ def attack_photos(args, model, images, target, *, title: str, save_originals: bo
         [("image", "image"), ("orig", "original"), ("adv", "adversarial"), ("conf", "confidence"), ("l2", "L2"),
          ("linf", "Linf"), ("linf_255", "Linf/255"), ("rms", "rms"), ("ok", "success")],
     )  # fmt: skip
-    print(
-        f"\nsuccess {int(success.sum())}/{len(images)} (measured on the saved 8-bit PNGs), "
-        f"median rms distortion {float(rms.median()):.5f}, attack {attack_time:.1f} s"
-    )
-    print(f"wrote {out}/figure.png, {out}/summary.json and {len(images)} *_adv.png")
-    return 0
 
 
 def _number(v: torch.Tensor) -> float | None:

@@ -10,10 +10,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from advex.attacks.base import Targets, check_images, resolve_targets
+from advex.attacks.base import Targets, resolve_targets
 from advex.attacks.patch.geometry import Placements, patch_mask, placements_for
 from advex.attacks.patch.render import Printability, composite, fit_patch, render, transform_patch
 from advex.attacks.patch.train import as_float
+from advex.attacks.universal import check_images
 from advex.data import quantize
 from advex.errors import AdvexError
 from advex.models import Classifier, as_classifier, frozen

@@ -10,9 +10,9 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from advex.attacks.base import UniversalAttack
 from advex.attacks.patch.geometry import SHAPES, check_size, patch_mask, sample_placements
 from advex.attacks.patch.render import Printability, composite, random_views, render, transform_patch
+from advex.attacks.universal import UniversalAttack
 from advex.data import quantize
 from advex.errors import AdvexError
 from advex.models import Classifier
