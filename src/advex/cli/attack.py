@@ -19,7 +19,7 @@ HELP = "attack your own photos"
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
-    p = sub.add_parser(NAME, help=HELP, description=__doc__)
+    p = options.add_command(sub, NAME, HELP, __doc__)
     p.add_argument("--images", nargs="+", required=True, metavar="PATH", help="image files or folders (PNG/JPEG)")
     p.add_argument("--target", default=None, help="target class name or index, e.g. ostrich or 9")
     p.add_argument("--untargeted", action="store_true", help="push away from the current prediction instead")
@@ -34,7 +34,7 @@ def add_attack_options(p: argparse.ArgumentParser, out: str) -> None:
     """The options of the Szegedy attack, shared by ``attack`` and ``demo``."""
     options.add_model(p, default="efficientnet-lite0")
     p.add_argument("--method", choices=["lbfgs", "adam"], default="lbfgs", help="solver (default: lbfgs)")
-    p.add_argument("--norm", choices=["l2", "linf"], default="l2", help="perturbation norm (default: l2)")
+    options.add_norm(p, default="l2")
     p.add_argument(
         "--c", type=options.positive, default=None, help="fix the l2 trade-off c (default: per-image search)"
     )

@@ -15,12 +15,12 @@ HELP = "prove robustness: IBP, CROWN, alpha-CROWN bounds, beside a PGD attack"
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
-    p = sub.add_parser(NAME, help=HELP, description=__doc__)
+    p = options.add_command(sub, NAME, HELP, __doc__)
     options.add_model(p, required=True)
     options.add_dataset(p)
     options.add_eps(p, many=True, zero_ok=False, required=True, help="radius, or a grid, e.g. 0.1 or 1/255,2/255")
     p.add_argument("--method", default="crown", help="ibp, crown, alpha-crown, or several comma-separated")
-    p.add_argument("--norm", choices=["linf", "l2"], default="linf")
+    options.add_norm(p)
     p.add_argument("--slope", choices=["crown", "wong-kolter"], default="crown", help="ReLU lower slope (CROWN)")
     p.add_argument("--alpha-steps", type=int, default=20, help="alpha-CROWN optimisation steps (default 20)")
     p.add_argument("--n", type=int, default=100, help="first N test images (default 100)")

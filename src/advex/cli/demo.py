@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from advex.cli import attack, common
+from advex.cli import attack, common, options
 
 NAME = "demo"
 HELP = 'turn the sample photos into "ostrich" (Szegedy et al. 2013)'
@@ -13,7 +13,7 @@ TARGET = "ostrich"
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
-    p = sub.add_parser(NAME, help=HELP, description=__doc__)
+    p = options.add_command(sub, NAME, HELP, __doc__)
     attack.add_attack_options(p, "advex-demo")
     return p
 

@@ -15,11 +15,11 @@ HELP = "robust accuracy over an eps grid under an attack ensemble (AutoAttack)"
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
-    p = sub.add_parser(NAME, help=HELP, description=__doc__)
+    p = options.add_command(sub, NAME, HELP, __doc__)
     options.add_model(p, required=True)
     options.add_dataset(p)
     options.add_eps(p, many=True, zero_ok=True, required=True, help="radii, pixels in [0, 1], e.g. 0.1,0.2 or 8/255")
-    p.add_argument("--norm", choices=["linf", "l2"], default="linf")
+    options.add_norm(p)
     p.add_argument("--n", type=int, default=1000, help="first N test images (default 1000)")
     p.add_argument(
         "--attacks",

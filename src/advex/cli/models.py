@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import argparse
 
+from advex.cli import options
+
 NAME = "models"
 HELP = "list the model zoo"
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
-    return sub.add_parser(NAME, help=HELP, description=__doc__)
+    return options.add_command(sub, NAME, HELP, __doc__)
 
 
 def run(args) -> int:

@@ -15,7 +15,7 @@ HELP = "change 1, 3 or 5 pixels to change the prediction (Su et al. 2019)"
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
-    p = sub.add_parser(NAME, help=HELP, description=__doc__)
+    p = options.add_command(sub, NAME, HELP, __doc__)
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--dataset", choices=options.DATASETS, help="attack correctly classified test images")
     src.add_argument("--images", nargs="+", metavar="PATH", help="your photos (ImageNet default model)")

@@ -125,6 +125,12 @@ def parse_eps(text: str, spec: EpsOption, norm: str) -> list[float]:
 
 
 # ---------------------------------------------------------------------------- declaring options
+def add_command(sub, name: str, help: str, doc: str | None) -> argparse.ArgumentParser:
+    """A command's parser: ``help`` in the list of commands, the module's docstring (its
+    double backquotes dropped) as the description of ``advex NAME --help``."""
+    return sub.add_parser(name, help=help, description=(doc or help).replace("``", ""))
+
+
 def add_model(
     p: argparse.ArgumentParser, default: str | None = None, help: str | None = None, required: bool = False
 ) -> None:
@@ -142,6 +148,11 @@ def add_eps(p: argparse.ArgumentParser, *, many: bool, zero_ok: bool, help: str,
     """``--eps`` as text; :func:`check` parses it for the command's norm (``args.norm``, default linf)."""
     p.add_argument("--eps", help=help, **kw)
     p.set_defaults(_eps=EpsOption(many, zero_ok))
+
+
+def add_norm(p: argparse.ArgumentParser, default: str = "linf") -> None:
+    """``--norm``: the ball eps measures (read by :func:`check` for the eps range)."""
+    p.add_argument("--norm", choices=["linf", "l2"], default=default, help=f"perturbation norm (default {default})")
 
 
 def add_dataset(p: argparse.ArgumentParser, required: bool = True, help: str | None = None) -> None:

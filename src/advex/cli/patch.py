@@ -15,7 +15,7 @@ HELP = "train and apply a universal adversarial patch (Brown et al. 2017)"
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
-    p = sub.add_parser(NAME, help=HELP, description=__doc__)
+    p = options.add_command(sub, NAME, HELP, __doc__)
     psub = p.add_subparsers(dest="patch_command", metavar="train|apply")
     _add_train(psub)
     _add_apply(psub)

@@ -12,7 +12,7 @@ HELP = "train a model on MNIST or CIFAR-10, optionally adversarially or certifia
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
-    p = sub.add_parser(NAME, help=HELP, description=__doc__)
+    p = options.add_command(sub, NAME, HELP, __doc__)
     options.add_dataset(p)
     p.add_argument(
         "--arch", default="small", help="small, large (Wong et al. 2018), cnn7 (certified-training CNN) or resnet"
