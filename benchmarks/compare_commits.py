@@ -23,20 +23,23 @@ benchmarks/results/peers.json, and the working tree's committed file is put back
 ``--update-results``), its output to the ``.log`` beside it. The old worktree is removed at the end
 whatever happens.
 
-The table (printed, and written to ``--out``, default benchmarks/results/compare_commits.json or
-compare_commits_smoke.json) has one line per case, item and number: old, new, new/old and a check --
-``same``/``DIFF`` for numbers that must not change (success rates, robust accuracy, L2, bounds,
-certified counts, queries), ``~``/``SLOWER``/``faster`` for times (``--slow-tol``, default 10%), and
-nothing for derived speed-ups. Peers' rows are measured in both runs and serve as the control
-for machine drift. Times are medians over the repeats; numbers are checked to agree across them.
+The table (the key numbers printed, every number written to ``--out``, default
+benchmarks/results/compare_commits.json or compare_commits_smoke.json) has one line per case,
+item and number: old, new, new/old and a check -- ``same``/``DIFF`` for numbers that must not
+change (success rates, robust accuracy, L2, bounds, certified counts, queries),
+``~``/``SLOWER``/``faster`` for times (``--slow-tol``, default 10%), nothing for derived
+speed-ups. Peers' rows are measured in both runs: the control for machine drift. Times are
+medians over the repeats; numbers are checked to agree across them. The summary at the end
+lists every number that changed, printed or not.
 
-``--smoke`` shrinks every case (see ``SMOKE``). bench_peers.py has no size options, so in smoke
-mode only it is started through a small shim that caps ``load_dataset(...).subset(n)`` at 32 images
-and ``sample_photos()`` at one photo before running the unchanged script (the full run does not
-use the shim). ``--peers-once`` applies only to bench_onepixel_peers.py (``--skip-torchattacks
---skip-art`` on all but the first new run); the other three scripts have no flag to skip their peers.
-``--args CASE=ARGS`` (or ``BENCH=ARGS``) appends options to a case's command line (the scripts'
-argparse keeps the last value), e.g. ``--args onepixel="--n 20"``.
+``--smoke`` shrinks every case (see ``SMOKE``) and runs one torch thread unless ``--threads``.
+bench_peers.py has no size options, so in smoke mode only it is started through a small shim
+that caps ``load_dataset(...).subset(n)`` at 32 images and ``sample_photos()`` at one photo
+before running the unchanged script (the full run does not use the shim). ``--peers-once``
+applies only to bench_onepixel_peers.py (``--skip-torchattacks --skip-art`` on all but the first
+new run); the other three scripts have no flag to skip their peers. ``--args CASE=ARGS`` (or
+``BENCH=ARGS``) appends options to a case's command line (the scripts' argparse keeps the last
+value), e.g. ``--args onepixel="--n 20"``.
 
 Standard library only. Exit status: 0 if every run finished, 1 if one failed, 2 on bad usage.
 """
@@ -103,6 +106,22 @@ SMOKE = {
     "certify": ["--n", "10", "--batch", "10"],
 }
 SMOKE_PEERS_N = 32
+SMOKE_THREADS = 1  # a smoke run shares the CPUs; two OpenMP threads on a loaded machine crawl
+
+# compared and kept in the JSON, not printed (the summary still lists any of them that changed)
+QUIET = {
+    "onepixel": {
+        "time_s",
+        "reported_time_s",
+        "population_real",
+        "popsize_arg",
+        "iterations",
+        "max_queries",
+        "counted_queries_per_image",
+        "reported_success_rate",
+        "n_success",
+    },
+}
 
 # bench_peers.py at smoke size: the unchanged script, run after capping the data it loads
 SMOKE_SHIM = """\
@@ -226,7 +245,7 @@ def case_args(a, case: str, threads: int) -> list[str]:
         out += SMOKE.get(case, [])
     if BENCHES[bench][2]:
         out += ["--threads", str(threads)]
-    return out + a.extra.get(bench, []) + a.extra.get(case, [])
+    return out + a.extra.get(bench, []) + (a.extra.get(case, []) if case != bench else [])
 
 
 def data_dir(a) -> str | None:
@@ -419,7 +438,7 @@ def extract(bench: str, d: dict) -> list[tuple[str, str, object]]:
 
 def kind_of(metric: str) -> str:
     m = metric.lower()
-    if "speedup" in m or "ratio" in m or "_over_" in m:
+    if "speedup" in m or "ratio" in m.split("_") or "_over_" in m:
         return "ratio"
     if "time" in m or m.endswith("_s") or m.endswith("_s_per_step") or m.endswith("_s_repeat"):
         return "time"
@@ -517,6 +536,8 @@ def print_table(case: str, info: dict) -> None:
     for r in info["runs"]:
         if r["rc"] != 0:
             print(f"   {r['side']} run r{r['repeat']} FAILED (rc {r['rc']}): {r.get('error', '')}")
+    quiet = QUIET.get(CASES[case][0], set())
+    rows = [r for r in rows if r["metric"] not in quiet and "_queries_over_" not in r["metric"]]
     if not rows:
         return
     head = ("item", "metric", "old", "new", "new/old", "check")
@@ -552,7 +573,7 @@ def main(argv=None) -> int:
     plan = []
     for case in a.cases:
         bench = CASES[case][0]
-        threads = a.threads or CASES[case][2]
+        threads = a.threads or (SMOKE_THREADS if a.smoke else CASES[case][2])
         plan.append((case, bench, BENCHES[bench][0], case_args(a, case, threads), threads))
     notes = []
     if a.peers_once:
@@ -567,6 +588,12 @@ def main(argv=None) -> int:
         )
     print(f"old: {old['subject']} ({old['commit'][:12]}); new: working tree of {REPO}")
     print(f"python: {a.python} ({', '.join(f'{k} {v}' for k, v in vers.items())})")
+    load = os.getloadavg()[0]
+    if load > 1.0:
+        notes.append(
+            f"load average {load:.1f} at the start on {os.cpu_count()} CPUs: other jobs share the machine, "
+            "so times are noise (two OpenMP threads on a busy machine can run many times slower)"
+        )
     for n in notes:
         print(f"note: {n}")
     if a.dry_run:
