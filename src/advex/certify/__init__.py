@@ -7,6 +7,19 @@ is visible -- and a certified input that PGD breaks is a loud error, never a num
 """
 
 from advex.certify.api import Bounds, CertifyResult, UnsoundBound, bounds, certify, margin_spec
+from advex.certify.bounds import METHODS, SLOPES, check_method
 from advex.certify.graph import UnsupportedLayer, trace
 
-__all__ = ["Bounds", "CertifyResult", "UnsoundBound", "UnsupportedLayer", "bounds", "certify", "margin_spec", "trace"]
+__all__ = [
+    "METHODS",
+    "SLOPES",
+    "check_method",
+    "Bounds",
+    "CertifyResult",
+    "UnsoundBound",
+    "UnsupportedLayer",
+    "bounds",
+    "certify",
+    "margin_spec",
+    "trace",
+]

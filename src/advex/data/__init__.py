@@ -1,9 +1,10 @@
-"""Data: images in and out, class names, whole datasets in memory (MNIST, CIFAR-10, image
-folders) and their training-time augmentation."""
+"""Data: images in and out (PNG/JPEG, 8-bit quantisation, atomic writes, mixed-size batches),
+the standard datasets (MNIST, CIFAR-10) with their class names and their training-time
+augmentation, ImageNet's class names, and patch files."""
 
 from advex.data.augment import augment_crop_flip
-from advex.data.classes import imagenet_classes, resolve_class
-from advex.data.datasets import DATASETS, ArrayDataset, load_dataset
+from advex.data.classes import imagenet_classes, imagenet_synonyms, resolve_class
+from advex.data.datasets import CIFAR10_CLASSES, DATASETS, MNIST_CLASSES, STATS, ArrayDataset, load_dataset
 from advex.data.images import (
     LoadedImage,
     atomic_write_bytes,
@@ -13,18 +14,23 @@ from advex.data.images import (
     quantize,
     sample_photos,
     save_png,
+    to_uint8,
     unpack,
 )
 from advex.data.patchfile import LoadedPatch, load_patch, save_patch
 
 __all__ = [
+    "CIFAR10_CLASSES",
     "DATASETS",
+    "MNIST_CLASSES",
+    "STATS",
     "ArrayDataset",
     "LoadedImage",
     "LoadedPatch",
     "atomic_write_bytes",
     "augment_crop_flip",
     "imagenet_classes",
+    "imagenet_synonyms",
     "load_dataset",
     "load_image",
     "load_images",
@@ -35,5 +41,6 @@ __all__ = [
     "sample_photos",
     "save_patch",
     "save_png",
+    "to_uint8",
     "unpack",
 ]

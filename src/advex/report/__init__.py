@@ -1,10 +1,14 @@
-"""Figures and reports built from results (attacks, evaluations, certifications, training
-runs); nothing here runs an attack."""
+"""Figures, tables and summaries built from results (attacks, evaluations, certifications,
+training runs); nothing here runs an attack.
+
+A leaf of the package graph: it imports only ``advex.data`` (atomic writes) and
+``advex.errors``, and any layer above may use it."""
 
 from advex.report.curves import accuracy_vs_eps, certified_vs_eps, training_curves
 from advex.report.figure import FigureRow, magnification, three_column_figure
 from advex.report.patch import SceneItem, patch_curve, patch_sheet
 from advex.report.pixels import PixelItem, pixel_figure
+from advex.report.summary import machine, print_table, provenance, table, write_summary
 
 __all__ = [
     "FigureRow",
@@ -18,4 +22,9 @@ __all__ = [
     "pixel_figure",
     "three_column_figure",
     "training_curves",
+    "machine",
+    "print_table",
+    "provenance",
+    "table",
+    "write_summary",
 ]

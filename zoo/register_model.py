@@ -1,6 +1,6 @@
 """Put a model trained by `advex train` into the zoo, with its evaluation on the full test set.
 
-    python benchmarks/register_model.py RUN_DIR NAME [--attack-steps 40 --step-size 0.01]
+    python zoo/register_model.py RUN_DIR NAME [--attack-steps 40 --step-size 0.01]
 
 Copies RUN_DIR/model.safetensors to src/advex/models/weights/NAME.safetensors, evaluates
 clean accuracy and, for an adversarially trained model, robust accuracy under L-inf PGD
