@@ -21,8 +21,8 @@ from pathlib import Path
 import torch
 
 from advex.data.datasets import load_dataset
+from advex.defences import TrainConfig
 from advex.defences.losses import LOSSES
-from advex.defences.train import TrainConfig
 from advex.models import load
 from advex.models.archs import ibp_init, make_classifier
 

@@ -20,9 +20,9 @@ from pathlib import Path
 
 import torch
 
+from advex.data import augment_crop_flip
 from advex.data.datasets import load_dataset
 from advex.defences import TrainConfig, train
-from advex.defences.train import augment_crop_flip
 
 OUT = Path(__file__).resolve().parent / "results" / "train_throughput.json"
 

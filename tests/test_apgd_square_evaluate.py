@@ -147,7 +147,7 @@ def test_evaluate_bad_input(tiny_model, capsys):
     with pytest.raises(AdvexError, match="supports norm 'linf' or 'l2'"):
         evaluate(tiny_model, x, torch.zeros(4), [0.1], norm="l1")
     assert main(["evaluate", "--model", "mnist-small", "--dataset", "mnist", "--eps", "8", "--out", "/tmp/x"]) == 2
-    assert "larger than the [0, 1] pixel range" in capsys.readouterr().err
+    assert "larger than the whole [0, 1] pixel range" in capsys.readouterr().err
 
 
 @needs_data

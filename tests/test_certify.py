@@ -233,8 +233,8 @@ def test_cli_certify_grid(tmp_path, capsys):
 @pytest.mark.parametrize(
     "argv, message",
     [
-        (["--eps", "0"], "eps must be in (0, 1]"),
-        (["--eps", "2"], "eps must be in (0, 1]"),
+        (["--eps", "0"], "a radius of 0"),
+        (["--eps", "2"], "larger than the whole [0, 1] pixel range"),
         (["--eps", "0.1", "--method", "lp"], "unknown method 'lp'"),
         (["--eps", "0.1", "--method", "ibp", "--norm", "l2"], "IBP bounds only L-inf"),
         (["--eps", "x"], "--eps"),

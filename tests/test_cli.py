@@ -5,6 +5,7 @@ import sys
 import numpy as np
 import pytest
 import torch
+from helpers import needs_data
 from PIL import Image
 
 from advex.cli import main
@@ -84,7 +85,7 @@ def test_demo_runs_end_to_end_with_a_small_budget(tmp_path, capsys):
             ["--images", "{tmp}/cat.png", "--target", "ostrich", "--model", "{tmp}/other.safetensors"],
             "does not match architecture efficientnet-lite0",
         ),
-        (["--images", "{tmp}/cat.png", "--target", "ostrich", "--norm", "linf", "--c", "3"], "fix eps instead"),
+        (["--images", "{tmp}/cat.png", "--target", "ostrich", "--norm", "linf", "--c", "3"], "fix --eps instead"),
     ],
 )
 def test_bad_input_is_one_clear_line_and_writes_nothing(tmp_path, capsys, extra, message):
@@ -131,3 +132,85 @@ def test_argparse_rejects_bad_numbers(capsys):
         main(["attack", "--images", "x.png", "--target", "ostrich", "--c", "-1"])
     assert e.value.code == 2
     assert "expected a number > 0" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------- shared options, every command
+EPS_COMMANDS = {
+    "attack": ["attack", "--images", "{tmp}/cat.png", "--target", "ostrich", "--norm", "linf"],
+    "demo": ["demo", "--norm", "linf"],
+    "train": ["train", "--dataset", "mnist"],
+    "evaluate": ["evaluate", "--model", "mnist-small", "--dataset", "mnist"],
+    "certify": ["certify", "--model", "mnist-small", "--dataset", "mnist"],
+}
+BAD_EPS = {
+    "-0.1": "-0.1 is negative",
+    "abc": "'abc' is not a number",
+    "nan": "'nan' is not a finite number",
+    "8": "8 is larger than the whole [0, 1] pixel range of an L-inf radius (did you mean 8/255?)",
+}
+
+
+@needs_data
+@pytest.mark.parametrize("value", list(BAD_EPS))
+def test_a_bad_eps_is_the_same_line_in_every_command(tmp_path, capsys, value):
+    """Parsed in one place: every command that takes --eps answers a bad value with the same
+    one line on stderr and exit status 2, before any work, and writes nothing."""
+    _small_chelsea(tmp_path / "cat.png")
+    lines = {}
+    for name, argv in EPS_COMMANDS.items():
+        out = tmp_path / f"out-{name}"
+        rc = main([a.replace("{tmp}", str(tmp_path)) for a in argv] + ["--eps", value, "--out", str(out)])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert rc == 2 and len(err) == 1, (name, err)
+        assert BAD_EPS[value] in err[0], (name, err[0])
+        assert not out.exists(), name
+        lines[name] = err[0]
+    assert len(set(lines.values())) == 1, lines
+
+
+def test_argparse_errors_are_one_line(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["evaluate", "--model", "mnist-small"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert e.value.code == 2 and len(err) == 1 and "--dataset" in err[0] and err[0].startswith("advex evaluate")
+
+
+def test_out_that_is_a_file_is_refused_before_any_work(tmp_path, capsys):
+    f = tmp_path / "taken"
+    f.write_text("not a folder")
+    rc = main(["certify", "--model", "mnist-small", "--dataset", "mnist", "--eps", "0.1", "--out", str(f)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and "is an existing file" in err[0]
+    assert f.read_text() == "not a folder"
+
+
+@needs_data
+def test_a_plain_one_channel_module_from_a_python_file_is_evaluated_on_mnist(tmp_path, capsys):
+    """`--model FILE.py:NAME` returning a plain nn.Module with one input channel: the channel
+    count is read from the network, so MNIST's (N, 1, 28, 28) images are accepted."""
+    net = tmp_path / "mynet.py"
+    net.write_text(
+        "import torch\nfrom torch import nn\n"
+        "def build():\n"
+        "    torch.manual_seed(0)\n"
+        "    return nn.Sequential(nn.Conv2d(1, 4, 5, stride=2), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 12 * 12, 10))\n"
+    )
+    out = tmp_path / "ev"
+    rc = main(["evaluate", "--model", f"{net}:build", "--dataset", "mnist", "--eps", "0.1", "--n", "20",
+               "--attacks", "fgsm", "--out", str(out)])  # fmt: skip
+    assert rc == 0, capsys.readouterr().err
+    summary = json.loads((out / "evaluation.json").read_text())
+    assert summary["model"] == "mynet" and summary["n"] == 20
+    for key in ("advex_version", "command", "machine", "torch", "python", "device", "written"):
+        assert key in summary  # the provenance header every summary has
+
+
+def test_import_advex_exposes_every_subpackage():
+    code = (
+        "import advex\n"
+        "assert callable(advex.certify.certify) and callable(advex.attacks.PGD)\n"
+        "assert callable(advex.defences.train) and callable(advex.evaluation.evaluate)\n"
+        "assert callable(advex.models.load) and callable(advex.data.load_images) and callable(advex.report.table)\n"
+        "assert {'attacks', 'certify', 'data', 'defences', 'evaluation', 'models', 'report'} <= set(dir(advex))\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)

@@ -23,7 +23,7 @@ def test_pgd_breaks_the_standard_model_but_not_the_adversarially_trained_one(mni
 @needs_data
 def test_pgd_agrees_with_the_training_loop_robust_accuracy(mnist200):
     from advex.data.datasets import load_dataset
-    from advex.defences import robust_accuracy
+    from advex.evaluation import robust_accuracy
     from advex.models import load
 
     x, y = mnist200

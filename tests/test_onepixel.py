@@ -9,7 +9,9 @@ from helpers import needs_data
 from torch import nn
 
 from advex.attacks import OnePixel
-from advex.attacks.onepixel import _distinct_others
+from advex.attacks.onepixel import apply_pixels, write_pixels
+from advex.attacks.onepixel.attack import distinct_others
+from advex.attacks.onepixel.incremental import LocalForward
 from advex.cli import main
 from advex.errors import AdvexError
 from advex.models import Classifier
@@ -70,7 +72,7 @@ def test_de_finds_the_needle_random_search_misses(strategy):
         -1,
     )
     with torch.no_grad():
-        z = model(OnePixel.apply(GREY[:1].expand(n, -1, -1, -1).contiguous(), cand))
+        z = model(apply_pixels(GREY[:1].expand(n, -1, -1, -1).contiguous(), cand))
     assert (z.argmax(1) == 1).sum() == 0
 
 
@@ -106,13 +108,13 @@ def test_already_misclassified_images_cost_nothing():
 
 def test_distinct_others_are_distinct_uniform_and_never_self():
     g = torch.Generator().manual_seed(0)
-    r = _distinct_others(50, 7, 3, g, "cpu")
+    r = distinct_others(50, 7, 3, g, "cpu")
     own = torch.arange(7).view(1, 7, 1)
     assert ((r >= 0) & (r < 7)).all() and (r != own).all()
     assert (r[..., 0] != r[..., 1]).all() and (r[..., 0] != r[..., 2]).all() and (r[..., 1] != r[..., 2]).all()
-    r = _distinct_others(2000, 4, 3, g, "cpu")  # with 4 members the 3 others are forced
+    r = distinct_others(2000, 4, 3, g, "cpu")  # with 4 members the 3 others are forced
     assert (r.sort(-1).values.sum(-1) == 6 - torch.arange(4)).all()
-    r = _distinct_others(4000, 10, 1, g, "cpu")[..., 0]
+    r = distinct_others(4000, 10, 1, g, "cpu")[..., 0]
     counts = torch.stack([(r[:, 0] == k).sum() for k in range(1, 10)]).float()  # member 0's partners
     assert counts.min() > 0.8 * 4000 / 9 and counts.max() < 1.2 * 4000 / 9
 
@@ -314,8 +316,6 @@ def _random_net(seed, convs, channels=3, size=12, bn=False):
 def test_local_forward_equals_the_full_forward_pass(convs, bn):
     """Every pixel position (edges and corners included) and random colours: the local
     computation gives the full network's logits."""
-    from advex.attacks._local import LocalForward
-
     net = _random_net(0, convs, bn=bn)
     g = torch.Generator().manual_seed(1)
     base = torch.randn(3, 3, 12, 12, generator=g)
@@ -327,13 +327,11 @@ def test_local_forward_equals_the_full_forward_pass(convs, bn):
     value = torch.randn(rows.numel(), 3, generator=g) * 2
     cand = torch.cat([rows[:, None].float(), cols[:, None].float(), value], 1)[:, None]
     with torch.no_grad():
-        full = net(OnePixel._write(base, cand, owner))
+        full = net(write_pixels(base, cand, owner))
     assert torch.allclose(lf(owner, rows, cols, value), full, atol=1e-4, rtol=1e-4)
 
 
 def test_local_forward_declines_what_it_does_not_support():
-    from advex.attacks._local import LocalForward
-
     base = torch.rand(2, 3, 12, 12)
     assert LocalForward.build(nn.Sequential(nn.Flatten(), nn.Linear(432, 5)), base) is None  # no conv
     pooled = nn.Sequential(nn.Conv2d(3, 4, 3), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(100, 5))

@@ -6,9 +6,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from advex.defences import TrainConfig, losses, make_classifier, train
-from advex.defences.train import augment_crop_flip
+from advex.data import augment_crop_flip
+from advex.defences import TrainConfig, losses, train
 from advex.errors import AdvexError
+from advex.models import make_classifier
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
 pytestmark = pytest.mark.skipif(not (SHARED / "mnist").is_dir(), reason="../shared/datasets not present")
@@ -75,11 +76,31 @@ def test_adversarial_defences_run_and_record_robust_accuracy(tmp_path, defence):
     run = train(cfg, tmp_path, progress=False, verbose=False)
     h = run.history[-1]
     from advex.data.datasets import load_dataset
-    from advex.defences import clean_accuracy
+    from advex.evaluation import clean_accuracy
 
     clean_same_images = clean_accuracy(run.model, load_dataset("mnist", "test").subset(200))
     assert 0 <= h["robust_acc"] <= clean_same_images
     assert torch.isfinite(torch.tensor(h["train_loss"]))
+
+
+def test_accuracy_counts_of_the_processes_add_up_to_the_whole():
+    """advex.evaluation counts each process's round-robin share of the batches, without a
+    process group; the shares are disjoint and cover the data, so the counts add up (the
+    training loop's all-reduce) to the single-process count."""
+    from advex.data import ArrayDataset
+    from advex.evaluation import batch_starts, clean_accuracy, count_correct, count_robust, robust_accuracy
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 3))
+    images = torch.randint(0, 256, (23, 1, 4, 4), dtype=torch.uint8)
+    data = ArrayDataset("toy", "test", images, torch.randint(0, 3, (23,)), ["a", "b", "c"])
+    assert sorted(i for r in range(3) for i in batch_starts(23, 5, r, 3)) == [0, 5, 10, 15, 20]
+    whole = count_correct(net, data, batch_size=5)
+    assert sum(count_correct(net, data, batch_size=5, rank=r, world=3) for r in range(3)) == whole > 0
+    assert clean_accuracy(net, data) == whole / 23
+    robust = count_robust(net, data, 0.3, steps=5, batch_size=5)
+    assert robust < whole and robust_accuracy(net, data, 0.3, 5, batch_size=5) == robust / 23
+    assert count_robust(net, data, 0.0, steps=5) == whole
 
 
 def test_interrupt_leaves_a_checkpoint_that_resumes(tmp_path, monkeypatch):

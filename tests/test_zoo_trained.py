@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from advex.data.datasets import load_dataset
-from advex.defences import clean_accuracy, robust_accuracy
+from advex.evaluation import clean_accuracy, robust_accuracy
 from advex.models import load
 from advex.models.zoo import ZOO
 

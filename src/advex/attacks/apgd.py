@@ -18,10 +18,9 @@ from typing import Literal
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
-from advex.attacks.base import AttackResult, Targets, as_classifier, finish, frozen, setup
-from advex.attacks.norms import NORMS
+from advex.attacks.base import Attack, Batch, Outcome, warn_if_255
+from advex.attacks.norms import NORMS, per_image
 from advex.errors import AdvexError
 
 
@@ -44,7 +43,7 @@ def dlr_loss(z: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None = Non
     return -(zy - zt) / (zs[:, 0] - 0.5 * (zs[:, 2] + zs[:, 3]) + 1e-12)
 
 
-class APGD:
+class APGD(Attack):
     """Auto-PGD. ``loss="ce"`` or ``"dlr"``; ``target`` at call time makes it targeted
     (for DLR-targeted, ``y`` is also needed: the true labels, default the prediction)."""
 
@@ -67,6 +66,7 @@ class APGD:
             raise AdvexError(f"unknown APGD loss {loss!r}; use 'ce' or 'dlr'")
         if not eps > 0:
             raise AdvexError(f"eps must be > 0, got {eps}")
+        warn_if_255(eps, norm)
         if steps < 1 or restarts < 1:
             raise AdvexError("steps and restarts must be >= 1")
         self.eps, self.norm, self.steps, self.loss = float(eps), norm, steps, loss
@@ -75,104 +75,98 @@ class APGD:
     def __repr__(self) -> str:
         return f"APGD(eps={self.eps:g}, norm={self.norm!r}, steps={self.steps}, loss={self.loss!r})"
 
-    def __call__(
-        self, model: nn.Module, x: torch.Tensor, y: torch.Tensor | None = None, target: Targets = None
-    ) -> AttackResult:
-        clf = as_classifier(model)
-        norm = NORMS[self.norm]
-        with frozen(clf):
-            st = setup(clf, x, y, target)
-            x, ytrue, t, targeted, hit = st.x, st.y, st.target, st.targeted, st.hit
-            n, dev = x.shape[0], x.device
-            if targeted and self.loss == "dlr" and st.num_classes < 4:
-                raise AdvexError("targeted DLR needs at least 4 classes")
+    def check(self, batch: Batch) -> None:
+        if batch.targeted and self.loss == "dlr" and batch.num_classes < 4:
+            raise AdvexError("targeted DLR needs at least 4 classes")
 
-            def losses(z, idx):
-                if self.loss == "ce":
-                    return (
-                        -F.cross_entropy(z, t[idx], reduction="none")
-                        if targeted
-                        else F.cross_entropy(z, ytrue[idx], reduction="none")
-                    )
-                return dlr_loss(z, ytrue[idx], t[idx] if targeted else None)
+    def _losses(self, batch: Batch, z: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        """Per-image loss to maximise of logits ``z`` of the batch's ``rows``."""
+        if self.loss == "dlr":
+            return dlr_loss(z, batch.y[rows], batch.target[rows] if batch.targeted else None)
+        if batch.targeted:
+            return -F.cross_entropy(z, batch.target[rows], reduction="none")
+        return F.cross_entropy(z, batch.y[rows], reduction="none")
 
-            eps = torch.full((n,), self.eps, device=dev)
-            gen = torch.Generator(dev).manual_seed(self.seed)
-            best_adv = x.clone()
-            success = (st.label == t) if targeted else (st.label != ytrue)
-            evals = torch.zeros(n, dtype=torch.long, device=dev)
-            ckpts = checkpoints(self.steps)
+    def run(self, batch: Batch) -> Outcome:
+        x, n, dev = batch.x, len(batch), batch.device
+        gen = torch.Generator(dev).manual_seed(self.seed)
+        best_adv = x.clone()
+        success = torch.zeros(n, dtype=torch.bool, device=dev)
+        evals = torch.zeros(n, dtype=torch.long, device=dev)
+        for _ in range(self.restarts):
+            idx = (~success).nonzero().flatten()
+            if idx.numel() == 0:
+                break
+            self._restart(batch, idx, gen, best_adv, success, evals)
+        return Outcome(best_adv, evals)
 
-            def project(xi, v, e):
-                return (xi + norm.project(v - xi, e)).clamp(0, 1)
+    def _restart(self, batch, idx, gen, best_adv, success, evals) -> None:
+        """One run of Algorithm 1 on the images ``idx``, from a random start; writes the
+        successes (at their first successful iterate) and, for failures, the highest-loss
+        point into ``best_adv``."""
+        norm, dev = NORMS[self.norm], batch.device
+        ckpts = checkpoints(self.steps)
+        xi = batch.x[idx]
+        e = torch.full((idx.numel(),), self.eps, device=dev)
+        m = idx.numel()
 
-            for _ in range(self.restarts):
-                idx = (~success).nonzero().flatten()
-                if idx.numel() == 0:
-                    break
-                xi, e = x[idx], eps[idx]
-                m = idx.numel()
-                cur = project(xi, xi + norm.random(xi.shape, e, gen, dev, xi.dtype), e)
-                prev = cur.clone()
-                eta = 2 * e.clone()
-                best_loss = torch.full((m,), -math.inf, device=dev)
-                best_pt = cur.clone()
-                last_loss = torch.full((m,), -math.inf, device=dev)
-                count = torch.zeros(m, device=dev)
-                eta_at_ck = eta.clone()
-                best_at_ck = best_loss.clone()
-                last_ck = 0
-                active = torch.ones(m, dtype=torch.bool, device=dev)
-                for k in range(self.steps):
-                    a = active.nonzero().flatten()
-                    if a.numel() == 0:
-                        break
-                    xa = cur[a].requires_grad_(True)
-                    with torch.enable_grad():
-                        z = clf(xa).float()
-                        lv = losses(z, idx[a])
-                        (g,) = torch.autograd.grad(lv.sum(), xa)
-                    evals[idx[a]] += 1
-                    lv = lv.detach()
-                    ok = hit(z.detach(), idx[a])
-                    if ok.any():
-                        done = a[ok]
-                        best_adv[idx[done]] = cur[done]
-                        success[idx[done]] = True
-                        if self.early_stop:
-                            active[done] = False
-                    count[a] += (lv > last_loss[a]).float()
-                    last_loss[a] = lv
-                    better = lv > best_loss[a]
-                    best_loss[a] = torch.where(better, lv, best_loss[a])
-                    best_pt[a[better]] = cur[a[better]]
-                    # the step (momentum after the first iteration)
-                    ea = eta[a].view(-1, 1, 1, 1)
-                    zstep = project(xi[a], cur[a] + ea * norm.direction(g), e[a])
-                    if k == 0:
-                        nxt = zstep
-                    else:
-                        nxt = project(
-                            xi[a], cur[a] + self.alpha * (zstep - cur[a]) + (1 - self.alpha) * (cur[a] - prev[a]), e[a]
-                        )
-                    prev[a] = cur[a]
-                    cur[a] = nxt
-                    if (k + 1) in ckpts:
-                        span = k + 1 - last_ck
-                        cond1 = count < self.rho * span
-                        cond2 = (eta == eta_at_ck) & (best_loss <= best_at_ck)
-                        halve = (cond1 | cond2) & active
-                        eta = torch.where(halve, eta / 2, eta)
-                        cur[halve] = best_pt[halve]
-                        prev[halve] = best_pt[halve]
-                        count.zero_()
-                        eta_at_ck, best_at_ck, last_ck = eta.clone(), best_loss.clone(), k + 1
-                a = active.nonzero().flatten()
-                if a.numel():
-                    with torch.no_grad():
-                        ok = hit(clf(cur[a]).float(), idx[a])
-                    best_adv[idx[a[ok]]] = cur[a[ok]]
-                    success[idx[a[ok]]] = True
-                    fail = a[~ok & ~success[idx[a]]]
-                    best_adv[idx[fail]] = best_pt[fail]  # the highest-loss point of a failure
-            return finish(st, best_adv, evals)
+        def project(v, a):
+            return (xi[a] + norm.project(v - xi[a], e[a])).clamp(0, 1)
+
+        every = torch.arange(m, device=dev)
+        cur = project(xi + norm.random(xi.shape, e, gen, dev, xi.dtype), every)
+        prev = cur.clone()
+        eta = 2 * e.clone()
+        best_loss = torch.full((m,), -math.inf, device=dev)
+        best_pt = cur.clone()
+        last_loss = torch.full((m,), -math.inf, device=dev)
+        count = torch.zeros(m, device=dev)
+        eta_at_ck, best_at_ck, last_ck = eta.clone(), best_loss.clone(), 0
+        active = torch.ones(m, dtype=torch.bool, device=dev)
+        for k in range(self.steps):
+            a = active.nonzero().flatten()
+            if a.numel() == 0:
+                break
+            xa = cur[a].requires_grad_(True)
+            with torch.enable_grad():
+                z = batch.forward(xa, idx[a])
+                lv = self._losses(batch, z, idx[a])
+                (g,) = torch.autograd.grad(lv.sum(), xa)
+            evals[idx[a]] += 1
+            lv = lv.detach()
+            ok = batch.hit(z.detach(), idx[a])
+            if ok.any():
+                done = a[ok]
+                best_adv[idx[done]] = cur[done]
+                success[idx[done]] = True
+                if self.early_stop:
+                    active[done] = False
+            count[a] += (lv > last_loss[a]).float()
+            last_loss[a] = lv
+            better = lv > best_loss[a]
+            best_loss[a] = torch.where(better, lv, best_loss[a])
+            best_pt[a[better]] = cur[a[better]]
+            # the step (momentum after the first iteration)
+            zstep = project(cur[a] + per_image(eta[a], cur) * norm.direction(g), a)
+            if k == 0:
+                nxt = zstep
+            else:
+                nxt = project(cur[a] + self.alpha * (zstep - cur[a]) + (1 - self.alpha) * (cur[a] - prev[a]), a)
+            prev[a] = cur[a]
+            cur[a] = nxt
+            if (k + 1) in ckpts:
+                cond1 = count < self.rho * (k + 1 - last_ck)
+                cond2 = (eta == eta_at_ck) & (best_loss <= best_at_ck)
+                halve = (cond1 | cond2) & active
+                eta = torch.where(halve, eta / 2, eta)
+                cur[halve] = best_pt[halve]
+                prev[halve] = best_pt[halve]
+                count.zero_()
+                eta_at_ck, best_at_ck, last_ck = eta.clone(), best_loss.clone(), k + 1
+        a = active.nonzero().flatten()
+        if a.numel():
+            ok = batch.hit(batch.forward(cur[a], idx[a]), idx[a])
+            best_adv[idx[a[ok]]] = cur[a[ok]]
+            success[idx[a[ok]]] = True
+            fail = a[~ok & ~success[idx[a]]]
+            best_adv[idx[fail]] = best_pt[fail]  # the highest-loss point of a failure

@@ -1,98 +1,317 @@
-"""What every attack shares: the result type, target resolution, and model handling."""
+"""The attack protocol: what every attack shares, written once.
+
+An attack is a small configured object. Calling it as ``attack(model, x, y=None, *,
+target=None)`` runs :meth:`Attack.__call__`, which for every attack
+
+1. accepts an advex ``Classifier`` or any ``nn.Module`` mapping [0, 1] pixels to logits,
+   and freezes it for the call (eval mode, no parameter gradients; restored afterwards);
+2. checks the inputs (a finite (N, C, H, W) batch in [0, 1], or a list of (C, H, W) photos
+   of mixed sizes for attacks that take them), the labels ``y`` and the targets (a class
+   index or name, or one per image), with one clear error for anything wrong;
+3. predicts the clean images once, and leaves out those that are already adversarial
+   (they are returned unchanged, counted as successes, at no cost);
+4. calls the subclass's :meth:`Attack.run` on a :class:`Batch` of the rest, which returns
+   an :class:`Outcome` (the adversarial images, the work spent, anything extra);
+5. predicts the adversarial images once and builds the :class:`AttackResult`.
+
+A subclass implements ``run`` (and, where it has one, its own success criterion
+``adversarial`` and input checks ``check``). Universal attacks, one perturbation for many
+images (the adversarial patch), have their own protocol:
+:class:`advex.attacks.universal.UniversalAttack`.
+"""
 
 from __future__ import annotations
 
-import json
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
+from torch import nn
 
+from advex.attacks.result import AttackResult, perturbation_norms
+from advex.data import pack, unpack
 from advex.errors import AdvexError, AdvexWarning
-from advex.models.classifier import Classifier, as_classifier, check_pixels, frozen  # noqa: F401 - re-exported
+from advex.models import Classifier, as_classifier, check_pixels, frozen
 
 Label = int | str
 Targets = Label | Sequence[Label] | torch.Tensor | None
+Labels = torch.Tensor | Sequence[int] | None
 
 
 @dataclass
-class AttackResult:
-    """The outcome of an attack on a batch.
+class Batch:
+    """The images an attack's :meth:`Attack.run` works on, on the model's device: the
+    clean images ``x``, their clean ``logits``, the labels ``y`` to move away from and the
+    ``target`` classes to move to (None: untargeted). For mixed-size photos ``x`` is a
+    zero-padded canvas and ``sizes`` (M, 2) holds each photo's own (H, W). ``forward`` and
+    ``hit`` take the rows of the batch that their input holds (default: all)."""
 
-    ``x_adv`` has the form of the input: a (N, C, H, W) tensor, or a list of (C, H, W)
-    tensors for a batch of mixed-size images. Per-image fields are (N,) tensors.
-    Norms are of ``x_adv - x`` with pixels in [0, 1]; ``rms`` is Szegedy et al.'s
-    distortion sqrt(mean(r^2)).
-    """
-
-    x_adv: torch.Tensor | list[torch.Tensor]
-    success: torch.Tensor
-    label: torch.Tensor  # prediction on the clean input
-    confidence: torch.Tensor
-    label_adv: torch.Tensor
-    confidence_adv: torch.Tensor
+    model: Classifier
+    x: torch.Tensor
+    y: torch.Tensor
     target: torch.Tensor | None
-    l0: torch.Tensor
-    l2: torch.Tensor
-    linf: torch.Tensor
-    rms: torch.Tensor
-    grad_evals: torch.Tensor  # forward+backward passes spent on each image
-    time_s: float
-    extra: dict[str, Any] = field(default_factory=dict)
+    logits: torch.Tensor
+    criterion: Callable[[torch.Tensor, torch.Tensor, bool], torch.Tensor]
+    sizes: torch.Tensor | None = None
 
     def __len__(self) -> int:
-        return int(self.success.numel())
+        return self.x.shape[0]
 
     @property
-    def success_rate(self) -> float:
-        return float(self.success.float().mean()) if len(self) else 0.0
+    def device(self) -> torch.device:
+        return self.x.device
 
-    def rows(self, classes: Sequence[str] | None = None) -> list[dict[str, Any]]:
-        """One JSON-ready dict per image."""
+    @property
+    def targeted(self) -> bool:
+        return self.target is not None
 
-        def name(i: int) -> str:
-            return classes[i] if classes is not None else str(i)
+    @property
+    def goal(self) -> torch.Tensor:
+        """The class whose loss the attack works on: the target, or the true label."""
+        return self.target if self.target is not None else self.y
 
-        out = []
-        for i in range(len(self)):
-            row = {
-                "label": int(self.label[i]),
-                "label_name": name(int(self.label[i])),
-                "confidence": round(float(self.confidence[i]), 6),
-                "label_adv": int(self.label_adv[i]),
-                "label_adv_name": name(int(self.label_adv[i])),
-                "confidence_adv": round(float(self.confidence_adv[i]), 6),
-                "target": None if self.target is None else int(self.target[i]),
-                "success": bool(self.success[i]),
-                "l0": int(self.l0[i]),
-                "l2": round(float(self.l2[i]), 6),
-                "linf": round(float(self.linf[i]), 6),
-                "linf_255": round(float(self.linf[i]) * 255, 3),
-                "rms": round(float(self.rms[i]), 7),
-                "grad_evals": int(self.grad_evals[i]),
-            }
-            for k, v in self.extra.items():
-                if isinstance(v, torch.Tensor) and v.ndim == 1 and v.numel() == len(self):
-                    row[k] = v[i].item()
-                elif isinstance(v, list) and len(v) == len(self):  # per-image JSON-ready values
-                    row[k] = v[i]
-            out.append(row)
-        return out
+    @property
+    def num_classes(self) -> int:
+        return int(self.logits.shape[1])
 
-    def to_json(self, classes: Sequence[str] | None = None) -> str:
-        return json.dumps(
-            {"time_s": self.time_s, "success_rate": self.success_rate, "images": self.rows(classes)}, indent=2
+    @property
+    def valid(self) -> torch.Tensor:
+        """(M, 1, H, W) bool: the pixels that belong to each image (all, unless mixed sizes)."""
+        m, _, h, w = self.x.shape
+        if self.sizes is None:
+            return torch.ones(m, 1, h, w, dtype=torch.bool, device=self.device)
+        sz = self.sizes.to(self.device)
+        rows = torch.arange(h, device=self.device)[None, :, None] < sz[:, 0, None, None]
+        cols = torch.arange(w, device=self.device)[None, None, :] < sz[:, 1, None, None]
+        return (rows & cols)[:, None]
+
+    @property
+    def numel(self) -> torch.Tensor:
+        """(M,) the number of real (unpadded) values in each image."""
+        if self.sizes is None:
+            return torch.full((len(self),), self.x[0].numel(), device=self.device)
+        return (self.sizes[:, 0] * self.sizes[:, 1] * self.x.shape[1]).to(self.device)
+
+    def forward(self, x: torch.Tensor, rows: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits (float32) of images ``x`` standing for the batch's ``rows``."""
+        sizes = None
+        if self.sizes is not None:
+            sizes = self.sizes if rows is None else self.sizes[rows.cpu()]
+        return self.model(x, sizes).float() if sizes is not None else self.model(x).float()
+
+    def hit(self, z: torch.Tensor, rows: torch.Tensor | None = None) -> torch.Tensor:
+        """Success, by the attack's criterion, of logits ``z`` of the batch's ``rows``."""
+        return self.criterion(z, self.goal if rows is None else self.goal[rows], self.targeted)
+
+    def subset(self, rows: torch.Tensor) -> Batch:
+        return Batch(
+            self.model,
+            self.x[rows],
+            self.y[rows],
+            None if self.target is None else self.target[rows],
+            self.logits[rows],
+            self.criterion,
+            None if self.sizes is None else self.sizes[rows.cpu()],
         )
 
 
-def resolve_targets(model: Classifier, target: Targets, n: int, device: torch.device) -> torch.Tensor | None:
+@dataclass
+class Outcome:
+    """What :meth:`Attack.run` returns for the M images of its batch.
+
+    ``evals``: forward+backward passes spent per image (None: none, e.g. a black-box
+    attack, which reports its queries in ``extra``). ``success``: the attack's own verdict
+    where it has one (default: its criterion on a fresh prediction of ``x_adv``).
+    ``extra``: per-image (M,) tensors or lists, and anything else, kept in the result."""
+
+    x_adv: torch.Tensor
+    evals: torch.Tensor | None = None
+    success: torch.Tensor | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def argmax_criterion(z: torch.Tensor, goal: torch.Tensor, targeted: bool) -> torch.Tensor:
+    """The usual success: the prediction is the target, or is no longer the true label."""
+    pred = z.argmax(1)
+    return pred == goal if targeted else pred != goal
+
+
+def margin(z: torch.Tensor, goal: torch.Tensor, targeted: bool) -> torch.Tensor:
+    """How far the logits are from success: untargeted z_goal - max other, targeted max
+    other - z_goal (success when negative)."""
+    zg = z.gather(1, goal[:, None]).squeeze(1)
+    other = z.scatter(1, goal[:, None], float("-inf")).amax(1)
+    return other - zg if targeted else zg - other
+
+
+class Attack:
+    """Base of the per-image attacks; see the module docstring for what ``__call__`` does.
+
+    Class attributes a subclass may set: ``mixed_sizes`` (takes a list of (C, H, W) images
+    of different sizes), ``targeted_ok`` (False: untargeted only)."""
+
+    mixed_sizes: ClassVar[bool] = False
+    targeted_ok: ClassVar[bool] = True
+
+    def __call__(
+        self,
+        model: nn.Module,
+        x: torch.Tensor | Sequence[torch.Tensor],
+        y: Labels = None,
+        *,
+        target: Targets = None,
+    ) -> AttackResult:
+        """Attack ``x`` (N, C, H, W) in [0, 1]; untargeted away from ``y`` (default: the
+        model's prediction) or towards ``target`` (a class index or name, or one per image)."""
+        start = time.perf_counter()
+        if target is not None and not self.targeted_ok:
+            raise AdvexError(f"{type(self).__name__} is untargeted; use target=None (or PGD/APGD/CW for a target)")
+        clf = as_classifier(model)
+        x, sizes, ragged = self._images(x)
+        with frozen(clf), torch.no_grad():
+            full = self._batch(clf, x, y, target, sizes)
+            self.check(full)
+            done = full.hit(full.logits)  # already adversarial: nothing to do
+            todo = (~done).nonzero().flatten()
+            out = self._run(full, todo)
+            return self._result(full, todo, out, ragged, start)
+
+    # ------------------------------------------------------------------ the subclass's part
+    def run(self, batch: Batch) -> Outcome:
+        """Attack the images of ``batch`` (none of which is adversarial yet)."""
+        raise NotImplementedError
+
+    def check(self, batch: Batch) -> None:
+        """Attack-specific checks of the resolved inputs (all N images); raise AdvexError."""
+
+    def adversarial(self, z: torch.Tensor, goal: torch.Tensor, targeted: bool) -> torch.Tensor:
+        """This attack's success criterion on logits ``z`` (default: the argmax)."""
+        return argmax_criterion(z, goal, targeted)
+
+    # ------------------------------------------------------------------ what every attack shares
+    def _images(self, x) -> tuple[torch.Tensor, torch.Tensor | None, bool]:
+        if isinstance(x, (list, tuple)):
+            if not self.mixed_sizes:
+                raise AdvexError(
+                    f"{type(self).__name__} takes a (N, C, H, W) tensor of images of one size, got a list; "
+                    "stack images of one size (Szegedy takes a list of photos of mixed sizes)"
+                )
+            if not x or not all(isinstance(im, torch.Tensor) and im.ndim == 3 for im in x):
+                raise AdvexError("x must be a (N, C, H, W) tensor or a non-empty list of (C, H, W) tensors")
+            for im in x:
+                check_pixels(im[None])
+            canvas, sizes = pack([im.detach() for im in x])
+            return canvas, sizes, True
+        check_pixels(x)
+        return x, None, False
+
+    def _batch(self, clf: Classifier, x: torch.Tensor, y: Labels, target: Targets, sizes) -> Batch:
+        dev = clf.device
+        x = x.detach().to(dev, torch.float32)
+        n = x.shape[0]
+        z0 = clf(x, sizes) if sizes is not None else clf(x)
+        if not isinstance(z0, torch.Tensor) or z0.ndim != 2 or z0.shape[0] != n:
+            got = f"shape {tuple(z0.shape)}" if isinstance(z0, torch.Tensor) else f"a {type(z0).__name__}"
+            raise AdvexError(f"the model must return a (N, classes) tensor of logits for N={n} images, got {got}")
+        z0 = z0.float()
+        warn_if_probabilities(z0)
+        k = z0.shape[1]
+        if y is None:
+            yt = z0.argmax(1)
+        else:
+            yt = torch.as_tensor(y, device=dev).flatten()
+            if yt.numel() != n:
+                raise AdvexError(f"got {yt.numel()} labels y for {n} images")
+            if yt.is_floating_point() or yt.dtype == torch.bool:
+                raise AdvexError(f"labels y must be class indices (integers), got {yt.dtype}")
+            yt = yt.long()
+            if ((yt < 0) | (yt >= k)).any():
+                bad = int(yt[(yt < 0) | (yt >= k)][0])
+                raise AdvexError(f"label {bad} is out of range: the model has {k} classes (0 to {k - 1})")
+        t = resolve_targets(clf, target, n, dev, k)
+        return Batch(clf, x, yt, t, z0, self.adversarial, sizes)
+
+    def _run(self, full: Batch, todo: torch.Tensor) -> Outcome:
+        n = len(full)
+        if todo.numel() == n:
+            return self.run(full)
+        if todo.numel() == 0:
+            return Outcome(full.x.clone())
+        out = self.run(full.subset(todo))
+        x_adv = full.x.clone()
+        x_adv[todo] = out.x_adv
+        evals = None
+        if out.evals is not None:
+            evals = torch.zeros(n, dtype=torch.long, device=full.device)
+            evals[todo] = out.evals.to(full.device)
+        success = None
+        if out.success is not None:
+            success = torch.ones(n, dtype=torch.bool, device=full.device)
+            success[todo] = out.success.to(full.device)
+        extra = {k: _scatter(v, todo, n) for k, v in out.extra.items()}
+        return Outcome(x_adv, evals, success, extra)
+
+    def _result(self, full: Batch, todo: torch.Tensor, out: Outcome, ragged: bool, start: float) -> AttackResult:
+        za = full.logits.clone()
+        if todo.numel():
+            za[todo] = full.forward(out.x_adv[todo], todo)
+        pa = za.softmax(-1)
+        conf_a, label_a = pa.max(-1)
+        conf0, label0 = full.logits.softmax(-1).max(-1)
+        ok = full.hit(za) if out.success is None else out.success
+        norms = perturbation_norms(out.x_adv - full.x, full.numel)
+        n = len(full)
+        evals = out.evals if out.evals is not None else torch.zeros(n, dtype=torch.long)
+        extra = dict(out.extra)
+        if full.targeted:
+            extra.setdefault("target_confidence", pa.gather(1, full.target[:, None]).squeeze(1))
+        x_adv = unpack(out.x_adv, full.sizes) if ragged else out.x_adv
+        return AttackResult(
+            x_adv=x_adv,
+            success=ok.cpu(),
+            label=label0.cpu(),
+            confidence=conf0.cpu(),
+            label_adv=label_a.cpu(),
+            confidence_adv=conf_a.cpu(),
+            target=full.target.cpu() if full.target is not None else None,
+            l0=norms["l0"].cpu(),
+            l2=norms["l2"].cpu(),
+            linf=norms["linf"].cpu(),
+            rms=norms["rms"].cpu(),
+            grad_evals=evals.cpu(),
+            time_s=time.perf_counter() - start,
+            extra={k: (v.cpu() if isinstance(v, torch.Tensor) else v) for k, v in extra.items()},
+        )
+
+
+def _scatter(v: Any, rows: torch.Tensor, n: int) -> Any:
+    """A per-image value of the attacked ``rows`` spread over all n images: float tensors
+    NaN, other tensors zero, lists empty for the images left out; anything else as it is."""
+    if isinstance(v, torch.Tensor) and v.ndim >= 1 and v.shape[0] == rows.numel():
+        fill = float("nan") if v.is_floating_point() else 0
+        full = torch.full((n, *v.shape[1:]), fill, dtype=v.dtype, device=v.device)
+        full[rows.to(v.device)] = v
+        return full
+    if isinstance(v, list) and len(v) == rows.numel():
+        full_list: list[Any] = [[] for _ in range(n)]
+        for r, item in zip(rows.tolist(), v):
+            full_list[r] = item
+        return full_list
+    return v
+
+
+def resolve_targets(
+    model: Classifier, target: Targets, n: int, device: torch.device, num_classes: int | None = None
+) -> torch.Tensor | None:
     """A (N,) long tensor of target classes from an index, a name, or one per image."""
     if target is None:
         return None
     if isinstance(target, torch.Tensor):
+        if target.is_floating_point() or target.dtype == torch.bool:
+            raise AdvexError(f"targets must be class indices (integers) or names, got a {target.dtype} tensor")
         t = target.to(device=device, dtype=torch.long).flatten()
         if t.numel() == 1:
             t = t.expand(n).clone()
@@ -102,25 +321,10 @@ def resolve_targets(model: Classifier, target: Targets, n: int, device: torch.de
         t = torch.tensor([model.class_index(v) for v in target], dtype=torch.long, device=device)
     if t.numel() != n:
         raise AdvexError(f"got {t.numel()} targets for {n} images; give one target or one per image")
-    k = model.num_classes
+    k = model.num_classes if model.num_classes is not None else num_classes
     if k is not None and ((t < 0) | (t >= k)).any():
         raise AdvexError(f"target class out of range: the model has {k} classes")
     return t
-
-
-def perturbation_norms(r: torch.Tensor, numel: torch.Tensor) -> dict[str, torch.Tensor]:
-    """L0 (changed pixel values), L2, Linf and RMS of a (N, ...) perturbation.
-
-    ``numel`` is the count of real (unpadded) values per image, for the RMS.
-    """
-    flat = r.flatten(1).float()
-    l2 = flat.norm(dim=1)
-    return {
-        "l0": (flat.abs() > 1e-12).sum(1),
-        "l2": l2,
-        "linf": flat.abs().amax(1) if flat.shape[1] else torch.zeros_like(l2),
-        "rms": l2 / numel.to(l2).sqrt(),
-    }
 
 
 def warn_if_probabilities(logits: torch.Tensor) -> None:
@@ -136,86 +340,24 @@ def warn_if_probabilities(logits: torch.Tensor) -> None:
             )
 
 
-@dataclass
-class Setup:
-    """What every attack on a batch starts from: the inputs on the model's device, the clean
-    prediction, the labels to move away from (``y``) and the targets to move to (if any)."""
-
-    clf: Classifier
-    x: torch.Tensor
-    label: torch.Tensor
-    confidence: torch.Tensor
-    y: torch.Tensor
-    target: torch.Tensor | None
-    start: float
-    logits: torch.Tensor | None = None  # of the clean inputs
-
-    @property
-    def num_classes(self) -> int:
-        return int(self.logits.shape[1]) if self.logits is not None else 0
-
-    @property
-    def targeted(self) -> bool:
-        return self.target is not None
-
-    @property
-    def goal(self) -> torch.Tensor:
-        """The class whose loss the attack works on: the target, or the true label."""
-        return self.target if self.target is not None else self.y
-
-    def hit(self, z: torch.Tensor, idx: torch.Tensor | None = None) -> torch.Tensor:
-        """Success of logits ``z`` for images ``idx`` (all if None)."""
-        goal = self.goal if idx is None else self.goal[idx]
-        pred = z.argmax(1)
-        return pred == goal if self.targeted else pred != goal
+def warn_if_255(eps: float, norm: str) -> None:
+    """Warn when an L-inf radius looks like 0-255 units (pixels are in [0, 1])."""
+    if norm == "linf" and eps > 1:
+        warnings.warn(
+            f"eps={eps} for L-inf is larger than the whole [0, 1] pixel range; eps is in [0, 1] "
+            f"units (did you mean {eps}/255 = {eps / 255:.4f}?)",
+            AdvexWarning,
+            stacklevel=3,
+        )
 
 
-def setup(clf: Classifier, x: torch.Tensor, y, target: Targets) -> Setup:
-    """Check the inputs, predict them once, and resolve labels and targets (call inside ``frozen``)."""
-    start = time.perf_counter()
-    check_pixels(x)
-    dev = clf.device
-    x = x.detach().to(dev, torch.float32)
-    n = x.shape[0]
-    with torch.no_grad():
-        z0 = clf(x).float()
-    warn_if_probabilities(z0)
-    conf0, label0 = z0.softmax(-1).max(-1)
-    yt = label0 if y is None else torch.as_tensor(y, device=dev, dtype=torch.long).flatten()
-    if yt.numel() != n:
-        raise AdvexError(f"got {yt.numel()} labels y for {n} images")
-    return Setup(clf, x, label0, conf0, yt, resolve_targets(clf, target, n, dev), start, z0)
-
-
-def finish(
-    s: Setup,
-    x_adv: torch.Tensor,
-    grad_evals: torch.Tensor,
-    *,
-    success: torch.Tensor | None = None,
-    extra: dict[str, Any] | None = None,
-) -> AttackResult:
-    """Predict ``x_adv`` once and assemble the AttackResult (success from that prediction
-    unless the attack gives its own)."""
-    with torch.no_grad():
-        za = s.clf(x_adv).float()
-    conf_a, label_a = za.softmax(-1).max(-1)
-    ok = s.hit(za) if success is None else success
-    n = s.x.shape[0]
-    norms = perturbation_norms(x_adv - s.x, torch.full((n,), s.x[0].numel(), device=s.x.device))
-    return AttackResult(
-        x_adv=x_adv,
-        success=ok.cpu(),
-        label=s.label.cpu(),
-        confidence=s.confidence.cpu(),
-        label_adv=label_a.cpu(),
-        confidence_adv=conf_a.cpu(),
-        target=s.target.cpu() if s.target is not None else None,
-        l0=norms["l0"].cpu(),
-        l2=norms["l2"].cpu(),
-        linf=norms["linf"].cpu(),
-        rms=norms["rms"].cpu(),
-        grad_evals=grad_evals.cpu(),
-        time_s=time.perf_counter() - s.start,
-        extra={k: (v.cpu() if isinstance(v, torch.Tensor) else v) for k, v in (extra or {}).items()},
-    )
+__all__ = [
+    "Attack",
+    "AttackResult",
+    "Batch",
+    "Outcome",
+    "argmax_criterion",
+    "margin",
+    "perturbation_norms",
+    "resolve_targets",
+]

@@ -5,13 +5,14 @@ label changes, then overshoot by ``overshoot``. Untargeted by construction."""
 from __future__ import annotations
 
 import torch
-from torch import nn
 
-from advex.attacks.base import AttackResult, Targets, as_classifier, finish, frozen, setup
+from advex.attacks.base import Attack, Batch, Outcome
 from advex.errors import AdvexError
 
 
-class DeepFool:
+class DeepFool(Attack):
+    targeted_ok = False
+
     def __init__(self, *, norm: str = "l2", steps: int = 50, candidates: int = 10, overshoot: float = 0.02) -> None:
         if norm not in ("l2", "linf"):
             raise AdvexError(f"DeepFool supports norm 'l2' or 'linf', got {norm!r}")
@@ -22,48 +23,42 @@ class DeepFool:
     def __repr__(self) -> str:
         return f"DeepFool(norm={self.norm!r}, steps={self.steps}, candidates={self.candidates})"
 
-    def __call__(
-        self, model: nn.Module, x: torch.Tensor, y: torch.Tensor | None = None, target: Targets = None
-    ) -> AttackResult:
-        if target is not None:
-            raise AdvexError("DeepFool is untargeted; use target=None (or PGD/APGD/CW for a target)")
-        clf = as_classifier(model)
-        with frozen(clf):
-            st = setup(clf, x, y, None)
-            x, ytrue, label0, z0 = st.x, st.y, st.label, st.logits
-            n, dev = x.shape[0], x.device
-            k = min(self.candidates, z0.shape[1])
-            cand = z0.scatter(1, ytrue[:, None], float("inf")).topk(k, dim=1).indices  # column 0 is ytrue
-            r_tot = torch.zeros_like(x)
-            active = label0 == ytrue
-            evals = torch.zeros(n, dtype=torch.long, device=dev)
-            for _ in range(self.steps):
-                a = active.nonzero().flatten()
-                if a.numel() == 0:
+    def run(self, batch: Batch) -> Outcome:
+        x, ytrue, z0 = batch.x, batch.y, batch.logits
+        n, dev = len(batch), batch.device
+        k = min(self.candidates, z0.shape[1])
+        cand = z0.scatter(1, ytrue[:, None], float("inf")).topk(k, dim=1).indices  # column 0 is ytrue
+        r_tot = torch.zeros_like(x)
+        active = torch.ones(n, dtype=torch.bool, device=dev)
+        evals = torch.zeros(n, dtype=torch.long, device=dev)
+        for _ in range(self.steps):
+            a = active.nonzero().flatten()
+            if a.numel() == 0:
+                break
+            xa = (x[a] + (1 + self.overshoot) * r_tot[a]).clamp(0, 1).requires_grad_(True)
+            with torch.enable_grad():
+                z = batch.forward(xa, a)
+                still = z.argmax(1) == ytrue[a]
+                active[a[~still]] = False  # crossed: a forward pass told us, no gradient needed
+                if not still.any():
                     break
-                xa = (x[a] + (1 + self.overshoot) * r_tot[a]).clamp(0, 1).requires_grad_(True)
-                with torch.enable_grad():
-                    z = clf(xa).float()
-                    still = z.argmax(1) == ytrue[a]
-                    active[a[~still]] = False  # crossed: a forward pass told us, no gradient needed
-                    if not still.any():
-                        break
-                    zc = z.gather(1, cand[a])  # (m, k)
-                    grads = [torch.autograd.grad(zc[still, j].sum(), xa, retain_graph=j < k - 1)[0] for j in range(k)]
-                evals[a[still]] += 1
-                g = torch.stack(grads, 1)  # (m, k, C, H, W)
-                w = (g[:, 1:] - g[:, :1]).flatten(2)
-                f = (zc[:, 1:] - zc[:, :1]).detach()
-                dual = w.norm(dim=2) if self.norm == "l2" else w.abs().sum(2)
-                dist = f.abs() / dual.clamp_min(1e-12)
-                j = dist.argmin(1)
-                wj = w[torch.arange(len(a)), j]
-                dj = dist[torch.arange(len(a)), j]
-                if self.norm == "l2":
-                    step = (dj + 1e-4)[:, None] * wj / wj.norm(dim=1, keepdim=True).clamp_min(1e-12)
-                else:
-                    step = (dj + 1e-4)[:, None] * wj.sign()
-                upd = a[still]
-                r_tot[upd] += step[still].view(-1, *x.shape[1:])
-            x_adv = (x + (1 + self.overshoot) * r_tot).clamp(0, 1)
-            return finish(st, x_adv, evals)
+                zc = z.gather(1, cand[a])  # (m, k)
+                grads = [torch.autograd.grad(zc[still, j].sum(), xa, retain_graph=j < k - 1)[0] for j in range(k)]
+            evals[a[still]] += 1
+            r_tot[a[still]] += self._step(torch.stack(grads, 1), zc.detach())[still].view(-1, *x.shape[1:])
+        return Outcome((x + (1 + self.overshoot) * r_tot).clamp(0, 1), evals)
+
+    def _step(self, g: torch.Tensor, zc: torch.Tensor) -> torch.Tensor:
+        """The step to the nearest linearised boundary among the candidates, per image, from
+        the gradients ``g`` (m, k, C, H, W) and logits ``zc`` (m, k) of the candidate classes
+        (column 0 the true class)."""
+        w = (g[:, 1:] - g[:, :1]).flatten(2)
+        f = zc[:, 1:] - zc[:, :1]
+        dual = w.norm(dim=2) if self.norm == "l2" else w.abs().sum(2)
+        dist = f.abs() / dual.clamp_min(1e-12)
+        j = dist.argmin(1)
+        rows = torch.arange(g.shape[0], device=g.device)
+        wj, dj = w[rows, j], dist[rows, j]
+        if self.norm == "l2":
+            return (dj + 1e-4)[:, None] * wj / wj.norm(dim=1, keepdim=True).clamp_min(1e-12)
+        return (dj + 1e-4)[:, None] * wj.sign()

@@ -11,19 +11,16 @@ iterate is returned), so later steps cost nothing for it.
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
-from advex.attacks.base import AttackResult, Targets, finish, frozen, setup
+from advex.attacks.base import Attack, Batch, Outcome, warn_if_255
 from advex.attacks.norms import NORMS, per_image
-from advex.errors import AdvexError, AdvexWarning
-from advex.models import as_classifier
+from advex.errors import AdvexError
 
 
 @dataclass
@@ -124,7 +121,7 @@ def pgd_loop(
     return LoopResult(out, stopped, evals)
 
 
-class PGD:
+class PGD(Attack):
     """Projected gradient descent with random start and restarts.
 
     Args:
@@ -160,13 +157,7 @@ class PGD:
             raise AdvexError(f"unknown norm {norm!r}; use one of {', '.join(NORMS)}")
         if not eps > 0:
             raise AdvexError(f"eps must be > 0, got {eps}")
-        if norm == "linf" and eps > 1:
-            warnings.warn(
-                f"eps={eps} for L-inf is larger than the whole [0, 1] pixel range; eps is in [0, 1] "
-                f"units (did you mean {eps}/255 = {eps / 255:.4f}?)",
-                AdvexWarning,
-                stacklevel=2,
-            )
+        warn_if_255(eps, norm)
         if steps < 1 or restarts < 1:
             raise AdvexError(f"steps and restarts must be >= 1, got {steps} and {restarts}")
         if step_size is not None and not step_size > 0:
@@ -190,49 +181,39 @@ class PGD:
             f"norm={self.norm!r}, restarts={self.restarts})"
         )
 
-    def __call__(
-        self, model: nn.Module, x: torch.Tensor, y: torch.Tensor | None = None, target: Targets = None
-    ) -> AttackResult:
-        """Attack ``x`` (N, C, H, W) in [0, 1]; untargeted away from ``y`` (default: the
-        model's prediction) or towards ``target`` (a class index/name, or one per image)."""
-        clf = as_classifier(model)
-        with frozen(clf):
-            st = setup(clf, x, y, target)
-            x, goal, hit = st.x, st.goal, st.hit
-            n, dev, targeted = x.shape[0], x.device, st.targeted
-            gen = torch.Generator(dev).manual_seed(self.seed)
-            best = x.clone()
-            # already broken (untargeted: misclassified) at r = 0
-            success = (st.label == st.target) if targeted else (st.label != st.y)
-            evals = torch.zeros(n, dtype=torch.long, device=dev)
-            sign = -1.0 if targeted else 1.0
-            for restart in range(self.restarts):
-                ids = (~success).nonzero().flatten()
-                if ids.numel() == 0:
-                    break
-                gi = goal[ids]
-                run = pgd_loop(
-                    clf,
-                    x[ids],
-                    lambda z, rows, gi=gi: sign * F.cross_entropy(z, gi[rows], reduction="sum"),
-                    eps=self.eps,
-                    steps=self.steps,
-                    step_size=self.step_size,
-                    norm=self.norm,
-                    random_start=self.random_start,
-                    generator=gen,
-                    momentum=self.momentum,
-                    done=(lambda z, rows, ids=ids: hit(z, ids[rows])) if self.early_stop else None,
-                    bf16=self.bf16,
-                )
-                best[ids] = run.x_adv
-                evals[ids] += run.evals
-                success[ids[run.stopped]] = True
-                left = ids[~run.stopped]
-                if left.numel() and restart < self.restarts - 1:  # the next restart needs to know who is left
-                    with torch.no_grad():
-                        success[left[hit(clf(best[left]).float(), left)]] = True
-            return finish(st, best, evals)
+    def run(self, batch: Batch) -> Outcome:
+        x, goal, n, dev = batch.x, batch.goal, len(batch), batch.device
+        gen = torch.Generator(dev).manual_seed(self.seed)
+        best = x.clone()
+        success = torch.zeros(n, dtype=torch.bool, device=dev)
+        evals = torch.zeros(n, dtype=torch.long, device=dev)
+        sign = -1.0 if batch.targeted else 1.0  # targeted: descend the target's loss
+        for restart in range(self.restarts):
+            ids = (~success).nonzero().flatten()
+            if ids.numel() == 0:
+                break
+            gi = goal[ids]
+            run = pgd_loop(
+                batch.model,
+                x[ids],
+                lambda z, rows, gi=gi: sign * F.cross_entropy(z, gi[rows], reduction="sum"),
+                eps=self.eps,
+                steps=self.steps,
+                step_size=self.step_size,
+                norm=self.norm,
+                random_start=self.random_start,
+                generator=gen,
+                momentum=self.momentum,
+                done=(lambda z, rows, ids=ids: batch.hit(z, ids[rows])) if self.early_stop else None,
+                bf16=self.bf16,
+            )
+            best[ids] = run.x_adv
+            evals[ids] += run.evals
+            success[ids[run.stopped]] = True
+            left = ids[~run.stopped]
+            if left.numel() and restart < self.restarts - 1:  # the next restart needs to know who is left
+                success[left[batch.hit(batch.forward(best[left], left), left)]] = True
+        return Outcome(best, evals)
 
 
 class FGSM(PGD):

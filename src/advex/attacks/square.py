@@ -14,9 +14,8 @@ one query per iteration; broken ones stop.
 from __future__ import annotations
 
 import torch
-from torch import nn
 
-from advex.attacks.base import AttackResult, Targets, as_classifier, finish, frozen, setup
+from advex.attacks.base import Attack, Batch, Outcome, margin, warn_if_255
 from advex.errors import AdvexError
 
 
@@ -28,7 +27,7 @@ def _p_at(p_init: float, it: int, n_queries: int) -> float:
     return p_init / 512
 
 
-class Square:
+class Square(Attack):
     """Square attack (``norm="linf"`` or ``"l2"``) with ``queries`` model evaluations per image."""
 
     def __init__(
@@ -38,6 +37,7 @@ class Square:
             raise AdvexError(f"Square supports norm 'linf' or 'l2', got {norm!r}")
         if not eps > 0:
             raise AdvexError(f"eps must be > 0, got {eps}")
+        warn_if_255(eps, norm)
         if queries < 1:
             raise AdvexError(f"queries must be >= 1, got {queries}")
         if not 0 < p_init <= 1:
@@ -47,69 +47,50 @@ class Square:
     def __repr__(self) -> str:
         return f"Square(eps={self.eps:g}, norm={self.norm!r}, queries={self.queries}, p_init={self.p_init})"
 
-    @torch.no_grad()
-    def __call__(
-        self, model: nn.Module, x: torch.Tensor, y: torch.Tensor | None = None, target: Targets = None
-    ) -> AttackResult:
-        clf = as_classifier(model)
-        with frozen(clf):
-            st = setup(clf, x, y, target)
-            x, goal, t, z0 = st.x, st.goal, st.target, st.logits
-            n, c, h, w = x.shape
-            dev = x.device
-
-            def margin(z, idx):
-                zg = z.gather(1, goal[idx, None]).squeeze(1)
-                other = z.scatter(1, goal[idx, None], float("-inf")).amax(1)
-                return other - zg if t is not None else zg - other  # success when < 0
-
-            gen = torch.Generator(dev).manual_seed(self.seed)
-            queries = torch.zeros(n, dtype=torch.long, device=dev)
-            all_idx = torch.arange(n, device=dev)
-            loss = margin(z0, all_idx)
-            best = x.clone()
-            done = loss < 0
-            todo = (~done).nonzero().flatten()
-            if self.norm == "linf":  # vertical stripes
-                signs = torch.randint(0, 2, (todo.numel(), c, 1, w), generator=gen, device=dev).float() * 2 - 1
-                cand = (x[todo] + self.eps * signs).clamp(0, 1)
+    def run(self, batch: Batch) -> Outcome:
+        x, goal, targeted = batch.x, batch.goal, batch.targeted
+        n, c, h, w = x.shape
+        dev = x.device
+        gen = torch.Generator(dev).manual_seed(self.seed)
+        queries = torch.ones(n, dtype=torch.long, device=dev)
+        if self.norm == "linf":  # vertical stripes
+            signs = torch.randint(0, 2, (n, c, 1, w), generator=gen, device=dev).float() * 2 - 1
+            best = (x + self.eps * signs).clamp(0, 1)
+        else:
+            best = (x + _l2_init(n, c, h, w, self.eps, gen, dev)).clamp(0, 1)
+        loss = margin(batch.forward(best), goal, targeted)
+        done = loss < 0
+        for it in range(1, self.queries):
+            idx = (~done).nonzero().flatten()
+            if idx.numel() == 0:
+                break
+            p = _p_at(self.p_init, it, self.queries)
+            if self.norm == "l2":
+                cand = _l2_step(x[idx], best[idx], self.eps, p, gen)
             else:
-                cand = (x[todo] + _l2_init(todo.numel(), c, h, w, self.eps, gen, dev)).clamp(0, 1)
-            lc = margin(clf(cand).float(), todo)
-            queries[todo] += 1
-            best[todo], loss[todo] = cand, lc
-            done = loss < 0
-            rows = torch.arange(h, device=dev)
-            cols = torch.arange(w, device=dev)
-            for it in range(1, self.queries):
-                idx = (~done).nonzero().flatten()
-                if idx.numel() == 0:
-                    break
-                m = idx.numel()
-                if self.norm == "l2":
-                    cand = _l2_step(x[idx], best[idx], self.eps, _p_at(self.p_init, it, self.queries), gen)
-                    lc = margin(clf(cand).float(), idx)
-                    queries[idx] += 1
-                    better = lc < loss[idx]
-                    best[idx[better]], loss[idx[better]] = cand[better], lc[better]
-                    done[idx] = loss[idx] < 0
-                    continue
-                s = max(1, min(h, w, round((_p_at(self.p_init, it, self.queries) * h * w) ** 0.5)))
-                r0 = torch.randint(0, h - s + 1, (m,), generator=gen, device=dev)
-                c0 = torch.randint(0, w - s + 1, (m,), generator=gen, device=dev)
-                win = ((rows[None, :] >= r0[:, None]) & (rows[None, :] < r0[:, None] + s))[:, :, None] & (
-                    (cols[None, :] >= c0[:, None]) & (cols[None, :] < c0[:, None] + s)
-                )[:, None, :]
-                vals = (torch.randint(0, 2, (m, c, 1, 1), generator=gen, device=dev).float() * 2 - 1) * self.eps
-                xi = x[idx]
-                delta = torch.where(win[:, None], vals, best[idx] - xi)
-                cand = (xi + delta).clamp(0, 1)
-                lc = margin(clf(cand).float(), idx)
-                queries[idx] += 1
-                better = lc < loss[idx]
-                best[idx[better]], loss[idx[better]] = cand[better], lc[better]
-                done[idx] = loss[idx] < 0
-            return finish(st, best, torch.zeros(n, dtype=torch.long), extra={"queries": queries})
+                cand = _linf_step(x[idx], best[idx], self.eps, p, gen)
+            lc = margin(batch.forward(cand, idx), goal[idx], targeted)
+            queries[idx] += 1
+            better = lc < loss[idx]
+            best[idx[better]], loss[idx[better]] = cand[better], lc[better]
+            done[idx] = loss[idx] < 0
+        return Outcome(best, extra={"queries": queries})
+
+
+def _linf_step(x: torch.Tensor, xbest: torch.Tensor, eps: float, p: float, gen: torch.Generator) -> torch.Tensor:
+    """One L-inf proposal per image: a random square window of side ~sqrt(p h w) set to a
+    random +-eps per channel, the rest of the perturbation kept."""
+    m, c, h, w = x.shape
+    dev = x.device
+    s = max(1, min(h, w, round((p * h * w) ** 0.5)))
+    r0 = torch.randint(0, h - s + 1, (m,), generator=gen, device=dev)
+    c0 = torch.randint(0, w - s + 1, (m,), generator=gen, device=dev)
+    rows, cols = torch.arange(h, device=dev), torch.arange(w, device=dev)
+    win = ((rows[None, :] >= r0[:, None]) & (rows[None, :] < r0[:, None] + s))[:, :, None] & (
+        (cols[None, :] >= c0[:, None]) & (cols[None, :] < c0[:, None] + s)
+    )[:, None, :]
+    vals = (torch.randint(0, 2, (m, c, 1, 1), generator=gen, device=dev).float() * 2 - 1) * eps
+    return (x + torch.where(win[:, None], vals, xbest - x)).clamp(0, 1)
 
 
 # ------------------------------------------------------------------------------ L2 helpers

@@ -19,22 +19,23 @@ which it is saved, so a reported success survives the round trip through a PNG.
 from __future__ import annotations
 
 import math
-import time
 from typing import Literal
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
-from advex.attacks.base import AttackResult, Targets, as_classifier, frozen, perturbation_norms, resolve_targets
+from advex.attacks.base import Attack, Batch, Outcome, margin
+from advex.attacks.norms import per_image
 from advex.attacks.optim import adam_box, lbfgs_box
-from advex.data.images import pack, unpack
-from advex.data.images import quantize as quantize_8bit
+from advex.data import quantize as quantize_8bit
 from advex.errors import AdvexError
 
 
-class Szegedy:
+class Szegedy(Attack):
     """Minimum-perturbation targeted (or untargeted) attack by box-constrained optimisation.
+
+    Takes a (N, C, H, W) batch or a list of (C, H, W) photos of mixed sizes (each keeps its
+    own resolution; ``x_adv`` is then a list too).
 
     Args:
         method: ``"lbfgs"`` (projected L-BFGS, the paper's choice) or ``"adam"`` (Adam
@@ -53,6 +54,8 @@ class Szegedy:
         quantize: judge success on the 8-bit image (as saved to PNG).
         progress: show a progress bar over the search steps.
     """
+
+    mixed_sizes = True
 
     def __init__(
         self,
@@ -109,85 +112,23 @@ class Szegedy:
         fixed = f"c={self.c}" if self.c is not None else f"eps={self.eps}" if self.eps is not None else "search"
         return f"Szegedy(method={self.method!r}, norm={self.norm!r}, {fixed}, max_iter={self.max_iter})"
 
-    # ------------------------------------------------------------------------------
-    def __call__(
-        self,
-        model: nn.Module,
-        x: torch.Tensor | list[torch.Tensor],
-        y: torch.Tensor | None = None,
-        target: Targets = None,
-        sizes: torch.Tensor | None = None,
-    ) -> AttackResult:
-        """Attack ``x`` (N, C, H, W) in [0, 1], or a list of (C, H, W) images of mixed sizes.
-
-        ``target``: a class (index or name) for all images, one per image, or ``None``
-        for an untargeted attack away from ``y`` (default: the model's prediction).
-        """
-        start = time.perf_counter()
-        clf = as_classifier(model)
-        ragged = isinstance(x, (list, tuple))
-        if ragged:
-            if sizes is not None:
-                raise AdvexError("give sizes only with a padded tensor, not with a list of images")
-            x, sizes = pack([im.detach() for im in x])
-        if not isinstance(x, torch.Tensor) or x.ndim != 4:
-            raise AdvexError("x must be a (N, C, H, W) tensor or a list of (C, H, W) tensors")
-        if x.numel() == 0:
-            raise AdvexError("x is empty")
-        if not torch.isfinite(x).all() or x.min() < 0 or x.max() > 1:
-            raise AdvexError("pixels must be finite and in [0, 1]")
-        dev = clf.device
-        x = x.detach().to(dev, torch.float32)
-        n = x.shape[0]
-        if sizes is not None:
-            sizes = sizes.to(torch.long).cpu()
-            sz = sizes.to(dev)
-            rows = torch.arange(x.shape[-2], device=dev)[None, :, None] < sz[:, 0, None, None]
-            cols = torch.arange(x.shape[-1], device=dev)[None, None, :] < sz[:, 1, None, None]
-            valid = (rows & cols)[:, None]
-            numel = (sizes[:, 0] * sizes[:, 1] * x.shape[1]).to(dev)
-        else:
-            valid = torch.ones(n, 1, *x.shape[-2:], dtype=torch.bool, device=dev)
-            numel = torch.full((n,), x[0].numel(), device=dev)
-
-        with frozen(clf):
-            return self._run(clf, x, y, target, sizes, valid, numel, ragged, start)
-
-    def _run(self, clf, x, y, target, sizes, valid, numel, ragged, start) -> AttackResult:
-        n, dev = x.shape[0], x.device
-
-        def logits_of(xx: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
-            return clf(xx, sizes[idx.cpu()] if sizes is not None else None)
-
-        all_idx = torch.arange(n, device=dev)
-        with torch.no_grad():
-            logits0 = logits_of(x, all_idx).float()
-        p0 = logits0.softmax(-1)
-        conf0, label0 = p0.max(-1)
-        t = resolve_targets(clf, target, n, dev)
-        targeted = t is not None
-        if targeted:
-            same = (t == label0).nonzero().flatten().tolist()
+    def check(self, batch: Batch) -> None:
+        if batch.targeted:
+            same = (batch.target == batch.logits.argmax(1)).nonzero().flatten().tolist()
             if same:
                 i = same[0]
                 raise AdvexError(
-                    f"image {i} is already classified as the target {clf.class_name(int(t[i]))!r}; "
+                    f"image {i} is already classified as the target {batch.model.class_name(int(batch.target[i]))!r}; "
                     "choose another target or run untargeted"
                 )
-            goal = t
-        else:
-            goal = label0 if y is None else torch.as_tensor(y, device=dev, dtype=torch.long).flatten()
-            if goal.numel() != n:
-                raise AdvexError(f"got {goal.numel()} labels y for {n} images")
 
-        def is_success(logits: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
-            z = logits.float()
-            zg = z.gather(1, goal[idx, None]).squeeze(1)
-            others = z.scatter(1, goal[idx, None], float("-inf")).amax(1)
-            if targeted:
-                return zg - others > self.confidence
-            return others - zg > self.confidence
+    def adversarial(self, z: torch.Tensor, goal: torch.Tensor, targeted: bool) -> torch.Tensor:
+        """Success with a logit margin of at least ``confidence`` over every other class."""
+        return -margin(z, goal, targeted) > self.confidence
 
+    def run(self, batch: Batch) -> Outcome:
+        x, goal, n, dev = batch.x, batch.goal, len(batch), batch.device
+        numel = batch.numel
         linf = self.norm == "linf"
         # strength s: larger s, smaller perturbation (s = c for l2, s = 1/eps for linf)
         s0 = (1.0 / (self.eps or self.eps_init)) if linf else (self.c or self.c_init)
@@ -199,6 +140,7 @@ class Szegedy:
         best_s = torch.full((n,), math.nan, device=dev)
         evals = torch.zeros(n, dtype=torch.long, device=dev)
         r = torch.zeros_like(x)
+        valid = batch.valid
         box_lo, box_hi = (-x) * valid, (1 - x) * valid
         steps = range(self.search_steps)
         if self.progress:
@@ -212,7 +154,7 @@ class Szegedy:
                 break
             lower, upper = box_lo[idx], box_hi[idx]
             if linf:
-                e = _bcast(1.0 / s[idx], lower)
+                e = per_image(1.0 / s[idx], lower)
                 lower, upper = torch.maximum(lower, -e), torch.minimum(upper, e)
             c_sub = torch.zeros(idx.numel(), device=dev) if linf else s[idx]
 
@@ -220,9 +162,9 @@ class Szegedy:
                 g_idx = idx[local]
                 rr = rr.detach().requires_grad_(True)
                 with torch.enable_grad():
-                    z = logits_of(x[g_idx] + rr, g_idx).float()
+                    z = batch.forward(x[g_idx] + rr, g_idx)
                     ce = F.cross_entropy(z, goal[g_idx], reduction="none")
-                    loss = ce if targeted else -ce
+                    loss = ce if batch.targeted else -ce
                     if not linf:
                         loss = loss + c_sub[local] * rr.pow(2).flatten(1).sum(1) / numel[g_idx]
                     (grad,) = torch.autograd.grad(loss.sum(), rr)
@@ -235,13 +177,12 @@ class Szegedy:
                 r_sub, stats = adam_box(objective, r0, lower, upper, max_iter=self.max_iter, lr=self.lr)
             evals[idx] += stats.evals
             r[idx] = r_sub
-            with torch.no_grad():
-                xa = x[idx] + r_sub
-                if self.quantize:
-                    xa = quantize_8bit(xa)
-                ok = is_success(logits_of(xa, idx), idx)
-                d = (xa - x[idx]).flatten(1)
-                dist = d.abs().amax(1) if linf else d.norm(dim=1)
+            xa = x[idx] + r_sub
+            if self.quantize:
+                xa = quantize_8bit(xa)
+            ok = batch.hit(batch.forward(xa, idx), idx)
+            d = (xa - x[idx]).flatten(1)
+            dist = d.abs().amax(1) if linf else d.norm(dim=1)
             better = ok & (dist < best_dist[idx])
             bi = idx[better]
             best_adv[bi], best_dist[bi], best_s[bi] = xa[better], dist[better], s[idx][better]
@@ -253,37 +194,6 @@ class Szegedy:
                 (lo[idx] * hi[idx]).sqrt(),
                 torch.where(ok, s[idx] * self.search_factor, s[idx] / self.search_factor),
             )
-
-        with torch.no_grad():
-            logits_adv = logits_of(best_adv, all_idx).float()
-        pa = logits_adv.softmax(-1)
-        conf_a, label_a = pa.max(-1)
-        success = is_success(logits_adv, all_idx) & torch.isfinite(best_dist)
-        norms = perturbation_norms(best_adv - x, numel)
-        extra = {
-            "c": best_s if not linf else torch.full_like(best_s, math.nan),
-            "eps": (1.0 / best_s) if linf else torch.full_like(best_s, math.nan),
-        }
-        if targeted:
-            extra["target_confidence"] = pa.gather(1, goal[:, None]).squeeze(1)
-        x_adv = unpack(best_adv, sizes) if ragged else best_adv
-        return AttackResult(
-            x_adv=x_adv,
-            success=success.cpu(),
-            label=label0.cpu(),
-            confidence=conf0.cpu(),
-            label_adv=label_a.cpu(),
-            confidence_adv=conf_a.cpu(),
-            target=t.cpu() if t is not None else None,
-            l0=norms["l0"].cpu(),
-            l2=norms["l2"].cpu(),
-            linf=norms["linf"].cpu(),
-            rms=norms["rms"].cpu(),
-            grad_evals=evals.cpu(),
-            time_s=time.perf_counter() - start,
-            extra={k: v.cpu() for k, v in extra.items()},
-        )
-
-
-def _bcast(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    return v.view(-1, *([1] * (like.ndim - 1)))
+        nan = torch.full_like(best_s, math.nan)
+        extra = {"c": nan if linf else best_s, "eps": (1.0 / best_s) if linf else nan}
+        return Outcome(best_adv, evals, extra=extra)

@@ -1,13 +1,37 @@
-"""Data: images in and out, class names."""
+"""Data: images in and out (PNG/JPEG, 8-bit quantisation, atomic writes, mixed-size batches),
+the standard datasets (MNIST, CIFAR-10) with their class names and their training-time
+augmentation, ImageNet's class names, and patch files."""
 
-from advex.data.classes import imagenet_classes, resolve_class
-from advex.data.images import LoadedImage, load_image, load_images, pack, quantize, sample_photos, save_png, unpack
+from advex.data.augment import augment_crop_flip
+from advex.data.classes import imagenet_classes, imagenet_synonyms, resolve_class
+from advex.data.datasets import CIFAR10_CLASSES, DATASETS, MNIST_CLASSES, STATS, ArrayDataset, load_dataset
+from advex.data.images import (
+    LoadedImage,
+    atomic_write_bytes,
+    load_image,
+    load_images,
+    pack,
+    quantize,
+    sample_photos,
+    save_png,
+    to_uint8,
+    unpack,
+)
 from advex.data.patchfile import LoadedPatch, load_patch, save_patch
 
 __all__ = [
+    "CIFAR10_CLASSES",
+    "DATASETS",
+    "MNIST_CLASSES",
+    "STATS",
+    "ArrayDataset",
     "LoadedImage",
     "LoadedPatch",
+    "atomic_write_bytes",
+    "augment_crop_flip",
     "imagenet_classes",
+    "imagenet_synonyms",
+    "load_dataset",
     "load_image",
     "load_images",
     "load_patch",
@@ -17,5 +41,6 @@ __all__ = [
     "sample_photos",
     "save_patch",
     "save_png",
+    "to_uint8",
     "unpack",
 ]

@@ -1,6 +1,14 @@
-"""Defences: standard and adversarial training (PGD, TRADES, fast FGSM)."""
+"""Defences: standard, adversarial (PGD, TRADES, fast FGSM) and certified (IBP, CROWN-IBP,
+convex) training, on one process or data-parallel under torchrun.
 
-from advex.defences.train import TrainConfig, TrainRun, clean_accuracy, robust_accuracy, train
-from advex.models.archs import make_classifier
+``train(TrainConfig(...), out)`` runs the loop (``loop``); the configuration and its
+per-dataset defaults are in ``config``, the run folder's files (checkpoints, metrics, card)
+in ``checkpoint``, the process group in ``distributed``, the training objectives in
+``losses``. Accuracies come from ``advex.evaluation``, the curves from ``advex.report``.
+"""
 
-__all__ = ["TrainConfig", "TrainRun", "clean_accuracy", "make_classifier", "robust_accuracy", "train"]
+from advex.defences.config import DEFAULTS, TrainConfig
+from advex.defences.loop import TrainRun, train
+from advex.defences.losses import CERTIFIED, DEFENCES
+
+__all__ = ["CERTIFIED", "DEFAULTS", "DEFENCES", "TrainConfig", "TrainRun", "train"]

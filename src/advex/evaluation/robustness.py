@@ -14,9 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from advex.attacks.apgd import APGD
-from advex.attacks.pgd import FGSM, PGD
-from advex.attacks.square import Square
+from advex.attacks import APGD, FGSM, PGD, Square
 from advex.errors import AdvexError
 from advex.models import as_classifier, check_pixels
 

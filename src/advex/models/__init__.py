@@ -1,17 +1,27 @@
 """Models: the :class:`Classifier` wrapper, how advex holds a model while it works on it
-(``as_classifier``, ``frozen``, ``check_pixels``), and the zoo (``load``, ``names``)."""
+(``as_classifier``, ``frozen``, ``check_pixels``), the zoo (``load``, ``names``) and the
+architectures advex trains (``make_classifier``, ``ARCHS``, ``ibp_init``)."""
 
+from advex.models.archs import ARCHS, Residual, ibp_init, make_classifier
 from advex.models.classifier import Classifier, as_classifier, check_pixels, frozen
-from advex.models.zoo import DEFAULT_MODEL, describe, load, names, read_state_dict, resolve_device
+from advex.models.zoo import DEFAULT_MODEL, describe, load, load_weights, names, read_state_dict, resolve_device
 
 __all__ = [
+    "ARCHS",
     "Classifier",
+    "Residual",
+    "ibp_init",
+    "load_weights",
+    "make_classifier",
     "DEFAULT_MODEL",
     "as_classifier",
     "check_pixels",
     "describe",
     "frozen",
+    "ibp_init",
     "load",
+    "load_weights",
+    "make_classifier",
     "names",
     "read_state_dict",
     "resolve_device",

@@ -146,7 +146,7 @@ def make_classifier(dataset: str, arch: str, name: str | None = None):
     """The network of ``arch`` for ``dataset`` (mnist or cifar10), wrapped as a :class:`Classifier`
     with the dataset's class names and normalisation (CIFAR-10 per-channel mean/std; the MNIST
     networks of Wong et al. and Madry et al. take raw pixels)."""
-    from advex.data.datasets import CIFAR10_CLASSES, MNIST_CLASSES, STATS
+    from advex.data import CIFAR10_CLASSES, MNIST_CLASSES, STATS
     from advex.models.classifier import Classifier
 
     if dataset not in ("mnist", "cifar10"):

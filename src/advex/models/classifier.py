@@ -12,7 +12,7 @@ from collections.abc import Iterator, Sequence
 import torch
 from torch import nn
 
-from advex.data.classes import resolve_class
+from advex.data import resolve_class
 from advex.errors import AdvexError
 from advex.models.resize import apply_resize, resize_matrices
 
@@ -132,6 +132,14 @@ class Classifier(nn.Module):
                 self._resize_cache.pop(next(iter(self._resize_cache)))
             self._resize_cache[key] = mats
         return apply_resize(x, *mats)
+
+    def normalise(self, x: torch.Tensor, channel_dim: int = 1) -> torch.Tensor:
+        """``(x - mean) / std`` per channel, the channels along ``channel_dim`` (1 for
+        (N, C, H, W) images, -1 for (..., C) colours); no resizing."""
+        shape = [1] * x.ndim
+        shape[channel_dim] = -1
+        mean, std = self.mean.to(x.dtype).view(shape), self.std.to(x.dtype).view(shape)
+        return (x - mean) / std
 
     def preprocess(self, x: torch.Tensor, sizes: torch.Tensor | None = None) -> torch.Tensor:
         """Crop/resize to the network's input size (if it has one) and normalise."""

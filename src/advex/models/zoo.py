@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from advex.data.classes import imagenet_classes, imagenet_synonyms
+from advex.data import imagenet_classes, imagenet_synonyms
 from advex.errors import AdvexError
 from advex.models.classifier import Classifier
 

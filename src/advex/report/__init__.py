@@ -1,9 +1,14 @@
-"""Figures and reports built from results; nothing here runs an attack."""
+"""Figures, tables and summaries built from results (attacks, evaluations, certifications,
+training runs); nothing here runs an attack.
 
-from advex.report.curves import accuracy_vs_eps, certified_vs_eps
+A leaf of the package graph: it imports only ``advex.data`` (atomic writes) and
+``advex.errors``, and any layer above may use it."""
+
+from advex.report.curves import accuracy_vs_eps, certified_vs_eps, training_curves
 from advex.report.figure import FigureRow, magnification, three_column_figure
 from advex.report.patch import SceneItem, patch_curve, patch_sheet
 from advex.report.pixels import PixelItem, pixel_figure
+from advex.report.summary import machine, print_table, provenance, table, write_summary
 
 __all__ = [
     "FigureRow",
@@ -16,4 +21,10 @@ __all__ = [
     "patch_sheet",
     "pixel_figure",
     "three_column_figure",
+    "training_curves",
+    "machine",
+    "print_table",
+    "provenance",
+    "table",
+    "write_summary",
 ]

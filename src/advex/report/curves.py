@@ -1,4 +1,5 @@
-"""Accuracy against epsilon: one line per attack and one for the ensemble."""
+"""Accuracy against epsilon (one line per attack and one for the ensemble; certified against
+attacked), and the training curves of a run (loss and accuracies per epoch)."""
 
 from __future__ import annotations
 
@@ -6,13 +7,30 @@ import io
 import os
 from collections.abc import Sequence
 
-from advex.data.images import atomic_write_bytes
+from advex.data import atomic_write_bytes
+
+
+def _pyplot():
+    """matplotlib's pyplot on the Agg backend (files only, no display needed)."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, path: str | os.PathLike, dpi: int) -> None:
+    """Lay out, render to PNG and write ``path`` atomically; close the figure."""
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi)
+    _pyplot().close(fig)
+    atomic_write_bytes(path, buf.getvalue())
 
 
 def _finish(fig, ax, path, title: str, clean: float | None, ylabel: str) -> None:
     """Clean-accuracy line, axes, legend, title; write the PNG atomically."""
-    import matplotlib.pyplot as plt
-
     if clean is not None:
         ax.axhline(100 * clean, color="grey", linestyle=":", label=f"clean {100 * clean:.1f}%")
     ax.set_xlabel("epsilon")
@@ -21,11 +39,7 @@ def _finish(fig, ax, path, title: str, clean: float | None, ylabel: str) -> None
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     ax.set_title(title, fontsize=10)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    plt.close(fig)
-    atomic_write_bytes(path, buf.getvalue())
+    _save(fig, path, dpi=110)
 
 
 def accuracy_vs_eps(
@@ -36,12 +50,7 @@ def accuracy_vs_eps(
     title: str,
     clean: float | None = None,
 ) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    fig, ax = _pyplot().subplots(figsize=(6.4, 4.2))
     for name, acc in per_attack.items():
         ax.plot(eps, [100 * a for a in acc], "o--", alpha=0.8, label=name)
     ax.plot(eps, [100 * a for a in ensemble], "s-", color="black", linewidth=2.2, label="ensemble (worst case)")
@@ -58,12 +67,7 @@ def certified_vs_eps(
 ) -> None:
     """Certified accuracy (a lower bound on robust accuracy) per method, and the accuracy
     under attack (an upper bound), against epsilon: the gap is what is not yet proven."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    fig, ax = _pyplot().subplots(figsize=(6.4, 4.2))
     for name, acc in certified.items():
         ax.plot(eps, [100 * a for a in acc], "s-", linewidth=2, label=f"certified ({name})")
     if attacked is not None:
@@ -73,3 +77,26 @@ def certified_vs_eps(
             ax.fill_between(eps, [100 * a for a in low], [100 * a for a in attacked], color="tab:red", alpha=0.08,
                             label="not proven, not broken")  # fmt: skip
     _finish(fig, ax, path, title, clean, "accuracy (%)")
+
+
+def training_curves(history: Sequence[dict], path: str | os.PathLike, title: str) -> None:
+    """A training run's curves, one point per epoch: the training loss (left), and the clean
+    test, robust (if recorded) and training accuracies (right). ``history`` holds the records
+    of ``advex train``'s metrics.json (``epoch``, ``train_loss``, ``train_acc``, ``test_acc``,
+    and ``robust_acc`` with its ``robust_label``)."""
+    fig, (a, b) = _pyplot().subplots(1, 2, figsize=(10, 3.6))
+    ep = [h["epoch"] for h in history]
+    a.plot(ep, [h["train_loss"] for h in history], "o-")
+    a.set_xlabel("epoch")
+    a.set_ylabel("training loss")
+    a.grid(alpha=0.3)
+    b.plot(ep, [100 * h["test_acc"] for h in history], "o-", label="clean test")
+    if history and history[-1].get("robust_acc") is not None:
+        b.plot(ep, [100 * h["robust_acc"] for h in history], "s-", label=history[-1]["robust_label"])
+    b.plot(ep, [100 * h["train_acc"] for h in history], "--", alpha=0.6, label="train (on the training inputs)")
+    b.set_xlabel("epoch")
+    b.set_ylabel("accuracy (%)")
+    b.grid(alpha=0.3)
+    b.legend(fontsize=8)
+    fig.suptitle(title)
+    _save(fig, path, dpi=100)

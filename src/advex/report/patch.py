@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import torch
 
-from advex.data.images import atomic_write_bytes
+from advex.data import atomic_write_bytes
 from advex.report.pixels import _show
 
 

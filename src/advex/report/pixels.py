@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from advex.data.images import atomic_write_bytes
+from advex.data import atomic_write_bytes
 
 
 @dataclass

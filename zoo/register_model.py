@@ -1,6 +1,6 @@
 """Put a model trained by `advex train` into the zoo, with its evaluation on the full test set.
 
-    python benchmarks/register_model.py RUN_DIR NAME [--attack-steps 40 --step-size 0.01]
+    python zoo/register_model.py RUN_DIR NAME [--attack-steps 40 --step-size 0.01]
 
 Copies RUN_DIR/model.safetensors to src/advex/models/weights/NAME.safetensors, evaluates
 clean accuracy and, for an adversarially trained model, robust accuracy under L-inf PGD
@@ -22,8 +22,8 @@ from pathlib import Path
 import torch
 
 from advex.data.datasets import load_dataset
-from advex.defences import clean_accuracy, make_classifier, robust_accuracy
-from advex.models.zoo import load_weights, read_state_dict
+from advex.evaluation import clean_accuracy, robust_accuracy
+from advex.models import load_weights, make_classifier, read_state_dict
 
 WEIGHTS = Path(__file__).resolve().parents[1] / "src" / "advex" / "models" / "weights"
 

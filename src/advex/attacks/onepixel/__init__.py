@@ -1,0 +1,9 @@
+"""The one-pixel attack (Su, Vargas & Sakurai 2019): differential evolution over a few pixels
+(``attack``), how candidates are scored (``scoring``: full, bf16 or incremental, chosen
+once), and the exact incremental forward pass for one pixel on a plain CNN
+(``incremental``)."""
+
+from advex.attacks.onepixel.attack import OnePixel
+from advex.attacks.onepixel.scoring import apply_pixels, write_pixels
+
+__all__ = ["OnePixel", "apply_pixels", "write_pixels"]

@@ -1,0 +1,56 @@
+"""The ``advex`` command line: one module per command, each a short script of library calls.
+
+A command module has ``NAME``, ``HELP``, ``add_parser(subparsers)`` and ``run(args)``; the
+options they share (``--model``, ``--device``, ``--seed``, ``--data-dir``, ``--out``,
+``--quiet``, eps lists) are declared in :mod:`advex.cli.options` and checked there once,
+for every command, before any work. Every user error is one line on stderr and exit
+status 2; summaries and tables go through :mod:`advex.report`.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+
+from advex import __version__
+from advex.cli import attack, certify, demo, evaluate, models, onepixel, options, patch, train
+from advex.errors import AdvexError
+
+COMMANDS = (demo, attack, models, onepixel, patch, evaluate, certify, train)
+
+
+def build_parser() -> options.Parser:
+    parser = options.Parser(prog="advex", description="Adversarial examples: craft, defend, certify.")
+    parser.add_argument("--version", action="version", version=f"advex {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for command in COMMANDS:
+        p = command.add_parser(sub)
+        if hasattr(command, "run"):  # (patch has two subcommands, each with its own)
+            p.set_defaults(run=command.run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = parser.parse_args(argv)
+    args.argv = argv
+    if getattr(args, "run", None) is None:
+        getattr(args, "_help", parser.print_help)()
+        return 2
+    try:
+        options.check(args)
+        if hasattr(args, "seed"):
+            import torch
+
+            torch.manual_seed(args.seed)
+        return args.run(args)
+    except AdvexError as e:
+        print(f"advex: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("advex: interrupted; outputs already written are complete, nothing half-written", file=sys.stderr)
+        return 130
+
+
+__all__ = ["COMMANDS", "build_parser", "main"]

@@ -1,0 +1,29 @@
+"""``advex demo``: the five sample photos become "ostrich" (Szegedy et al. 2013), offline."""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+from advex.cli import attack, common, options
+
+NAME = "demo"
+HELP = 'turn the sample photos into "ostrich" (Szegedy et al. 2013)'
+TARGET = "ostrich"
+
+
+def add_parser(sub) -> argparse.ArgumentParser:
+    p = options.add_command(sub, NAME, HELP, __doc__)
+    attack.add_attack_options(p, "advex-demo")
+    return p
+
+
+def run(args) -> int:
+    from advex.data import sample_photos
+
+    t0 = time.perf_counter()
+    model = common.load_model(args.model, args.device)
+    title = f'{model.name}: every photo plus an imperceptible r is an "{TARGET}"'
+    rc = attack.attack_photos(args, model, sample_photos(), TARGET, title=title, save_originals=True)
+    print(f"demo wall time {time.perf_counter() - t0:.1f} s")
+    return rc

@@ -1,0 +1,204 @@
+"""The options the commands share, declared once and checked in one place.
+
+Each command's ``add_parser`` calls ``add_model``, ``add_eps``, ``add_run_options`` ...;
+:func:`check` runs for every command after parsing, before any work: it parses the eps
+lists (one message for every command), and checks that ``--out`` can be written.
+Values with their own syntax (``LO,HI`` ranges, ``ROW,COL`` positions, fractions such as
+8/255) have their parsers here too. Any bad value is one line and exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import NoReturn
+
+from advex.errors import AdvexError
+
+DATASETS = ("mnist", "cifar10")
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, with every error on one line (``advex COMMAND: error: ...``) and exit status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+# ---------------------------------------------------------------------------- value parsers
+def fraction(value: str) -> float:
+    """A finite number, or a fraction such as 8/255."""
+    try:
+        if "/" in value:
+            num, den = value.split("/", 1)
+            v = float(num) / float(den)
+        else:
+            v = float(value)
+    except (ValueError, ZeroDivisionError):
+        raise argparse.ArgumentTypeError(f"expected a number or a fraction like 8/255, got {value!r}") from None
+    if not math.isfinite(v):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {value!r}")
+    return v
+
+
+def positive(value: str) -> float:
+    """A finite number > 0."""
+    v = fraction(value)
+    if not v > 0:
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {value!r}")
+    return v
+
+
+def seed(value: str) -> int:
+    try:
+        return int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--seed takes an integer, got {value!r}") from None
+
+
+def value_range(value: str) -> tuple[float, float]:
+    """``LO,HI`` or one number (LO = HI)."""
+    try:
+        parts = [float(v) for v in value.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number or LO,HI, got {value!r}") from None
+    if len(parts) == 1:
+        parts = parts * 2
+    if len(parts) != 2:
+        raise argparse.ArgumentTypeError(f"expected a number or LO,HI, got {value!r}")
+    return parts[0], parts[1]
+
+
+def position(value: str) -> tuple[float, float]:
+    """``ROW,COL`` fractions of the image."""
+    try:
+        r, c = (float(v) for v in value.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"--position takes ROW,COL fractions of the image, e.g. 0.5,0.5; got {value!r}"
+        ) from None
+    return r, c
+
+
+# ---------------------------------------------------------------------------- eps
+@dataclass(frozen=True)
+class EpsOption:
+    """How a command takes ``--eps``: one value or a comma-separated list, 0 allowed or not."""
+
+    many: bool = False
+    zero_ok: bool = False
+
+
+def parse_eps(text: str, spec: EpsOption, norm: str) -> list[float]:
+    """The radii in ``--eps`` (``0.1``, ``8/255`` or, where a list is taken, ``0.1,8/255``):
+    finite, > 0 (or >= 0 where 0 is allowed), and at most 1 in the L-inf norm, whose unit is
+    the [0, 1] pixel range. The one parser of eps: a bad value is the same line in every
+    command."""
+    items = [v.strip() for v in text.split(",")] if spec.many else [text.strip()]
+    unit = "a radius for pixels in [0, 1], such as 0.1 or 8/255"
+    out = []
+    for item in items:
+        try:
+            num, _, den = item.partition("/")
+            v = float(num) / float(den) if den else float(num)
+        except (ValueError, ZeroDivisionError):
+            if "," in item or (not spec.many and "," in text):
+                raise AdvexError(f"--eps {text!r}: this command takes one radius; give {unit}") from None
+            raise AdvexError(f"--eps {text!r}: {item!r} is not a number; give {unit}") from None
+        if not math.isfinite(v):
+            raise AdvexError(f"--eps {text!r}: {item!r} is not a finite number; give {unit}")
+        if v < 0:
+            raise AdvexError(f"--eps {text!r}: {item} is negative; give {unit}")
+        if v == 0 and not spec.zero_ok:
+            raise AdvexError(f"--eps {text!r}: a radius of 0 leaves nothing to attack or prove here; give {unit}")
+        if norm == "linf" and v > 1:
+            raise AdvexError(
+                f"--eps {text!r}: {item} is larger than the whole [0, 1] pixel range of an L-inf radius "
+                f"(did you mean {item}/255?)"
+            )
+        out.append(v)
+    return out
+
+
+# ---------------------------------------------------------------------------- declaring options
+def add_command(sub, name: str, help: str, doc: str | None) -> argparse.ArgumentParser:
+    """A command's parser: ``help`` in the list of commands, the module's docstring (its
+    double backquotes dropped) as the description of ``advex NAME --help``."""
+    return sub.add_parser(name, help=help, description=(doc or help).replace("``", ""))
+
+
+def add_model(
+    p: argparse.ArgumentParser, default: str | None = None, help: str | None = None, required: bool = False
+) -> None:
+    p.add_argument(
+        "--model",
+        default=default,
+        required=required,
+        help=help
+        or "zoo name (see `advex models`), FILE.py[:NAME] (an nn.Module or a function returning one), "
+        "or a checkpoint (.safetensors / weights-only .pt)",
+    )
+
+
+def add_eps(p: argparse.ArgumentParser, *, many: bool, zero_ok: bool, help: str, **kw) -> None:
+    """``--eps`` as text; :func:`check` parses it for the command's norm (``args.norm``, default linf)."""
+    p.add_argument("--eps", help=help, **kw)
+    p.set_defaults(_eps=EpsOption(many, zero_ok))
+
+
+def add_norm(p: argparse.ArgumentParser, default: str = "linf") -> None:
+    """``--norm``: the ball eps measures (read by :func:`check` for the eps range)."""
+    p.add_argument("--norm", choices=["linf", "l2"], default=default, help=f"perturbation norm (default {default})")
+
+
+def add_dataset(p: argparse.ArgumentParser, required: bool = True, help: str | None = None) -> None:
+    p.add_argument("--dataset", required=required, choices=DATASETS, help=help)
+
+
+def add_run_options(
+    p: argparse.ArgumentParser, *, out: str | None, data: bool = False, quiet: bool = True, required_out: bool = False
+) -> None:
+    """What every command that runs takes: --device, --seed, --out, and where it applies
+    --data-dir and --quiet."""
+    if data:
+        p.add_argument("--data-dir", default=None, help="dataset folder (else $ADVEX_DATA, ../shared/datasets, cache)")
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N, mps or auto (default)")
+    p.add_argument("--seed", type=seed, default=0, help="random seed (default 0)")
+    if required_out:
+        p.add_argument("--out", required=True, help="output folder")
+    else:
+        p.add_argument("--out", default=out, help=f"output folder (default {out})")
+    if quiet:
+        p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+# ---------------------------------------------------------------------------- after parsing
+def check(args: argparse.Namespace) -> None:
+    """The checks every command shares, before any work: eps, and a writable --out."""
+    spec = getattr(args, "_eps", None)
+    if spec is not None and isinstance(args.eps, str):
+        values = parse_eps(args.eps, spec, getattr(args, "norm", "linf"))
+        args.eps = values if spec.many else values[0]
+    if getattr(args, "out", None) is not None:
+        check_out(Path(args.out))
+
+
+def check_out(out: Path) -> None:
+    """``out`` must be a folder that exists or can be made, and be writable: checked before
+    the work, so a long computation is never lost to a bad path."""
+    if out.exists() and not out.is_dir():
+        raise AdvexError(f"--out {out} is an existing file; give a folder (it is created if missing)")
+    parent = out
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        raise AdvexError(f"--out {out}: cannot write in {parent} (permission denied); give a writable folder")
+
+
+def note(message: str) -> None:
+    """An informational line on stderr."""
+    print(message, file=sys.stderr)

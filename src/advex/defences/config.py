@@ -1,0 +1,129 @@
+"""What to train and how: :class:`TrainConfig`, its per-dataset defaults, and the checks that
+turn a user's choices into a complete, valid configuration (``TrainConfig.resolved``)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+from advex.data import DATASETS
+from advex.defences.losses import CERTIFIED, DEFENCES
+from advex.errors import AdvexError
+from advex.models import ARCHS
+
+DEFAULTS: dict[str, dict[str, Any]] = {
+    "mnist": dict(
+        epochs=10,
+        batch_size=128,
+        lr=1e-3,
+        optimizer="adam",
+        weight_decay=0.0,
+        attack_steps=20,
+        eps_ramp=0.3,
+        augment=False,
+    ),
+    "cifar10": dict(
+        epochs=30,
+        batch_size=128,
+        lr=0.05,
+        optimizer="sgd",
+        weight_decay=5e-4,
+        attack_steps=7,
+        eps_ramp=0.3,
+        augment=True,
+    ),
+}
+
+
+@dataclass
+class TrainConfig:
+    """What to train and how. ``None`` fields take the per-dataset defaults (``DEFAULTS``)."""
+
+    dataset: str = "mnist"
+    arch: str = "small"
+    defence: str = "none"
+    eps: float = 0.0
+    epochs: int | None = None
+    batch_size: int | None = None
+    lr: float | None = None
+    optimizer: str | None = None
+    weight_decay: float | None = None
+    attack_steps: int | None = None
+    step_size: float | None = None  # PGD/TRADES step at full eps (default 2.5 * eps / steps)
+    eps_ramp: float | None = None  # fraction of training over which eps grows linearly from 0
+    trades_beta: float = 6.0
+    kappa_end: float | None = None  # certified training: final weight of the natural loss (IBP 0.5, CROWN-IBP 0)
+    init: str | None = None  # "default" (PyTorch's) or "ibp" (Shi et al. 2021; the default for certified training)
+    fast_alpha: float = 1.25
+    augment: bool | None = None
+    eval_n: int = 1000  # test images for the per-epoch robust accuracy
+    eval_steps: int = 20
+    train_n: int | None = None  # train on the first n images only (smoke runs)
+    max_steps: int | None = None  # stop after this many optimiser steps (smoke runs, tests)
+    seed: int = 0
+    data_dir: str | None = None
+
+    def resolved(self) -> TrainConfig:
+        """A copy with every ``None`` filled in (dataset defaults, then those that depend on the
+        defence), every choice checked; raises :class:`AdvexError` naming the first bad one."""
+        _check_choices(self)
+        kw = asdict(self)
+        for k, v in DEFAULTS[self.dataset].items():
+            if kw[k] is None:
+                kw[k] = v
+        _fill_defence_defaults(kw)
+        _check_values(kw)
+        return TrainConfig(**kw)
+
+    def resumed(self, saved: dict[str, Any]) -> TrainConfig:
+        """The configuration of a saved run (its ``config.json``), with this one's ``epochs`` if
+        set: resuming continues the same training, for longer if asked."""
+        names = {f.name for f in fields(TrainConfig)}
+        kw = {k: v for k, v in saved.items() if k in names}
+        if self.epochs is not None:
+            kw["epochs"] = self.epochs
+        return TrainConfig(**kw)
+
+
+def _check_choices(cfg: TrainConfig) -> None:
+    if cfg.dataset not in DATASETS:
+        raise AdvexError(f"unknown dataset {cfg.dataset!r}; choose from {', '.join(DATASETS)}")
+    if cfg.arch not in ARCHS:
+        raise AdvexError(f"unknown architecture {cfg.arch!r}; choose from {', '.join(ARCHS)}")
+    if cfg.defence not in DEFENCES:
+        raise AdvexError(f"unknown defence {cfg.defence!r}; choose from {', '.join(DEFENCES)}")
+    if not 0 <= cfg.eps <= 1:
+        raise AdvexError(
+            f"eps must be in [0, 1] (pixels in [0, 1]; e.g. 0.3 for MNIST, 8/255 for CIFAR), got {cfg.eps}"
+        )
+    if cfg.defence != "none" and cfg.eps == 0:
+        raise AdvexError(f"--defence {cfg.defence} needs --eps > 0")
+
+
+def _fill_defence_defaults(kw: dict[str, Any]) -> None:
+    """The defaults that depend on the defence: no eps ramp without an attack; the certified
+    losses' final natural-loss weight and initialisation; the attack step at full eps."""
+    if kw["defence"] == "none":
+        kw["eps_ramp"] = 0.0
+    if kw["kappa_end"] is None:
+        kw["kappa_end"] = 0.0 if kw["defence"] in ("crown-ibp", "convex") else 0.5
+    if kw["init"] is None:
+        kw["init"] = "ibp" if kw["defence"] in CERTIFIED else "default"
+    if kw["step_size"] is None:
+        kw["step_size"] = 2.5 * kw["eps"] / max(kw["attack_steps"], 1)
+
+
+def _check_values(kw: dict[str, Any]) -> None:
+    if kw["init"] not in ("default", "ibp"):
+        raise AdvexError(f"unknown init {kw['init']!r}; use default or ibp")
+    if not 0 <= kw["kappa_end"] <= 1:
+        raise AdvexError(f"kappa_end must be in [0, 1], got {kw['kappa_end']}")
+    if kw["weight_decay"] < 0 or kw["lr"] <= 0:
+        raise AdvexError(f"lr must be > 0 and weight_decay >= 0, got {kw['lr']} and {kw['weight_decay']}")
+    if kw["optimizer"] not in ("sgd", "adam"):
+        raise AdvexError(f"unknown optimizer {kw['optimizer']!r}; use sgd or adam")
+    for k in ("epochs", "batch_size", "attack_steps"):
+        if kw[k] < 1:
+            raise AdvexError(f"{k} must be >= 1, got {kw[k]}")
+    if not 0 <= kw["eps_ramp"] <= 1:
+        raise AdvexError(f"eps_ramp is a fraction of training in [0, 1], got {kw['eps_ramp']}")
