@@ -192,11 +192,3 @@ def batchnorm_stats(model: nn.Module):
     finally:
         for h in handles:
             h.remove()
-
-
-def forward(nodes: list[L.Layer], x: torch.Tensor) -> list[torch.Tensor]:
-    """Every layer's output for input x (for checks)."""
-    outs: list[torch.Tensor] = [x]
-    for n in nodes[1:]:
-        outs.append(n.forward(*(outs[i] for i in n.inputs)))
-    return outs
