@@ -131,7 +131,7 @@ def test_argparse_rejects_bad_numbers(capsys):
     with pytest.raises(SystemExit) as e:
         main(["attack", "--images", "x.png", "--target", "ostrich", "--c", "-1"])
     assert e.value.code == 2
-    assert "expected a number > 0" in capsys.readouterr().err
+    assert "expected a finite number > 0" in capsys.readouterr().err
 
 
 # ---------------------------------------------------------------------------- shared options, every command

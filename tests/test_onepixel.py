@@ -261,28 +261,6 @@ def test_cli_photo_at_the_network_input(tmp_path, imagenet_model):
     assert s["results"][0]["label_name"] == "tiger cat"  # chelsea, as the demo model sees her
 
 
-@needs_data
-@pytest.mark.parametrize(
-    "argv, message",
-    [
-        (["--dataset", "mnist", "--pixels", "785"], "more than the 28x28 image has (784)"),
-        (["--dataset", "mnist", "--population", "2"], "population must be a whole number >= 4"),
-        (["--dataset", "mnist", "--target", "ostrich"], "ostrich"),
-        (["--dataset", "mnist", "--n", "0"], "--n must be >= 1"),
-        (["--dataset", "mnist", "--figure-n", "0"], "--figure-n must be >= 1"),
-        (["--dataset", "mnist", "--threshold", "2"], "threshold must be a probability"),
-        (["--images", "nowhere.png"], "nowhere.png"),
-    ],
-)
-def test_cli_bad_input(tmp_path, capsys, argv, message):
-    out = tmp_path / "op"
-    rc = main(["onepixel", *argv, "--out", str(out)])
-    last = capsys.readouterr().err.strip().splitlines()[-1]
-    assert rc == 2
-    assert last.startswith("advex: error:") and message in last
-    assert not out.exists()
-
-
 # ---------------------------------------------------------------------------- incremental scoring
 def _random_net(seed, convs, channels=3, size=12, bn=False):
     g = torch.Generator().manual_seed(seed)

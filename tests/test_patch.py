@@ -261,24 +261,3 @@ def test_cli_photos(tmp_path, imagenet_model):
     assert rc == 0
     img = load_image(app / "cup_patched.png").pixels
     assert img.shape == (3, 224, 224)
-
-
-@needs_data
-@pytest.mark.parametrize(
-    "argv, message",
-    [
-        (["train", "--dataset", "mnist", "--target", "3", "--size", "1.5"], "(0, 1)"),
-        (["train", "--dataset", "mnist", "--target", "3", "--size", "0.9", "--shape", "circle"], "larger than"),
-        (["train", "--dataset", "mnist", "--target", "ostrich"], "ostrich"),
-        (["train", "--dataset", "mnist", "--target", "3", "--steps", "0"], "steps"),
-        (["train", "--dataset", "mnist", "--target", "3", "--eval-images", "x.png"], "--eval-images goes with"),
-        (["apply", "--patch", "nowhere.png", "--dataset", "mnist"], "patch file not found"),
-    ],
-)
-def test_cli_bad_input(tmp_path, capsys, argv, message):
-    out = tmp_path / "o"
-    rc = main(["patch", *argv, "--out", str(out)])
-    last = capsys.readouterr().err.strip().splitlines()[-1]
-    assert rc == 2
-    assert last.startswith("advex: error:") and message in last
-    assert not out.exists()

@@ -149,7 +149,7 @@ def test_bad_training_input(tmp_path):
     with pytest.raises(AdvexError, match="nothing to resume"):
         train(TrainConfig(), tmp_path / "empty", resume=True)
     (tmp_path / "file").write_text("x")
-    with pytest.raises(AdvexError, match="cannot write to output folder"):
+    with pytest.raises(AdvexError, match="is a file, so no folder can be made there"):
         train(TrainConfig(**SMOKE), tmp_path / "file" / "out", progress=False)
 
 

@@ -34,7 +34,7 @@ from torch import nn
 from advex.attacks.result import AttackResult, perturbation_norms
 from advex.data import pack, unpack
 from advex.errors import AdvexError, AdvexWarning
-from advex.models import Classifier, as_classifier, check_pixels, frozen
+from advex.models import Classifier, as_classifier, check_labels, check_logits, check_pixels, frozen
 
 Label = int | str
 Targets = Label | Sequence[Label] | torch.Tensor | None
@@ -212,25 +212,10 @@ class Attack:
         dev = clf.device
         x = x.detach().to(dev, torch.float32)
         n = x.shape[0]
-        z0 = clf(x, sizes) if sizes is not None else clf(x)
-        if not isinstance(z0, torch.Tensor) or z0.ndim != 2 or z0.shape[0] != n:
-            got = f"shape {tuple(z0.shape)}" if isinstance(z0, torch.Tensor) else f"a {type(z0).__name__}"
-            raise AdvexError(f"the model must return a (N, classes) tensor of logits for N={n} images, got {got}")
-        z0 = z0.float()
+        z0 = check_logits(clf(x, sizes) if sizes is not None else clf(x), n).float()
         warn_if_probabilities(z0)
         k = z0.shape[1]
-        if y is None:
-            yt = z0.argmax(1)
-        else:
-            yt = torch.as_tensor(y, device=dev).flatten()
-            if yt.numel() != n:
-                raise AdvexError(f"got {yt.numel()} labels y for {n} images")
-            if yt.is_floating_point() or yt.dtype == torch.bool:
-                raise AdvexError(f"labels y must be class indices (integers), got {yt.dtype}")
-            yt = yt.long()
-            if ((yt < 0) | (yt >= k)).any():
-                bad = int(yt[(yt < 0) | (yt >= k)][0])
-                raise AdvexError(f"label {bad} is out of range: the model has {k} classes (0 to {k - 1})")
+        yt = z0.argmax(1) if y is None else check_labels(y, n, k, dev)
         t = resolve_targets(clf, target, n, dev, k)
         return Batch(clf, x, yt, t, z0, self.adversarial, sizes)
 

@@ -26,6 +26,7 @@ are never changed, so calls on one traced network do not interfere.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -353,8 +354,9 @@ def check_method(method: str, norm: str, slope: str, eps: float) -> None:
         raise AdvexError("IBP bounds only L-inf balls; use method='crown' or 'alpha-crown' for L2")
     if slope not in SLOPES:
         raise AdvexError(f"unknown slope {slope!r}; use crown or wong-kolter")
-    if not isinstance(eps, (int, float)) or not 0 < eps <= 1:
-        raise AdvexError(f"eps must be in (0, 1] (pixels in [0, 1], e.g. 0.1 or 8/255), got {eps!r}")
+    if not isinstance(eps, (int, float)) or not math.isfinite(eps) or eps <= 0 or (norm == "linf" and eps > 1):
+        accepted = "in (0, 1] (pixels in [0, 1], e.g. 0.1 or 8/255)" if norm == "linf" else "a finite radius > 0"
+        raise AdvexError(f"an {norm.upper().replace('INF', '-inf')} eps must be {accepted}, got {eps!r}")
 
 
 def training_margins(

@@ -54,7 +54,7 @@ def _trace(m: nn.Module, src: int, nodes: list[L.Layer], path: str, opt: _Option
         for i, sub in enumerate(m):
             src = _trace(sub, src, nodes, f"{path}.{i}" if path else str(i), opt)
         return src
-    name = f"{path} ({type(m).__name__})"
+    name = f"{path} ({type(m).__name__})" if path else f"the network itself ({type(m).__name__})"
     if _is_residual(m):
         a = _trace(m.body, src, nodes, f"{path}.body", opt)
         b = _trace(m.shortcut, src, nodes, f"{path}.shortcut", opt)
@@ -87,6 +87,11 @@ def _layer(m: nn.Module, src: int, shape: tuple[int, ...], name: str, opt: _Opti
         return L.Flatten(**at, shape=(int(torch.Size(shape).numel()),), in_shape=shape)
     if isinstance(m, (nn.AvgPool2d, nn.AdaptiveAvgPool2d)):
         return _avgpool(m, at, shape, opt)
+    if next(m.children(), None) is not None:
+        raise UnsupportedLayer(
+            f"{name} is a module with its own forward(), which the certifiers cannot read; write it as an "
+            f"nn.Sequential of supported layers ({SUPPORTED})"
+        )
     raise UnsupportedLayer(f"no bound rule for layer {name}; supported: {SUPPORTED}")
 
 

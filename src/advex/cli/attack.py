@@ -41,45 +41,81 @@ def add_attack_options(p: argparse.ArgumentParser, out: str) -> None:
     options.add_eps(
         p, many=False, zero_ok=False, default=None, help="fix the linf radius, e.g. 4/255 (default: search)"
     )
-    p.add_argument("--search-steps", type=int, default=7, help="optimisations per image in the search (default: 7)")
-    p.add_argument("--max-iter", type=int, default=None, help="solver iterations per optimisation")
+    p.add_argument(
+        "--search-steps", type=options.integer(1), default=7, help="optimisations per image in the search (default: 7)"
+    )
+    p.add_argument("--max-iter", type=options.integer(1), default=None, help="solver iterations per optimisation")
     p.add_argument(
         "--lr", type=options.positive, default=1 / 255, help="Adam step size, pixels in [0, 1] (default 1/255)"
     )
-    p.add_argument("--confidence", type=float, default=0.0, help="required logit margin of the target (default: 0)")
+    p.add_argument(
+        "--confidence", type=options.number(0), default=0.0, help="required logit margin of the target (default: 0)"
+    )
+    p.add_argument(
+        "--max-memory",
+        type=options.positive,
+        default=8.0,
+        help="GB: refuse photos whose attack needs more; it works at full resolution, about 0.56 GB per "
+        "megapixel with lbfgs, 0.24 with adam (default 8)",
+    )
     options.add_run_options(p, out=out)
 
 
 def run(args) -> int:
+    from advex.data import find_images, image_size
+
     if args.untargeted and args.target is not None:
         raise AdvexError("give either --target CLASS or --untargeted, not both")
     if not args.untargeted and args.target is None:
         raise AdvexError("give --target CLASS (a name such as ostrich, or an index) or --untargeted")
-    images = common.photos(args.images)
+    attack = make_attack(args)
+    files = find_images(args.images)
+    check_memory(attack, [(f.stem, *image_size(f)) for f in files], args.max_memory)  # before decoding
+    images = common.photos(files, max_megapixels=None)
     model = common.load_model(args.model, args.device, args.arch)
     if args.target is not None:
         model.class_index(args.target)  # fail on an unknown name before any work
     title = f"{model.name}: target {args.target}" if args.target else f"{model.name}: untargeted"
-    return attack_photos(args, model, images, args.target, title=title, save_originals=False)
+    return attack_photos(args, model, attack, images, args.target, title=title, save_originals=False)
 
 
-def attack_photos(args, model, images, target, *, title: str, save_originals: bool) -> int:
-    """Attack, write PNGs, re-read them to measure success, then the figure, JSON and table."""
+def make_attack(args):
+    """The Szegedy attack the options describe."""
     from advex.attacks import Szegedy
-    from advex.report import FigureRow, three_column_figure, write_summary
 
     if args.eps is not None and args.norm != "linf":
         raise AdvexError("--eps fixes the L-inf radius: add --norm linf (with --norm l2, fix --c instead)")
     if args.c is not None and args.norm != "l2":
         raise AdvexError("--c is the trade-off of the l2 attack; with --norm linf fix --eps instead")
-    attack = Szegedy(
+    return Szegedy(
         method=args.method, norm=args.norm, c=args.c, eps=args.eps, search_steps=args.search_steps,
         max_iter=args.max_iter, confidence=args.confidence, lr=args.lr, progress=not args.quiet,
     )  # fmt: skip
-    options.note(f"model {model.name} on {model.device}; {attack!r}; target {target or 'none (untargeted)'}")
+
+
+def check_memory(attack, photos: list[tuple[str, int, int]], limit_gb: float) -> None:
+    """Refuse, before the work, ``photos`` (name, width, height) whose attack at full
+    resolution would need more than ``limit_gb`` of memory."""
+    w = max(pw for _, pw, _ in photos)
+    h = max(ph for _, _, ph in photos)
+    need = attack.memory_bytes(len(photos), h, w) / 1e9
+    if need > limit_gb:
+        name, bw, bh = max(photos, key=lambda p: p[1] * p[2])
+        raise AdvexError(
+            f"attacking {len(photos)} photo(s) at full resolution (the largest, {name}, is {bw}x{bh}, "
+            f"{bw * bh / 1e6:.1f} megapixels) needs about {need:.1f} GB of memory, above --max-memory {limit_gb:g} GB; "
+            "downscale the photos, attack fewer at a time, or raise --max-memory"
+        )
+
+
+def attack_photos(args, model, attack, images, target, *, title: str, save_originals: bool) -> int:
+    """Attack, write PNGs, re-read them to measure success, then the figure, JSON and table."""
+    from advex.report import FigureRow, three_column_figure, write_summary
+
     t0 = time.perf_counter()
     result = attack(model, [im.pixels for im in images], target=target)
     attack_time = time.perf_counter() - t0
+    options.note(f"model {model.name} on {model.device}; {attack!r}; target {target or 'none (untargeted)'}")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     rows, reread, ok, rms = _save_and_measure(out, model, images, result, save_originals)

@@ -8,7 +8,6 @@ import argparse
 from pathlib import Path
 
 from advex.cli import common, options
-from advex.errors import AdvexError
 
 NAME = "certify"
 HELP = "prove robustness: IBP, CROWN, alpha-CROWN bounds, beside a PGD attack"
@@ -22,11 +21,15 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--method", default="crown", help="ibp, crown, alpha-crown, or several comma-separated")
     options.add_norm(p)
     p.add_argument("--slope", choices=["crown", "wong-kolter"], default="crown", help="ReLU lower slope (CROWN)")
-    p.add_argument("--alpha-steps", type=int, default=20, help="alpha-CROWN optimisation steps (default 20)")
-    p.add_argument("--n", type=int, default=100, help="first N test images (default 100)")
-    p.add_argument("--attack-steps", type=int, default=50, help="PGD steps of the empirical check (default 50)")
+    p.add_argument(
+        "--alpha-steps", type=options.integer(1), default=20, help="alpha-CROWN optimisation steps (default 20)"
+    )
+    p.add_argument("--n", type=options.integer(1), default=100, help="first N test images (default 100)")
+    p.add_argument(
+        "--attack-steps", type=options.integer(1), default=50, help="PGD steps of the empirical check (default 50)"
+    )
     p.add_argument("--no-attack", action="store_true", help="skip the PGD attack (and its soundness check)")
-    p.add_argument("--batch-size", type=int, default=None, help="images bounded at once (default 256)")
+    p.add_argument("--batch-size", type=options.integer(1), default=None, help="images bounded at once (default 256)")
     options.add_run_options(p, out="advex-certify", data=True, quiet=False)
     return p
 
@@ -38,8 +41,6 @@ def run(args) -> int:
     for m in methods:
         for e in args.eps:
             check_method(m, args.norm, args.slope, e)
-    if args.n < 1:
-        raise AdvexError(f"--n must be >= 1, got {args.n}")
     model = common.load_model(args.model, args.device)
     x, y = common.dataset(args.dataset, "test", args.data_dir, args.n).floats()
     runs = []

@@ -36,11 +36,12 @@ def load_zoo_model(name: str, device: str | None, source: str):
         raise AdvexError(f"{source} records its model as {name!r}: {e}; give --model") from None
 
 
-def photos(paths: Sequence[str]):
-    """The photos at ``paths`` (files or folders), their notes (grayscale, alpha) on stderr."""
+def photos(paths: Sequence[str], **kw):
+    """The photos at ``paths`` (files or folders), their notes (grayscale, alpha) on stderr;
+    ``kw`` goes to :func:`advex.data.load_images` (``max_megapixels``)."""
     from advex.data import load_images
 
-    images = load_images(paths)
+    images = load_images(paths, **kw)
     for im in images:
         for n in im.notes:
             note(f"note: {n}")

@@ -22,8 +22,11 @@ def run(args) -> int:
     from advex.data import sample_photos
 
     t0 = time.perf_counter()
+    szegedy = attack.make_attack(args)
+    photos = sample_photos()
+    attack.check_memory(szegedy, [(im.name, im.pixels.shape[2], im.pixels.shape[1]) for im in photos], args.max_memory)
     model = common.load_model(args.model, args.device)
     title = f'{model.name}: every photo plus an imperceptible r is an "{TARGET}"'
-    rc = attack.attack_photos(args, model, sample_photos(), TARGET, title=title, save_originals=True)
+    rc = attack.attack_photos(args, model, szegedy, photos, TARGET, title=title, save_originals=True)
     print(f"demo wall time {time.perf_counter() - t0:.1f} s")
     return rc

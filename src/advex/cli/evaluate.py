@@ -20,15 +20,17 @@ def add_parser(sub) -> argparse.ArgumentParser:
     options.add_dataset(p)
     options.add_eps(p, many=True, zero_ok=True, required=True, help="radii, pixels in [0, 1], e.g. 0.1,0.2 or 8/255")
     options.add_norm(p)
-    p.add_argument("--n", type=int, default=1000, help="first N test images (default 1000)")
+    p.add_argument("--n", type=options.integer(1), default=1000, help="first N test images (default 1000)")
     p.add_argument(
         "--attacks",
         default="apgd-ce,apgd-t,square",
         help="comma-separated: apgd-ce, apgd-t, square, pgd, fgsm (default: the AutoAttack trio)",
     )
-    p.add_argument("--steps", type=int, default=100, help="iterations of the gradient attacks (default 100)")
-    p.add_argument("--queries", type=int, default=5000, help="Square's query budget (default 5000)")
-    p.add_argument("--n-targets", type=int, default=9, help="target classes tried by APGD-T (default 9)")
+    p.add_argument(
+        "--steps", type=options.integer(1), default=100, help="iterations of the gradient attacks (default 100)"
+    )
+    p.add_argument("--queries", type=options.integer(1), default=5000, help="Square's query budget (default 5000)")
+    p.add_argument("--n-targets", type=options.integer(1), default=9, help="target classes tried by APGD-T (default 9)")
     options.add_run_options(p, out="advex-evaluate", data=True, quiet=False)
     return p
 

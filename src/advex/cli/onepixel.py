@@ -22,21 +22,30 @@ def add_parser(sub) -> argparse.ArgumentParser:
     options.add_model(
         p, help="zoo name, FILE.py[:NAME] or a checkpoint (default: DATASET-small, or efficientnet-lite0)"
     )
-    p.add_argument("--n", type=int, default=100, help="images from --dataset (default 100)")
-    p.add_argument("--pixels", type=int, default=1, help="pixels to change (default 1; the paper: 1, 3, 5)")
+    p.add_argument("--n", type=options.integer(1), default=100, help="images from --dataset (default 100)")
+    p.add_argument(
+        "--pixels", type=options.integer(1), default=1, help="pixels to change (default 1; the paper: 1, 3, 5)"
+    )
     p.add_argument("--target", default=None, help="target class name or index (default: untargeted)")
-    p.add_argument("--population", type=int, default=400, help="DE population per image (default 400)")
-    p.add_argument("--iterations", type=int, default=100, help="DE generations at most (default 100)")
-    p.add_argument("--F", type=float, default=0.5, help="DE mutation scale (default 0.5)")
+    p.add_argument("--population", type=options.integer(4), default=400, help="DE population per image (default 400)")
+    p.add_argument("--iterations", type=options.integer(1), default=100, help="DE generations at most (default 100)")
+    p.add_argument("--F", type=options.number(0, 2, above=True), default=0.5, help="DE mutation scale (default 0.5)")
     p.add_argument("--strategy", choices=["rand1", "best1"], default="rand1", help="DE mutation (default: rand1)")
     p.add_argument(
-        "--threshold", type=float, default=None, help="stop once p(true) < T (or p(target) > T); default: on success"
+        "--threshold",
+        type=options.number(0, 1),
+        default=None,
+        help="stop once p(true) < T (or p(target) > T); default: on success",
     )
-    p.add_argument("--batch-size", type=int, default=None, help="images per forward pass (default: automatic)")
+    p.add_argument(
+        "--batch-size", type=options.integer(1), default=None, help="images per forward pass (default: automatic)"
+    )
     p.add_argument(
         "--precision", choices=["fp32", "bf16"], default="fp32", help="bf16: faster scoring, successes checked in fp32"
     )
-    p.add_argument("--figure-n", type=int, default=12, help="images in figure.png (successes first; default 12)")
+    p.add_argument(
+        "--figure-n", type=options.integer(1), default=12, help="images in figure.png (successes first; default 12)"
+    )
     options.add_run_options(p, out="advex-onepixel", data=True, quiet=False)
     return p
 
@@ -44,18 +53,16 @@ def add_parser(sub) -> argparse.ArgumentParser:
 def run(args) -> int:
     from advex.attacks import OnePixel
 
-    if args.figure_n < 1:
-        raise AdvexError(f"--figure-n must be >= 1, got {args.figure_n}")
     attack = OnePixel(
         pixels=args.pixels, population=args.population, iterations=args.iterations, F=args.F,
         strategy=args.strategy, threshold=args.threshold, batch_size=args.batch_size, precision=args.precision,
         seed=args.seed,
     )  # fmt: skip
     model, x, y, target, names, source = _inputs(args)
-    options.note(f"model {model.name} on {model.device}; {attack!r}; {source}")
     t0 = time.perf_counter()
     result = attack(model, x, y, target=target)
     wall = time.perf_counter() - t0
+    options.note(f"model {model.name} on {model.device}; {attack!r}; {source}")
     _write(args, model, attack, result, x, target, names, source, wall)
     return 0
 
@@ -79,8 +86,6 @@ def _inputs(args):
         )
     from advex.evaluation import first_correct
 
-    if args.n < 1:
-        raise AdvexError(f"--n must be >= 1, got {args.n}")
     model = common.load_model(args.model or f"{args.dataset}-small", args.device)
     target = model.class_index(args.target) if args.target is not None else None
     data = common.dataset(args.dataset, "test", args.data_dir)

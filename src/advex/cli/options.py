@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +23,12 @@ DATASETS = ("mnist", "cifar10")
 
 class Parser(argparse.ArgumentParser):
     """argparse, with every error on one line (``advex COMMAND: error: ...``) and exit status 2."""
+
+    def parse_known_args(self, args=None, namespace=None):
+        for a in args or ():
+            if a.startswith("--") and a.endswith("=--"):  # argparse would drop the value '--' silently
+                self.error(f"argument {a[:-3]}: expected a value, got '--'")
+        return super().parse_known_args(args, namespace)
 
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
@@ -45,19 +50,40 @@ def fraction(value: str) -> float:
     return v
 
 
-def positive(value: str) -> float:
-    """A finite number > 0."""
-    v = fraction(value)
-    if not v > 0:
-        raise argparse.ArgumentTypeError(f"expected a number > 0, got {value!r}")
-    return v
+def integer(minimum: int = 1, maximum: int | None = None):
+    """A whole number in [minimum, maximum], as an argparse ``type``."""
+    accepted = f"a whole number >= {minimum}" if maximum is None else f"a whole number in [{minimum}, {maximum}]"
+
+    def parse(value: str) -> int:
+        try:
+            v = int(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {accepted}, got {value!r}") from None
+        if v < minimum or (maximum is not None and v > maximum):
+            raise argparse.ArgumentTypeError(f"expected {accepted}, got {value!r}")
+        return v
+
+    return parse
 
 
-def seed(value: str) -> int:
-    try:
-        return int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"--seed takes an integer, got {value!r}") from None
+def number(low: float | None = None, high: float | None = None, *, above: bool = False):
+    """A finite number (or a fraction such as 8/255) >= ``low`` (> ``low`` with ``above``) and
+    <= ``high``, as an argparse ``type``."""
+    parts = [f"> {low:g}" if above else f">= {low:g}"] if low is not None else []
+    parts += [f"<= {high:g}"] if high is not None else []
+    accepted = "a finite number" + (" " + " and ".join(parts) if parts else "")
+
+    def parse(value: str) -> float:
+        try:
+            v = fraction(value)
+        except argparse.ArgumentTypeError:
+            raise argparse.ArgumentTypeError(f"expected {accepted}, got {value!r}") from None
+        too_low = low is not None and (v <= low if above else v < low)
+        if too_low or (high is not None and v > high):
+            raise argparse.ArgumentTypeError(f"expected {accepted}, got {value!r}")
+        return v
+
+    return parse
 
 
 def value_range(value: str) -> tuple[float, float]:
@@ -82,6 +108,10 @@ def position(value: str) -> tuple[float, float]:
             f"--position takes ROW,COL fractions of the image, e.g. 0.5,0.5; got {value!r}"
         ) from None
     return r, c
+
+
+positive = number(0, above=True)
+seed = integer(0, 2**32 - 1)
 
 
 # ---------------------------------------------------------------------------- eps
@@ -183,20 +213,13 @@ def check(args: argparse.Namespace) -> None:
     if spec is not None and isinstance(args.eps, str):
         values = parse_eps(args.eps, spec, getattr(args, "norm", "linf"))
         args.eps = values if spec.many else values[0]
+    data_dir = getattr(args, "data_dir", None)
+    if data_dir is not None and not Path(data_dir).is_dir() and not getattr(args, "download", False):
+        raise AdvexError(f"--data-dir {data_dir} is not a folder; give the folder that holds mnist/ or cifar10/")
     if getattr(args, "out", None) is not None:
-        check_out(Path(args.out))
+        from advex.data import check_writable
 
-
-def check_out(out: Path) -> None:
-    """``out`` must be a folder that exists or can be made, and be writable: checked before
-    the work, so a long computation is never lost to a bad path."""
-    if out.exists() and not out.is_dir():
-        raise AdvexError(f"--out {out} is an existing file; give a folder (it is created if missing)")
-    parent = out
-    while not parent.exists():
-        parent = parent.parent
-    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
-        raise AdvexError(f"--out {out}: cannot write in {parent} (permission denied); give a writable folder")
+        check_writable(args.out, "--out")
 
 
 def note(message: str) -> None:

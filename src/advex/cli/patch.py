@@ -35,12 +35,19 @@ def _add_train(psub) -> None:
     t.add_argument("--ensemble", nargs="+", metavar="MODEL", default=None, help="more models to train against")
     t.add_argument("--size", type=options.fraction, default=0.1, help="fraction of the image area (default 0.1)")
     t.add_argument("--shape", choices=["circle", "square"], default="circle", help="patch mask (default: circle)")
-    t.add_argument("--steps", type=int, default=500, help="Adam steps (default 500)")
+    t.add_argument("--steps", type=options.integer(1), default=500, help="Adam steps (default 500)")
     t.add_argument(
-        "--batch-size", type=int, default=None, help="patched samples per step (default 16 photos, 128 data)"
+        "--batch-size",
+        type=options.integer(1),
+        default=None,
+        help="patched samples per step (default 16 photos, 128 data)",
     )
-    t.add_argument("--lr", type=float, default=0.02, help="Adam step size on pixels in [0, 1] (default 0.02)")
-    t.add_argument("--rotation", type=float, default=22.5, help="largest rotation in degrees (default 22.5)")
+    t.add_argument(
+        "--lr", type=options.positive, default=0.02, help="Adam step size on pixels in [0, 1] (default 0.02)"
+    )
+    t.add_argument(
+        "--rotation", type=options.number(0, 180), default=22.5, help="largest rotation in degrees (default 22.5)"
+    )
     t.add_argument("--scale", type=options.value_range, default=(0.8, 1.2), help="scale range LO,HI (default 0.8,1.2)")
     t.add_argument(
         "--no-printability", dest="printability", action="store_false",
@@ -51,12 +58,18 @@ def _add_train(psub) -> None:
         help="random crops, flips, colour changes of the images (default: on for --images)",
     )  # fmt: skip
     t.add_argument("--no-augment", dest="augment", action="store_false")
-    t.add_argument("--n", type=int, default=None, help="use the first N training images (default all)")
+    t.add_argument("--n", type=options.integer(1), default=None, help="use the first N training images (default all)")
     t.add_argument("--eval-images", nargs="+", metavar="PATH", default=None, help="held-out photos to test on")
-    t.add_argument("--eval-n", type=int, default=1000, help="held-out test images with --dataset (default 1000)")
-    t.add_argument("--placements", type=int, default=10, help="random placements per test image (default 10)")
-    t.add_argument("--sheet-n", type=int, default=11, help="scenes in sheet.png (default 11)")
-    t.add_argument("--print-px", type=int, default=600, help="patch.png size in pixels, about (default 600)")
+    t.add_argument(
+        "--eval-n", type=options.integer(1), default=1000, help="held-out test images with --dataset (default 1000)"
+    )
+    t.add_argument(
+        "--placements", type=options.integer(1), default=10, help="random placements per test image (default 10)"
+    )
+    t.add_argument("--sheet-n", type=options.integer(1), default=11, help="scenes in sheet.png (default 11)")
+    t.add_argument(
+        "--print-px", type=options.integer(16), default=600, help="patch.png size in pixels, about (default 600)"
+    )
     options.add_run_options(t, out="advex-patch", data=True)
     t.set_defaults(run=run_train)
 
@@ -72,13 +85,17 @@ def _add_apply(psub) -> None:
     a.add_argument(
         "--size", type=options.fraction, default=None, help="fraction of the image area (default: as trained)"
     )
-    a.add_argument("--n", type=int, default=1000, help="test images with --dataset (default 1000)")
-    a.add_argument("--placements", type=int, default=1, help="random placements per image (default 1)")
+    a.add_argument("--n", type=options.integer(1), default=1000, help="test images with --dataset (default 1000)")
+    a.add_argument("--placements", type=options.integer(1), default=1, help="random placements per image (default 1)")
     a.add_argument("--position", type=options.position, default=None, help="centre ROW,COL as fractions, e.g. 0.5,0.5")
-    a.add_argument("--rotation", type=float, default=22.5, help="largest random rotation, degrees (default 22.5)")
+    a.add_argument(
+        "--rotation", type=options.number(0, 180), default=22.5, help="largest random rotation, degrees (default 22.5)"
+    )
     a.add_argument("--scale", type=options.value_range, default=(1.0, 1.0), help="scale or range LO,HI (default 1)")
-    a.add_argument("--sheet-n", type=int, default=11, help="scenes in sheet.png (default 11)")
-    a.add_argument("--save-n", type=int, default=20, help="patched PNGs written with --dataset (default 20)")
+    a.add_argument("--sheet-n", type=options.integer(1), default=11, help="scenes in sheet.png (default 11)")
+    a.add_argument(
+        "--save-n", type=options.integer(0), default=20, help="patched PNGs written with --dataset (default 20)"
+    )
     options.add_run_options(a, out="advex-patch-apply", data=True, quiet=False)
     a.set_defaults(run=run_apply)
 
@@ -90,8 +107,6 @@ def run_train(args) -> int:
 
     if args.eval_images is not None and args.dataset is not None:
         raise AdvexError("--eval-images goes with --images; with --dataset the test split is the held-out set")
-    if args.placements < 1 or args.sheet_n < 1 or args.print_px < 16:
-        raise AdvexError("--placements and --sheet-n must be >= 1 and --print-px >= 16")
     photos = args.images is not None
     model = common.load_model(args.model or ("efficientnet-lite0" if photos else f"{args.dataset}-small"), args.device)
     ensemble = [model] + [common.load_model(m, args.device) for m in args.ensemble or []]
@@ -109,8 +124,8 @@ def run_train(args) -> int:
     else:
         xe, enames, esource, held_out = x, names, source + " (the training photos: not held out)", False
     tname = model.class_name(target)
-    options.note(f"model {model.name} on {model.device}; {attack!r}; target {tname}; training on {source}")
     result = attack(ensemble if len(ensemble) > 1 else model, x, target)
+    options.note(f"model {model.name} on {model.device}; {attack!r}; target {tname}; trained on {source}")
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -157,8 +172,6 @@ def run_apply(args) -> int:
     from advex.data import load_patch, save_png
     from advex.report import print_table
 
-    if args.placements < 1 or args.sheet_n < 1 or args.save_n < 0:
-        raise AdvexError("--placements and --sheet-n must be >= 1, --save-n >= 0")
     lp = load_patch(args.patch)
     photos = args.images is not None
     if args.model is not None:

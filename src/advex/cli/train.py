@@ -26,17 +26,24 @@ def add_parser(sub) -> argparse.ArgumentParser:
     options.add_eps(
         p, many=False, zero_ok=True, default="0", help="L-inf radius, pixels in [0, 1] (e.g. 0.3, or 8/255)"
     )
-    p.add_argument("--epochs", type=int, default=None, help="default: 10 (MNIST), 30 (CIFAR-10)")
-    p.add_argument("--batch-size", type=int, default=None, help="global batch size (default 128)")
-    p.add_argument("--lr", type=float, default=None, help="peak learning rate (cosine schedule)")
+    p.add_argument("--epochs", type=options.integer(1), default=None, help="default: 10 (MNIST), 30 (CIFAR-10)")
+    p.add_argument("--batch-size", type=options.integer(1), default=None, help="global batch size (default 128)")
+    p.add_argument("--lr", type=options.positive, default=None, help="peak learning rate (cosine schedule)")
     p.add_argument("--optimizer", choices=["sgd", "adam"], default=None, help="default: adam (MNIST), sgd (CIFAR)")
-    p.add_argument("--weight-decay", type=float, default=None, help="default: 0 (MNIST), 5e-4 (CIFAR)")
-    p.add_argument("--attack-steps", type=int, default=None, help="PGD/TRADES steps (default 20 MNIST, 7 CIFAR)")
-    p.add_argument("--step-size", type=float, default=None, help="attack step (default 2.5 * eps / steps)")
-    p.add_argument("--eps-ramp", type=float, default=None, help="fraction of training to ramp eps from 0")
-    p.add_argument("--trades-beta", type=float, default=6.0, help="TRADES trade-off (default 6)")
+    p.add_argument("--weight-decay", type=options.number(0), default=None, help="default: 0 (MNIST), 5e-4 (CIFAR)")
     p.add_argument(
-        "--kappa-end", type=float, default=None, help="certified training: final natural-loss weight (ibp 0.5, else 0)"
+        "--attack-steps", type=options.integer(1), default=None, help="PGD/TRADES steps (default 20 MNIST, 7 CIFAR)"
+    )
+    p.add_argument("--step-size", type=options.positive, default=None, help="attack step (default 2.5 * eps / steps)")
+    p.add_argument(
+        "--eps-ramp", type=options.number(0, 1), default=None, help="fraction of training to ramp eps from 0"
+    )
+    p.add_argument("--trades-beta", type=options.number(0), default=6.0, help="TRADES trade-off (default 6)")
+    p.add_argument(
+        "--kappa-end",
+        type=options.number(0, 1),
+        default=None,
+        help="certified training: final natural-loss weight (ibp 0.5, else 0)",
     )
     p.add_argument(
         "--init",
@@ -44,10 +51,12 @@ def add_parser(sub) -> argparse.ArgumentParser:
         default=None,
         help="weight initialisation: ibp (Shi et al. 2021; default for certified training) or default (PyTorch's)",
     )
-    p.add_argument("--eval-n", type=int, default=1000, help="test images for per-epoch robust accuracy")
-    p.add_argument("--eval-steps", type=int, default=20, help="PGD steps of the per-epoch robust accuracy")
-    p.add_argument("--train-n", type=int, default=None, help="use only the first N training images")
-    p.add_argument("--max-steps", type=int, default=None, help="stop after N optimiser steps")
+    p.add_argument("--eval-n", type=options.integer(1), default=1000, help="test images for per-epoch robust accuracy")
+    p.add_argument(
+        "--eval-steps", type=options.integer(1), default=20, help="PGD steps of the per-epoch robust accuracy"
+    )
+    p.add_argument("--train-n", type=options.integer(1), default=None, help="use only the first N training images")
+    p.add_argument("--max-steps", type=options.integer(1), default=None, help="stop after N optimiser steps")
     p.add_argument("--download", action="store_true", help="download the dataset if missing (checked)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last epoch")
     options.add_run_options(p, out=None, data=True, required_out=True)

@@ -6,8 +6,12 @@ from advex.data.augment import augment_crop_flip
 from advex.data.classes import imagenet_classes, imagenet_synonyms, resolve_class
 from advex.data.datasets import CIFAR10_CLASSES, DATASETS, MNIST_CLASSES, STATS, ArrayDataset, load_dataset
 from advex.data.images import (
+    MAX_MEGAPIXELS,
     LoadedImage,
     atomic_write_bytes,
+    check_writable,
+    find_images,
+    image_size,
     load_image,
     load_images,
     pack,
@@ -20,6 +24,7 @@ from advex.data.images import (
 from advex.data.patchfile import LoadedPatch, load_patch, save_patch
 
 __all__ = [
+    "MAX_MEGAPIXELS",
     "CIFAR10_CLASSES",
     "DATASETS",
     "MNIST_CLASSES",
@@ -29,6 +34,9 @@ __all__ = [
     "LoadedPatch",
     "atomic_write_bytes",
     "augment_crop_flip",
+    "check_writable",
+    "find_images",
+    "image_size",
     "imagenet_classes",
     "imagenet_synonyms",
     "load_dataset",

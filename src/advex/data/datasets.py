@@ -99,14 +99,31 @@ def candidate_roots(data_dir: str | os.PathLike | None = None) -> list[Path]:
     if os.environ.get("ADVEX_DATA"):
         roots.append(Path(os.environ["ADVEX_DATA"]).expanduser())
     roots.append(Path.cwd().parent / "shared" / "datasets")
-    checkout = Path(__file__).resolve().parents[3]
-    roots.append(checkout.parent / "shared" / "datasets")
+    for checkout in (Path(__file__).resolve().parents[3], _installed_from()):
+        if checkout is not None:
+            roots.append(checkout.parent / "shared" / "datasets")
     roots.append(default_cache())
     out: list[Path] = []
     for r in roots:
         if r not in out:
             out.append(r)
     return out
+
+
+def _installed_from() -> Path | None:
+    """The folder advex was installed from, where pip recorded one (``pip install PATH`` writes
+    it to the distribution's direct_url.json), so that ``../shared/datasets`` beside the
+    checkout is found after a non-editable install too."""
+    import json
+    from importlib import metadata
+    from urllib.parse import unquote, urlparse
+
+    try:
+        record = json.loads(metadata.distribution("advex").read_text("direct_url.json") or "{}")
+    except (metadata.PackageNotFoundError, OSError, ValueError):
+        return None
+    url = urlparse(record.get("url", "")) if isinstance(record, dict) else None
+    return Path(unquote(url.path)) if url is not None and url.scheme == "file" else None
 
 
 def default_cache() -> Path:
@@ -133,8 +150,12 @@ def _read_verified(folder: Path, stem: str, md5: str) -> bytes | None:
     return None
 
 
-def _find(name: str, subdirs: tuple[str, ...], files: dict[str, str], data_dir) -> tuple[Path, dict[str, bytes]]:
-    looked = []
+def _find(
+    name: str, subdirs: tuple[str, ...], files: dict[str, str], data_dir, others: tuple[str, ...] = ()
+) -> tuple[Path, dict[str, bytes]]:
+    """The first folder holding ``files`` (name -> MD5), read and verified. ``others`` are the
+    dataset's other files (the other split): a folder holding only those is named in the error."""
+    looked, partial = [], []
     for root in candidate_roots(data_dir):
         for sub in subdirs:
             folder = root / sub if sub else root
@@ -143,11 +164,18 @@ def _find(name: str, subdirs: tuple[str, ...], files: dict[str, str], data_dir) 
                 continue
             present = [s for s in files if (folder / s).is_file() or (folder / f"{s}.gz").is_file()]
             if not present:
+                if any((folder / s).is_file() or (folder / f"{s}.gz").is_file() for s in others):
+                    partial.append(str(folder))
                 continue
             missing = [s for s in files if s not in present]
             if missing:
                 raise AdvexError(f"{name} in {folder} is incomplete: missing {', '.join(missing)} (or .gz)")
             return folder, {s: _read_verified(folder, s, md5) for s, md5 in files.items()}
+    if partial:
+        raise AdvexError(
+            f"{name} in {partial[0]} is incomplete: it holds the other split but not {', '.join(files)} (or .gz); "
+            f"add them there, give --data-dir, set $ADVEX_DATA, or pass --download"
+        )
     raise AdvexError(
         f"{name} not found (looked in {', '.join(looked[:4])}, ...); "
         f"give --data-dir, set $ADVEX_DATA, or pass --download"
@@ -170,7 +198,8 @@ def load_mnist(split: str = "train", data_dir=None, download: bool = False) -> A
     }
     if download:
         _download_mnist(data_dir)
-    folder, data = _find("MNIST", ("mnist", "MNIST/raw", ""), files, data_dir)
+    others = tuple(s for s in MNIST_MD5 if s not in files)
+    folder, data = _find("MNIST", ("mnist", "MNIST/raw", ""), files, data_dir, others)
     images = _idx(data[f"{prefix}-images-idx3-ubyte"], 2051, "images")
     labels = _idx(data[f"{prefix}-labels-idx1-ubyte"], 2049, "labels")
     return ArrayDataset(
@@ -188,8 +217,9 @@ def load_cifar10(split: str = "train", data_dir=None, download: bool = False) ->
     files = {n: CIFAR10_MD5[n] for n in names}
     if download:
         _download_cifar10(data_dir)
+    others = tuple(s for s in CIFAR10_MD5 if s not in files)
     folder, data = _find(
-        "CIFAR-10", ("cifar10", "cifar-10-batches-bin", "cifar10/cifar-10-batches-bin", ""), files, data_dir
+        "CIFAR-10", ("cifar10", "cifar-10-batches-bin", "cifar10/cifar-10-batches-bin", ""), files, data_dir, others
     )
     rec = np.concatenate([np.frombuffer(data[n], dtype=np.uint8).reshape(-1, 3073) for n in names])
     images = torch.from_numpy(rec[:, 1:].reshape(-1, 3, 32, 32).copy())

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import os
 import tempfile
+import warnings
 from collections.abc import Iterable, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,6 +24,10 @@ from advex.errors import AdvexError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
 SAMPLE_PHOTOS = ("chelsea", "coffee", "camera", "rocket", "astronaut")
+ACCEPTED = "PNG, JPEG, BMP, WebP, TIFF"
+MAX_MEGAPIXELS = (
+    90.0  # images above this are refused unless the caller raises the limit (a 90 MP photo is 1 GB as floats)
+)
 
 
 @dataclass
@@ -61,15 +67,46 @@ def _to_tensor(arr: np.ndarray, name: str, notes: list[str]) -> torch.Tensor:
     return torch.from_numpy(np.array(arr, dtype=np.uint8, copy=True)).permute(2, 0, 1).float().div_(255.0)
 
 
-def load_image(path: str | os.PathLike) -> LoadedImage:
-    """Read a PNG/JPEG (or any format PIL reads) as a (3, H, W) tensor in [0, 1]."""
-    p = Path(path)
+def image_size(path: str | os.PathLike) -> tuple[int, int]:
+    """(width, height) of an image file, read from its header without decoding it."""
+    with _open(Path(path)) as im:
+        return im.size
+
+
+@contextmanager
+def _open(p: Path):
+    """PIL's lazy open, with every way it fails as one clear line."""
     if not p.exists():
         raise AdvexError(f"image file not found: {p}")
     if p.is_dir():
         raise AdvexError(f"{p} is a folder; give image files, or the folder itself to --images")
     try:
-        with Image.open(p) as im:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # advex's own limit applies
+            im = Image.open(p)
+    except Image.DecompressionBombError:
+        raise AdvexError(
+            f"{p} has more than {2 * Image.MAX_IMAGE_PIXELS / 1e6:.0f} megapixels, more than the image reader "
+            "decodes (a decompression bomb?); downscale it"
+        ) from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+        raise AdvexError(f"cannot read {p} as an image ({type(e).__name__}); accepted: {ACCEPTED}") from None
+    with im:
+        yield im
+
+
+def load_image(path: str | os.PathLike, max_megapixels: float | None = MAX_MEGAPIXELS) -> LoadedImage:
+    """Read a PNG/JPEG (or any format PIL reads) as a (3, H, W) tensor in [0, 1]. An image of
+    more than ``max_megapixels`` (None: no limit of advex's own) is refused before decoding."""
+    p = Path(path)
+    with _open(p) as im:
+        w, h = im.size
+        if max_megapixels is not None and w * h > max_megapixels * 1e6:
+            raise AdvexError(
+                f"{p} is {w}x{h} ({w * h / 1e6:.1f} megapixels), more than the {max_megapixels:g} megapixels "
+                "advex reads by default; downscale it"
+            )
+        try:
             im.load()
             mode = im.mode
             if mode in ("P", "PA"):
@@ -77,13 +114,11 @@ def load_image(path: str | os.PathLike) -> LoadedImage:
             elif mode in ("CMYK", "YCbCr", "LAB", "HSV"):
                 im = im.convert("RGB")
             arr = np.asarray(im)
-            if mode.startswith("I") or mode == "F":  # 16/32-bit grayscale -> floats in [0, 1]
-                arr = arr.astype(np.float64)
-                arr = arr / (65535.0 if arr.max(initial=0) > 255 else 255.0)
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-        raise AdvexError(
-            f"cannot read {p} as an image ({type(e).__name__}); accepted: PNG, JPEG, BMP, WebP, TIFF"
-        ) from None
+        except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+            raise AdvexError(f"cannot read {p} as an image ({type(e).__name__}); accepted: {ACCEPTED}") from None
+    if mode.startswith("I") or mode == "F":  # 16/32-bit grayscale -> floats in [0, 1]
+        arr = arr.astype(np.float64)
+        arr = arr / (65535.0 if arr.max(initial=0) > 255 else 255.0)
     notes: list[str] = []
     if mode in ("P", "PA"):
         notes.append(f"{p.name}: palette image converted to RGB")
@@ -109,9 +144,9 @@ def find_images(paths: Sequence[str | os.PathLike]) -> list[Path]:
     return files
 
 
-def load_images(paths: Sequence[str | os.PathLike]) -> list[LoadedImage]:
+def load_images(paths: Sequence[str | os.PathLike], max_megapixels: float | None = MAX_MEGAPIXELS) -> list[LoadedImage]:
     """Read every image named by ``paths`` (files or folders); names are made unique."""
-    images = [load_image(f) for f in find_images(paths)]
+    images = [load_image(f, max_megapixels) for f in find_images(paths)]
     seen: dict[str, int] = {}
     for im in images:
         k = seen.get(im.name, 0)
@@ -171,6 +206,26 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def check_writable(folder: str | os.PathLike, option: str = "output folder") -> None:
+    """Raise unless ``folder`` is a folder that exists or can be made, where files can be
+    written: checked before the work, so a long computation is never lost to a bad path.
+    Nothing is created (a temporary probe file in the nearest existing folder is removed)."""
+    out = Path(folder)
+    if out.exists() and not out.is_dir():
+        raise AdvexError(f"{option} {out} is an existing file; give a folder (it is created if missing)")
+    parent = out
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise AdvexError(f"{option} {out}: {parent} is a file, so no folder can be made there; give another folder")
+    try:
+        with tempfile.TemporaryFile(dir=parent):
+            pass
+    except OSError as e:
+        reason = e.strerror or e
+        raise AdvexError(f"{option} {out}: cannot write in {parent} ({reason}); give a writable folder") from None
 
 
 def save_png(x: torch.Tensor, path: str | os.PathLike) -> None:

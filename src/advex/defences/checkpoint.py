@@ -48,22 +48,23 @@ def check_fresh(out: Path) -> None:
         raise AdvexError(f"{out} already holds a training run; pass --resume to continue it, or choose another --out")
 
 
-def check_writable(out: Path) -> None:
-    """Create ``out`` if needed and make sure files can be written there, before any work."""
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        probe = out / ".advex-write-test"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as e:
-        raise AdvexError(f"cannot write to output folder {out}: {e.strerror or e}") from None
-
-
 def read_config(out: Path) -> dict[str, Any]:
-    return json.loads((out / "config.json").read_text())
+    """The saved run's configuration (``config.json``), or a clear error if it is unreadable."""
+    path = out / "config.json"
+    try:
+        config = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise AdvexError(f"cannot resume the run in {out}: its config.json is missing") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise AdvexError(f"cannot resume the run in {out}: config.json is unreadable ({type(e).__name__})") from None
+    if not isinstance(config, dict):
+        raise AdvexError(f"cannot resume the run in {out}: config.json does not hold a training configuration")
+    return config
 
 
 def write_config(out: Path, config: dict[str, Any]) -> None:
+    """The run's first file: the folder is made here, once the data and the model are ready."""
+    out.mkdir(parents=True, exist_ok=True)
     _write_json(config, out / "config.json")
 
 

@@ -3,6 +3,7 @@ turn a user's choices into a complete, valid configuration (``TrainConfig.resolv
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
@@ -75,14 +76,32 @@ class TrainConfig:
         _check_values(kw)
         return TrainConfig(**kw)
 
-    def resumed(self, saved: dict[str, Any]) -> TrainConfig:
-        """The configuration of a saved run (its ``config.json``), with this one's ``epochs`` if
-        set: resuming continues the same training, for longer if asked."""
+    def resumed(self, saved: dict[str, Any], where: str = "the saved run") -> TrainConfig:
+        """The configuration of a saved run (its ``config.json``), continued: this one's
+        ``epochs`` and ``max_steps``, if set, extend it and its ``data_dir``, if set, is where
+        the data now is. Any other setting this one gives (one that differs from
+        ``TrainConfig``'s default) must equal the saved run's: resuming never silently trains
+        something else. Raises :class:`AdvexError` naming every difference."""
         names = {f.name for f in fields(TrainConfig)}
         kw = {k: v for k, v in saved.items() if k in names}
-        if self.epochs is not None:
-            kw["epochs"] = self.epochs
+        default = TrainConfig()
+        differ = [
+            f"{k} {kw.get(k)!r} there, {getattr(self, k)!r} here"
+            for k in sorted(names - set(RESUME_MAY_CHANGE))
+            if getattr(self, k) != getattr(default, k) and getattr(self, k) != kw.get(k)
+        ]
+        if differ:
+            raise AdvexError(
+                f"cannot resume {where} with other settings ({'; '.join(differ)}): only "
+                f"{', '.join(RESUME_MAY_CHANGE)} may change; drop the others or train into another --out"
+            )
+        for k in RESUME_MAY_CHANGE:
+            if getattr(self, k) is not None:
+                kw[k] = getattr(self, k)
         return TrainConfig(**kw)
+
+
+RESUME_MAY_CHANGE = ("epochs", "max_steps", "data_dir")
 
 
 def _check_choices(cfg: TrainConfig) -> None:
@@ -114,16 +133,24 @@ def _fill_defence_defaults(kw: dict[str, Any]) -> None:
 
 
 def _check_values(kw: dict[str, Any]) -> None:
+    for k in ("eps", "lr", "weight_decay", "step_size", "eps_ramp", "trades_beta", "kappa_end", "fast_alpha"):
+        if not isinstance(kw[k], (int, float)) or not math.isfinite(kw[k]):
+            raise AdvexError(f"{k} must be a finite number, got {kw[k]!r}")
     if kw["init"] not in ("default", "ibp"):
         raise AdvexError(f"unknown init {kw['init']!r}; use default or ibp")
     if not 0 <= kw["kappa_end"] <= 1:
         raise AdvexError(f"kappa_end must be in [0, 1], got {kw['kappa_end']}")
     if kw["weight_decay"] < 0 or kw["lr"] <= 0:
         raise AdvexError(f"lr must be > 0 and weight_decay >= 0, got {kw['lr']} and {kw['weight_decay']}")
+    if kw["step_size"] < 0 or kw["trades_beta"] < 0 or kw["fast_alpha"] <= 0:
+        raise AdvexError(
+            f"step_size and trades_beta must be >= 0 and fast_alpha > 0, got {kw['step_size']}, "
+            f"{kw['trades_beta']} and {kw['fast_alpha']}"
+        )
     if kw["optimizer"] not in ("sgd", "adam"):
         raise AdvexError(f"unknown optimizer {kw['optimizer']!r}; use sgd or adam")
-    for k in ("epochs", "batch_size", "attack_steps"):
-        if kw[k] < 1:
-            raise AdvexError(f"{k} must be >= 1, got {kw[k]}")
+    for k in ("epochs", "batch_size", "attack_steps", "eval_n", "eval_steps", "train_n", "max_steps"):
+        if kw[k] is not None and (not isinstance(kw[k], int) or kw[k] < 1):
+            raise AdvexError(f"{k} must be a whole number >= 1, got {kw[k]!r}")
     if not 0 <= kw["eps_ramp"] <= 1:
         raise AdvexError(f"eps_ramp is a fraction of training in [0, 1], got {kw['eps_ramp']}")

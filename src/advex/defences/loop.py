@@ -28,7 +28,7 @@ from typing import Any, NamedTuple
 import torch
 from torch import nn
 
-from advex.data import ArrayDataset, augment_crop_flip, load_dataset
+from advex.data import ArrayDataset, augment_crop_flip, check_writable, load_dataset
 from advex.defences import checkpoint, distributed
 from advex.defences.checkpoint import Progress
 from advex.defences.config import TrainConfig
@@ -131,7 +131,7 @@ def _configure(cfg: TrainConfig, out: Path, resume: bool) -> TrainConfig:
     """The resolved configuration: ``cfg``'s, or on ``resume`` the saved run's."""
     if resume:
         checkpoint.check_resumable(out)
-        cfg = cfg.resumed(checkpoint.read_config(out))
+        cfg = cfg.resumed(checkpoint.read_config(out), f"the run in {out}")
     return cfg.resolved()
 
 
@@ -143,7 +143,7 @@ def _check_output(cfg: TrainConfig, out: Path, procs: Processes, resume: bool) -
     if not resume:
         checkpoint.check_fresh(out)
     if procs.main:
-        checkpoint.check_writable(out)
+        check_writable(out)
 
 
 def _fetch_data(cfg: TrainConfig, procs: Processes, download: bool) -> None:

@@ -16,7 +16,7 @@ from torch import nn
 
 from advex.attacks import APGD, FGSM, PGD, Square
 from advex.errors import AdvexError
-from advex.models import as_classifier, check_pixels
+from advex.models import as_classifier, check_labels, check_logits, check_pixels
 
 ATTACKS = ("apgd-ce", "apgd-t", "square", "pgd", "fgsm")
 DEFAULT_ENSEMBLE = ("apgd-ce", "apgd-t", "square")
@@ -69,7 +69,7 @@ def _make(name: str, eps: float, norm: str, steps: int, queries: int, seed: int)
 def _logits(model, x: torch.Tensor, batch_size: int) -> torch.Tensor:
     """Clean logits of ``x`` (on the CPU), computed once per evaluation, in chunks."""
     chunks = [x[i : i + batch_size] for i in range(0, len(x), batch_size)]
-    return torch.cat([model(c.to(model.device)).float().cpu() for c in chunks])
+    return torch.cat([check_logits(model(c.to(model.device)), len(c)).float().cpu() for c in chunks])
 
 
 def _robust_under(name, model, x, y, logits, eps, norm, steps, queries, n_targets, seed, batch_size) -> torch.Tensor:
@@ -118,12 +118,11 @@ def evaluate(
     """
     check_pixels(x)
     clf = as_classifier(model)
-    y = torch.as_tensor(y, dtype=torch.long).flatten().cpu()
-    if y.numel() != x.shape[0]:
-        raise AdvexError(f"got {y.numel()} labels for {x.shape[0]} images")
     eps = sorted(float(e) for e in eps)
-    if not eps or any(e < 0 for e in eps):
-        raise AdvexError("give one or more eps >= 0")
+    if not eps or not all(math.isfinite(e) and e >= 0 for e in eps):
+        raise AdvexError(f"eps must be one or more finite radii >= 0, got {eps}")
+    if norm == "linf" and eps[-1] > 1:
+        raise AdvexError(f"eps {eps[-1]:g} is larger than the whole [0, 1] pixel range of an L-inf radius")
     if norm not in ("linf", "l2"):
         raise AdvexError(f"evaluate supports norm 'linf' or 'l2', got {norm!r}")
     for a in attacks:
@@ -131,6 +130,7 @@ def evaluate(
             raise AdvexError(f"unknown attack {a!r}; choose from {', '.join(ATTACKS)}")
     x = x.detach().cpu()
     logits = _logits(clf, x, batch_size)
+    y = check_labels(y, x.shape[0], logits.shape[1]).cpu()
     correct = logits.argmax(1) == y
     per_attack: dict[str, list[float]] = {a: [] for a in attacks}
     masks: dict[str, list[torch.Tensor]] = {a: [] for a in attacks}

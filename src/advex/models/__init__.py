@@ -1,9 +1,10 @@
 """Models: the :class:`Classifier` wrapper, how advex holds a model while it works on it
-(``as_classifier``, ``frozen``, ``check_pixels``), the zoo (``load``, ``names``) and the
-architectures advex trains (``make_classifier``, ``ARCHS``, ``ibp_init``)."""
+(``as_classifier``, ``frozen``) and checks what goes in and out (``check_pixels``,
+``check_labels``, ``check_logits``), the zoo (``load``, ``names``) and the architectures advex
+trains (``make_classifier``, ``ARCHS``, ``ibp_init``)."""
 
 from advex.models.archs import ARCHS, Residual, ibp_init, make_classifier
-from advex.models.classifier import Classifier, as_classifier, check_pixels, frozen
+from advex.models.classifier import Classifier, as_classifier, check_labels, check_logits, check_pixels, frozen
 from advex.models.zoo import DEFAULT_MODEL, describe, load, load_weights, names, read_state_dict, resolve_device
 
 __all__ = [
@@ -15,6 +16,8 @@ __all__ = [
     "make_classifier",
     "DEFAULT_MODEL",
     "as_classifier",
+    "check_labels",
+    "check_logits",
     "check_pixels",
     "describe",
     "frozen",

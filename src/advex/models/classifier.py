@@ -217,5 +217,40 @@ def check_pixels(x: torch.Tensor) -> None:
         raise AdvexError("x contains NaN; inputs must be finite pixels in [0, 1]")
     lo, hi = float(x.min()), float(x.max())
     if lo < 0 or hi > 1:
-        hint = " (8-bit images? divide by 255)" if hi > 1.5 else ""
-        raise AdvexError(f"pixels must be in [0, 1], got values in [{lo:.3g}, {hi:.3g}]{hint}")
+        if hi > 1.5:
+            hint = " (8-bit images? divide by 255)"
+        elif lo > -1e-3 and hi < 1 + 1e-3:
+            hint = " (a rounding error? x.clamp(0, 1) fixes it)"
+        else:
+            hint = ""
+        raise AdvexError(f"pixels must be in [0, 1], got values in [{_pixel(lo)}, {_pixel(hi)}]{hint}")
+
+
+def _pixel(v: float) -> str:
+    """A pixel value shown with enough digits to see why it is out of [0, 1] (1.0000001, not 1)."""
+    short = f"{v:.3g}"
+    return short if (float(short) < 0 or float(short) > 1) == (v < 0 or v > 1) else f"{v:.9g}"
+
+
+def check_logits(z, n: int) -> torch.Tensor:
+    """The model's output for ``n`` images must be a (n, classes) tensor of logits."""
+    if not isinstance(z, torch.Tensor) or z.ndim != 2 or z.shape[0] != n:
+        got = f"shape {tuple(z.shape)}" if isinstance(z, torch.Tensor) else f"a {type(z).__name__}"
+        raise AdvexError(f"the model must return a (N, classes) tensor of logits for N={n} images, got {got}")
+    return z
+
+
+def check_labels(y, n: int, classes: int, device=None) -> torch.Tensor:
+    """Labels ``y`` for ``n`` images as a (n,) long tensor of class indices in [0, classes)."""
+    yt = torch.as_tensor(y, device=device).flatten()
+    if yt.numel() != n:
+        raise AdvexError(f"got {yt.numel()} labels y for {n} images")
+    if yt.is_floating_point() or yt.is_complex() or yt.dtype == torch.bool:
+        raise AdvexError(f"labels y must be class indices (integers), got {yt.dtype}")
+    yt = yt.long()
+    bad = (yt < 0) | (yt >= classes)
+    if bad.any():
+        raise AdvexError(
+            f"label {int(yt[bad][0])} is out of range: the model has {classes} classes (0 to {classes - 1})"
+        )
+    return yt

@@ -6,6 +6,7 @@ import hashlib
 import importlib.util
 import json
 import os
+import re
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -78,6 +79,12 @@ def _wrap_imagenet_lite(net: nn.Module) -> Classifier:
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 
 
+def _eps_text(eps: float) -> str:
+    """A radius as people write it: 2/255 for 0.00784314, 0.1 for 0.1."""
+    k = round(eps * 255)
+    return f"{k}/255" if 0 < k < 255 and abs(eps * 255 - k) < 1e-4 and len(f"{eps:g}") > 5 else f"{eps:g}"
+
+
 def _trained_entries() -> dict[str, ZooEntry]:
     """Models advex trained itself: ``weights/manifest.json`` names each file, its SHA-256 and card."""
     from advex.models.archs import make_classifier
@@ -90,7 +97,7 @@ def _trained_entries() -> dict[str, ZooEntry]:
         card = m["card"]
         acc = f"clean {100 * card['clean_acc']:.2f}%"
         if card.get("robust_acc") is not None:
-            acc += f", PGD robust {100 * card['robust_acc']:.2f}% at eps {card['eps']:g}"
+            acc += f", PGD robust {100 * card['robust_acc']:.2f}% at eps {_eps_text(card['eps'])}"
         if card.get("certified"):
             best = max(v["certified_acc"] for v in card["certified"].values())
             acc += f", certified {100 * best:.2f}%"
@@ -141,16 +148,33 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         else:
             sd = torch.load(p, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - any failure to parse is the same user error
-        msg = str(e).splitlines()[0][:160] if str(e) else type(e).__name__
-        raise AdvexError(
-            f"cannot read checkpoint {p}: {msg} "
-            "(accepted: .safetensors, or a torch state dict loadable with weights_only=True)"
-        ) from None
+        raise AdvexError(f"cannot read checkpoint {p}: {_why_unreadable(e)}") from None
     if isinstance(sd, dict) and "state_dict" in sd and isinstance(sd["state_dict"], dict):
         sd = sd["state_dict"]
     if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
         raise AdvexError(f"checkpoint {p} is not a state dict of tensors")
     return sd
+
+
+def _why_unreadable(e: Exception) -> str:
+    """Why torch or safetensors refused a checkpoint, in one whole sentence."""
+    accepted = "accepted: .safetensors, or a torch.save of a state dict of tensors"
+    text = str(e)
+    if "Unsupported global" in text:
+        found = re.search(r"Unsupported global: GLOBAL (\S+)", text)
+        what = f" (such as {found.group(1)})" if found else ""
+        return (
+            f"it holds pickled Python objects besides tensors{what}, and unpickling them could run code from "
+            f"the file, so advex does not ({accepted}: save model.state_dict(), not the model)"
+        )
+    if "weights only load failed" in text.lower():
+        found = re.search(r"WeightsUnpickler error:\s*(\S[^\n]*)", text)
+        detail = f" ({found.group(1).strip()})" if found else ""
+        return f"it is not a file torch.save wrote{detail}; {accepted}"
+    first = text.strip().splitlines()[0] if text.strip() else type(e).__name__
+    if len(first) > 160:  # cut at a word, and say so
+        first = first[:160].rsplit(" ", 1)[0] + " ..."
+    return f"{first} ({accepted})"
 
 
 def load_weights(net: nn.Module, sd: dict[str, torch.Tensor], source: str, arch: str) -> None:
