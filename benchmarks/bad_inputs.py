@@ -3,7 +3,7 @@ tried on an old commit and on this working tree side by side: exit status, the l
 on stderr, and what was left on disk. Writes docs/bad-inputs.md (the before/after table of the
 front-door issue) and a JSON of the raw results.
 
-    python benchmarks/bad_inputs.py [--old 9e7168f] [--timeout 20] [--memory-gb 10]
+    python benchmarks/bad_inputs.py [--old 8354157] [--timeout 20] [--memory-gb 10]
 
 Each checkout runs in its own process (PYTHONPATH=<checkout>/src) that walks every case in
 turn: ``advex.cli.main(argv)`` with stderr captured, a case still working after ``--timeout``
@@ -110,7 +110,8 @@ def _left(before: dict, after: dict) -> str:
     new = sorted(k for k in after if k not in before)
     changed = sorted(k for k in after if k in before and after[k] != before[k] and not Path(k).suffix == "")
     tops = sorted({k.split("/")[0] for k in new})
-    parts = [f"{t}/ ({sum(1 for k in new if k.startswith(t))} entries)" for t in tops]
+    parts = [f"{t}/ ({sum(1 for k in new if k.startswith(t + '/'))} files)" if any(k.startswith(t + "/") for k in new)
+             else t for t in tops]  # fmt: skip
     parts += [f"{k} changed" for k in changed]
     return "; ".join(parts) or "nothing"
 
@@ -235,7 +236,9 @@ def _md(results: dict, old: str, new: str, machine: str, command: str) -> str:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--old", default="9e7168f", help="the commit before the front-door work (default 9e7168f)")
+    ap.add_argument(
+        "--old", default="8354157", help="the commit the front-door issue was filed against (default 8354157)"
+    )
     ap.add_argument("--timeout", type=int, default=20, help="seconds before a case is stopped (default 20)")
     ap.add_argument("--memory-gb", type=float, default=10.0, help="address-space cap per checkout (default 10)")
     ap.add_argument("--data-dir", default=os.environ.get("ADVEX_DATA", str(ROOT.parent / "shared" / "datasets")))

@@ -14,7 +14,7 @@ from torch import nn
 from advex.certify.bounds import TRAINING_METHODS, InputSet, check_method, paired_bounds, spec_bounds, training_margins
 from advex.certify.graph import trace
 from advex.errors import AdvexError, AdvexWarning
-from advex.models import as_classifier, check_pixels, frozen
+from advex.models import as_classifier, check_labels, check_pixels, frozen
 
 
 class UnsoundBound(AdvexError):
@@ -183,15 +183,11 @@ def certify(
     """
     start = time.perf_counter()
     clf, x = _prepare(model, x, eps, norm, method, slope)
-    y = torch.as_tensor(y, device=x.device, dtype=torch.long).flatten()
-    if y.numel() != x.shape[0]:
-        raise AdvexError(f"got {y.numel()} labels for {x.shape[0]} inputs")
     lows, correct = [], []
     with frozen(clf), torch.no_grad():
         nodes = trace(clf, tuple(x.shape[1:]))
         k = nodes[-1].shape[0]
-        if ((y < 0) | (y >= k)).any():
-            raise AdvexError(f"labels must be class indices in [0, {k - 1}]")
+        y = check_labels(y, x.shape[0], k, x.device)
         for sl in _chunks(x.shape[0], batch_size):
             xb, yb = x[sl], y[sl]
             correct.append(clf(xb).argmax(1) == yb)
