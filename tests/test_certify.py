@@ -200,7 +200,7 @@ def test_bad_input():
         bounds(net, x, eps=0.1, method="lp")
     with pytest.raises(AdvexError, match="IBP bounds only L-inf"):
         bounds(net, x, eps=0.1, method="ibp", norm="l2")
-    with pytest.raises(AdvexError, match="labels"):
+    with pytest.raises(AdvexError, match=r"label 9 is out of range: the model has 5 classes \(0 to 4\)"):
         certify(net, x, torch.tensor([0, 9]), eps=0.1)
     bn_net = _nets()["bn-avgpool"].train()
     with pytest.warns(AdvexWarning, match="training mode"):
