@@ -213,6 +213,19 @@ for _base, _cases in OWN.items():
     for _id, _extra, _expect in _cases:
         CASES.append(_case(_id, _base, _extra, _expect))
 CASES.append(Case("models:unknown-option", ("models", "--bogus"), r"unrecognized arguments: --bogus"))
+_EV = ("evaluate", "--model", "mnist-small", "--dataset", "mnist", "--eps", "0.1", "--out", "{tmp}/out")
+_CE = ("certify", "--model", "mnist-small", "--dataset", "mnist", "--eps", "0.1", "--out", "{tmp}/out")
+CASES += [
+    Case("evaluate:indices-out-of-range", (*_EV, "--indices", "9990:10010"),
+         r"--indices '9990:10010' is out of range for the 10000 images of the split", True),
+    Case("evaluate:indices-not-a-range", (*_EV, "--indices", "abc"), r"--indices 'abc' is neither A:B nor a", True),
+    Case("evaluate:split-unknown", (*_EV, "--split", "val"), r"argument --split: invalid choice: 'val'", True),
+    Case("certify:indices-and-n", (*_CE, "--n", "5", "--indices", "0:5"), r"give --n .* or --indices, not both", True),
+    Case("certify:indices-file-not-numbers", (*_CE, "--indices", "{tmp}/indices_bad.txt"),
+         r"indices_bad.txt must hold whole numbers", True),
+    Case("certify:indices-file-out-of-range", (*_CE, "--indices", "{tmp}/indices_out.txt"),
+         r"indices_out.txt: index 10000 is out of range for the 10000 images", True),
+]  # fmt: skip
 
 _ids = [c.id for c in CASES]
 assert len(_ids) == len(set(_ids)), sorted(i for i in _ids if _ids.count(i) > 1)
@@ -239,6 +252,8 @@ def prepare(tmp: Path, data: bool) -> None:
     (tmp / "text.png").write_text("hello")
     (tmp / "taken").write_text("a file, not a folder")
     (tmp / "empty").mkdir(exist_ok=True)
+    (tmp / "indices_bad.txt").write_text("1, 2, x\n")
+    (tmp / "indices_out.txt").write_text("3 10000\n")
     Image.new("L", (16000, 16000), 128).save(tmp / "huge.png")  # 256 megapixels, a 0.3 MB file
     Image.new("RGB", (6000, 4000), (120, 130, 140)).save(tmp / "big.png")
     Image.new("RGB", (10000, 10000), (120, 130, 140)).save(tmp / "p100mp.png")

@@ -271,3 +271,26 @@ def test_models_lists_radii_as_people_write_them(capsys):
     assert main(["models"]) == 0
     out = capsys.readouterr().out
     assert "at eps 2/255" in out and "at eps 8/255" in out and "at eps 0.1," in out and "0.00784" not in out
+
+
+@needs_data
+def test_certify_on_chosen_indices_of_a_split_matches_the_library(tmp_path, capsys):
+    from advex.certify import certify
+    from advex.data import load_dataset
+    from advex.models import load
+
+    (tmp_path / "idx.txt").write_text("7 3\n11")
+    out = tmp_path / "c"
+    idx = str(tmp_path / "idx.txt")
+    rc = main(["certify", "--model", "mnist-small-ibp-0.1", "--dataset", "mnist", "--split", "train", "--eps",
+               "0.1", "--method", "ibp", "--indices", idx, "--no-attack", "--out", str(out)])  # fmt: skip
+    assert rc == 0, capsys.readouterr().err
+    summary = json.loads((out / "certify.json").read_text())
+    assert summary["dataset"].startswith("3 mnist train images (--indices")
+    rows = summary["results"][0]["per_sample"]
+    x, y = load_dataset("mnist", "train").select(torch.tensor([7, 3, 11])).floats()
+    res = certify(load("mnist-small-ibp-0.1"), x, y, eps=0.1, method="ibp", attack=False)
+    assert [r["certified"] for r in rows] == res.certified.tolist()
+    rc = main(["evaluate", "--model", "mnist-small", "--dataset", "mnist", "--eps", "0.1", "--indices", "20:24",
+               "--attacks", "fgsm", "--out", str(tmp_path / "e")])  # fmt: skip
+    assert rc == 0 and json.loads((tmp_path / "e" / "evaluation.json").read_text())["n"] == 4

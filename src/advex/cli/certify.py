@@ -24,7 +24,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument(
         "--alpha-steps", type=options.integer(1), default=20, help="alpha-CROWN optimisation steps (default 20)"
     )
-    p.add_argument("--n", type=options.integer(1), default=100, help="first N test images (default 100)")
+    options.add_subset(p, n=100)
     p.add_argument(
         "--attack-steps", type=options.integer(1), default=50, help="PGD steps of the empirical check (default 50)"
     )
@@ -42,7 +42,8 @@ def run(args) -> int:
         for e in args.eps:
             check_method(m, args.norm, args.slope, e)
     model = common.load_model(args.model, args.device)
-    x, y = common.dataset(args.dataset, "test", args.data_dir, args.n).floats()
+    data, images = common.subset(args)
+    x, y = data.floats()
     runs = []
     for e in args.eps:
         x_adv = None  # one PGD run per eps; every method's bounds are checked against its points
@@ -60,11 +61,11 @@ def run(args) -> int:
                 + f"  ({len(res) / res.time_s:.0f} images/s bounding)",
                 flush=True,
             )
-    _write(args, model, methods, runs, len(y))
+    _write(args, model, methods, runs, images)
     return 0
 
 
-def _write(args, model, methods, runs, n: int) -> None:
+def _write(args, model, methods, runs, images: str) -> None:
     from advex.report import certified_vs_eps, write_summary
 
     attacked = {e: r.attacked for e, _, r in runs if r.attacked is not None}
@@ -89,7 +90,7 @@ def _write(args, model, methods, runs, n: int) -> None:
     ]
     write_summary(
         out / "certify.json",
-        {"model": model.name, "dataset": f"the first {n} {args.dataset} test images", "norm": args.norm,
+        {"model": model.name, "dataset": images, "norm": args.norm,
          "slope": args.slope, "results": results},
         command=["advex", *args.argv],
         device=model.device,

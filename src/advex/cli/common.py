@@ -68,3 +68,18 @@ def dataset(name: str, split: str, data_dir: str | None, n: int | None = None):
         raise AdvexError(f"--n must be >= 1, got {n}")
     data = load_dataset(name, split, data_dir)
     return data.subset(n) if n is not None else data
+
+
+def subset(args):
+    """The images ``add_subset``'s options chose, and a phrase naming them."""
+    from advex.data import load_dataset, parse_indices
+
+    if args.indices is not None and args.n is not None:
+        raise AdvexError("give --n (the first N images) or --indices, not both")
+    data = load_dataset(args.dataset, args.split, args.data_dir)
+    if args.indices is not None:
+        idx = parse_indices(args.indices, len(data))
+        return data.select(idx), f"{len(idx)} {args.dataset} {args.split} images (--indices {args.indices})"
+    n = args.n or args._n_default
+    data = data.subset(n)
+    return data, f"the first {len(data)} {args.dataset} {args.split} images"

@@ -20,7 +20,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
     options.add_dataset(p)
     options.add_eps(p, many=True, zero_ok=True, required=True, help="radii, pixels in [0, 1], e.g. 0.1,0.2 or 8/255")
     options.add_norm(p)
-    p.add_argument("--n", type=options.integer(1), default=1000, help="first N test images (default 1000)")
+    options.add_subset(p, n=1000)
     p.add_argument(
         "--attacks",
         default="apgd-ce,apgd-t,square",
@@ -41,7 +41,8 @@ def run(args) -> int:
 
     attacks = [a.strip() for a in args.attacks.split(",") if a.strip()]
     model = common.load_model(args.model, args.device)
-    x, y = common.dataset(args.dataset, "test", args.data_dir, args.n).floats()
+    data, images = common.subset(args)
+    x, y = data.floats()
     t0 = time.perf_counter()
     ev = evaluate(
         model, x, y, args.eps, norm=args.norm, attacks=attacks, steps=args.steps, queries=args.queries,
@@ -52,13 +53,13 @@ def run(args) -> int:
     out.mkdir(parents=True, exist_ok=True)
     write_summary(
         out / "evaluation.json",
-        ev.to_dict() | {"model": model.name, "dataset": args.dataset, "wall_s": round(wall, 1)},
+        ev.to_dict() | {"model": model.name, "dataset": args.dataset, "images": images, "wall_s": round(wall, 1)},
         command=["advex", *args.argv],
         device=model.device,
     )
     accuracy_vs_eps(
         ev.eps, ev.per_attack, ev.ensemble, out / "accuracy_vs_eps.png",
-        f"{model.name} on {len(x)} {args.dataset} test images ({args.norm})", clean=ev.clean_acc,
+        f"{model.name} on {images} ({args.norm})", clean=ev.clean_acc,
     )  # fmt: skip
     print(f"{model.name}: clean accuracy {100 * ev.clean_acc:.1f}% on {len(x)} images; robust accuracy ({args.norm}):")
     print_table(

@@ -189,6 +189,14 @@ def add_dataset(p: argparse.ArgumentParser, required: bool = True, help: str | N
     p.add_argument("--dataset", required=required, choices=DATASETS, help=help)
 
 
+def add_subset(p: argparse.ArgumentParser, n: int) -> None:
+    """Which images of the dataset: ``--split``, and the first ``--n`` or ``--indices``."""
+    p.add_argument("--split", choices=["test", "train"], default="test", help="dataset split (default test)")
+    p.add_argument("--n", type=integer(1), default=None, help=f"the first N images (default {n})")
+    p.add_argument("--indices", default=None, help="A:B (a range, B excluded) or a file of indices, instead of --n")
+    p.set_defaults(_n_default=n)
+
+
 def add_run_options(
     p: argparse.ArgumentParser, *, out: str | None, data: bool = False, quiet: bool = True, required_out: bool = False
 ) -> None:

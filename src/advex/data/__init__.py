@@ -4,7 +4,15 @@ augmentation, ImageNet's class names, and patch files."""
 
 from advex.data.augment import augment_crop_flip
 from advex.data.classes import imagenet_classes, imagenet_synonyms, resolve_class
-from advex.data.datasets import CIFAR10_CLASSES, DATASETS, MNIST_CLASSES, STATS, ArrayDataset, load_dataset
+from advex.data.datasets import (
+    CIFAR10_CLASSES,
+    DATASETS,
+    MNIST_CLASSES,
+    STATS,
+    ArrayDataset,
+    load_dataset,
+    parse_indices,
+)
 from advex.data.images import (
     MAX_MEGAPIXELS,
     LoadedImage,
@@ -44,6 +52,7 @@ __all__ = [
     "load_images",
     "load_patch",
     "pack",
+    "parse_indices",
     "quantize",
     "resolve_class",
     "sample_photos",

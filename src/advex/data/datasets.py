@@ -84,11 +84,44 @@ class ArrayDataset:
             return self
         return ArrayDataset(self.name, self.split, self.images[:n], self.labels[:n], self.classes, self.source)
 
+    def select(self, idx: torch.Tensor) -> ArrayDataset:
+        """The images at ``idx`` (a 1-D tensor of indices into this split), in that order."""
+        idx = torch.as_tensor(idx, dtype=torch.long)
+        return ArrayDataset(self.name, self.split, self.images[idx], self.labels[idx], self.classes, self.source)
+
     def floats(self, idx: torch.Tensor | slice | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Images in [0, 1] (float32) and labels, for ``idx`` or all."""
         if idx is None:
             idx = slice(None)
         return self.images[idx].float().div_(255.0), self.labels[idx]
+
+
+def parse_indices(spec: str, length: int) -> torch.Tensor:
+    """Indices into a split of ``length`` images: ``A:B`` (A included, B not, as in Python),
+    or the path of a text file of whole numbers separated by commas, spaces or new lines."""
+    accepted = f"give A:B with 0 <= A < B <= {length}, or a file of indices"
+    if ":" in spec and not Path(spec).is_file():
+        a, _, b = spec.partition(":")
+        try:
+            lo, hi = int(a) if a.strip() else 0, int(b) if b.strip() else length
+        except ValueError:
+            raise AdvexError(f"--indices {spec!r} is not A:B with whole numbers; {accepted}") from None
+        if not 0 <= lo < hi <= length:
+            raise AdvexError(f"--indices {spec!r} is out of range for the {length} images of the split; {accepted}")
+        return torch.arange(lo, hi)
+    path = Path(spec)
+    if not path.is_file():
+        raise AdvexError(f"--indices {spec!r} is neither A:B nor a file; {accepted}")
+    try:
+        values = [int(v) for v in path.read_text().replace(",", " ").split()]
+    except (OSError, UnicodeDecodeError, ValueError):
+        raise AdvexError(f"--indices file {path} must hold whole numbers separated by commas or spaces") from None
+    if not values:
+        raise AdvexError(f"--indices file {path} holds no indices")
+    bad = [v for v in values if not 0 <= v < length]
+    if bad:
+        raise AdvexError(f"--indices file {path}: index {bad[0]} is out of range for the {length} images of the split")
+    return torch.tensor(values, dtype=torch.long)
 
 
 def candidate_roots(data_dir: str | os.PathLike | None = None) -> list[Path]:
