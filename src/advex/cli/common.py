@@ -64,10 +64,8 @@ def dataset(name: str, split: str, data_dir: str | None, n: int | None = None):
     """The ``split`` of dataset ``name`` (the first ``n`` images if given), as an ArrayDataset."""
     from advex.data import load_dataset
 
-    if n is not None and n < 1:
-        raise AdvexError(f"--n must be >= 1, got {n}")
     data = load_dataset(name, split, data_dir)
-    return data.subset(n) if n is not None else data
+    return data.subset(n)
 
 
 def subset(args):
