@@ -17,7 +17,7 @@ ALLOWED = {
     "report": {"data", "errors"},
     "attacks": {"models", "data", "errors"},
     "certify": {"attacks", "models", "data", "errors"},
-    "evaluation": {"certify", "attacks", "models", "data", "errors"},
+    "evaluation": {"certify", "attacks", "report", "models", "data", "errors"},
     "defences": {"evaluation", "certify", "attacks", "report", "models", "data", "errors"},
     "cli": {"defences", "evaluation", "certify", "attacks", "report", "models", "data", "errors"},
 }

@@ -16,7 +16,7 @@ HELP = "prove robustness: IBP, CROWN, alpha-CROWN bounds, beside a PGD attack"
 def add_parser(sub) -> argparse.ArgumentParser:
     p = options.add_command(sub, NAME, HELP, __doc__)
     options.add_model(p, required=True)
-    options.add_dataset(p)
+    options.add_images(p, n=100)
     options.add_eps(p, many=True, zero_ok=False, required=True, help="radius, or a grid, e.g. 0.1 or 1/255,2/255")
     p.add_argument("--method", default="crown", help="ibp, crown, alpha-crown, or several comma-separated")
     options.add_norm(p)
@@ -24,82 +24,109 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument(
         "--alpha-steps", type=options.integer(1), default=20, help="alpha-CROWN optimisation steps (default 20)"
     )
-    options.add_subset(p, n=100)
     p.add_argument(
         "--attack-steps", type=options.integer(1), default=50, help="PGD steps of the empirical check (default 50)"
     )
     p.add_argument("--no-attack", action="store_true", help="skip the PGD attack (and its soundness check)")
-    p.add_argument("--batch-size", type=options.integer(1), default=None, help="images bounded at once (default 256)")
-    options.add_run_options(p, out="advex-certify", data=True, quiet=False)
+    options.add_batch_size(p, cpu=100, gpu=1000, what="images bounded at once")
+    options.add_resume(p)
+    options.add_run_options(p, out="advex-certify", data=True)
     return p
 
 
 def run(args) -> int:
-    from advex.certify import certify, check_method
+    from advex.certify import certify, check_method, trace
+    from advex.data import as_model_input
+    from advex.evaluation import batch_seed, run_batches
 
-    methods = args.method.split(",")
+    methods = [m.strip() for m in args.method.split(",")]
     for m in methods:
         for e in args.eps:
             check_method(m, args.norm, args.slope, e)
+    procs = common.processes(args)
     model = common.load_model(args.model, args.device)
-    data, images = common.subset(args)
-    x, y = data.floats()
-    runs = []
-    for e in args.eps:
-        x_adv = None  # one PGD run per eps; every method's bounds are checked against its points
-        for m in methods:
-            res = certify(model, x, y, eps=e, norm=args.norm, method=m, slope=args.slope,
-                          alpha_steps=args.alpha_steps, attack=not args.no_attack, x_adv=x_adv,
-                          attack_steps=args.attack_steps, batch_size=args.batch_size, seed=args.seed)  # fmt: skip
-            x_adv = res.x_adv
-            runs.append((e, m, res))
-            att = res.attacked_accuracy
-            print(
-                f"eps {e:.5g} {m:11s}: certified {100 * res.certified_accuracy:6.2f}%  clean "
-                f"{100 * res.clean_accuracy:6.2f}%"
-                + (f"  under PGD-{args.attack_steps} {100 * att:6.2f}%" if att is not None else "")
-                + f"  ({len(res) / res.time_s:.0f} images/s bounding)",
-                flush=True,
-            )
-    _write(args, model, methods, runs, images)
+    source, images, ident = common.images(args, model)
+    trace(model, tuple(common.probe(model, source).shape[1:]))  # a layer the bounds do not cover: say so now
+    journal = common.journal(args, model, ident, procs)
+
+    def work(batch, bar) -> list[dict]:
+        """Every (eps, method) on one batch: one PGD run per eps, every method's bounds checked
+        against its points."""
+        found = []
+        for e in args.eps:
+            x_adv = None
+            for m in methods:
+                bar.status(f"{m} eps {e:.4g}")
+                r = certify(model, batch.x, batch.y, eps=e, norm=args.norm, method=m, slope=args.slope,
+                            alpha_steps=args.alpha_steps, attack=not args.no_attack, x_adv=x_adv,
+                            attack_steps=args.attack_steps, batch_size=len(batch.x),
+                            seed=batch_seed(args.seed, batch.start))  # fmt: skip
+                x_adv = r.x_adv
+                found.append({"rows": r.rows(), "time_s": r.time_s})
+        return found
+
+    done = run_batches(
+        source, work, batch_size=common.batch_size(args, model.device), prepare=as_model_input(model),
+        journal=journal, procs=procs, progress=not args.quiet,
+    )  # fmt: skip
+    if done is None:  # another process of a torchrun run: rank 0 writes
+        return 0
+    runs = [(e, m) for e in args.eps for m in methods]
+    results = [_combine(e, m, [part[k] for part in done.results], args) for k, (e, m) in enumerate(runs)]
+    for r in results:
+        att = r["attacked_accuracy"]
+        print(
+            f"eps {r['eps']:.5g} {r['method']:11s}: certified {100 * r['certified_accuracy']:6.2f}%  clean "
+            f"{100 * r['clean_accuracy']:6.2f}%"
+            + (f"  under PGD-{args.attack_steps} {100 * att:6.2f}%" if att is not None else "")
+            + f"  ({r['images_per_s']:.0f} images/s bounding)",
+            flush=True,
+        )
+    common.warn_skipped(done.skipped)
+    _write(args, model, methods, results, images, done, procs)
+    journal.finish()
     return 0
 
 
-def _write(args, model, methods, runs, images: str) -> None:
+def _combine(eps: float, method: str, parts: list[dict], args) -> dict:
+    """One (eps, method)'s numbers over all batches."""
+    rows = [row for p in parts for row in p["rows"]]
+    n = max(len(rows), 1)
+    seconds = sum(p["time_s"] for p in parts)
+    attacked = None if args.no_attack else sum(r["attacked_robust"] for r in rows) / n
+    return {
+        "eps": eps,
+        "method": method,
+        "certified_accuracy": sum(r["certified"] for r in rows) / n,
+        "clean_accuracy": sum(r["correct"] for r in rows) / n,
+        "attacked_accuracy": attacked,
+        "attack": None if args.no_attack else f"PGD-{args.attack_steps}",
+        "bound_time_s": round(seconds, 3),
+        "images_per_s": round(len(rows) / max(seconds, 1e-9), 1),
+        "per_sample": rows,
+    }
+
+
+def _write(args, model, methods, results, images: str, done, procs) -> None:
     from advex.report import certified_vs_eps, write_summary
 
-    attacked = {e: r.attacked for e, _, r in runs if r.attacked is not None}
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    results = [
-        {
-            "eps": e,
-            "method": m,
-            "certified_accuracy": r.certified_accuracy,
-            "clean_accuracy": r.clean_accuracy,
-            "attacked_accuracy": attacked[e].float().mean().item() if e in attacked else None,
-            "attack": f"PGD-{args.attack_steps}" if e in attacked else None,
-            "bound_time_s": round(r.time_s, 3),
-            "images_per_s": round(len(r) / r.time_s, 1),
-            "per_sample": [
-                {**row, "attacked_robust": bool(attacked[e][j]) if e in attacked else None}
-                for j, row in enumerate(r.rows())
-            ],
-        }
-        for e, m, r in runs
-    ]
+    timing = {"bound_time_s", "images_per_s"}
     write_summary(
         out / "certify.json",
-        {"model": model.name, "dataset": images, "norm": args.norm,
-         "slope": args.slope, "results": results},
+        {"model": model.name, "dataset": images, "norm": args.norm, "slope": args.slope,
+         "batch_size": done.batch_size, "skipped": [list(s) for s in done.skipped],
+         "results": [{k: v for k, v in r.items() if k not in timing} for r in results],
+         "run": {"processes": procs.world, "batches_from_journal": done.resumed,
+                 "timing": [{k: r[k] for k in ("eps", "method", *sorted(timing))} for r in results]}},
         command=["advex", *args.argv],
         device=model.device,
     )  # fmt: skip
     wrote = f"{out}/certify.json"
     if len(args.eps) > 1:
-        cert = {m: [r.certified_accuracy for _, m_, r in runs if m_ == m] for m in methods}
-        att = [float(attacked[e].float().mean()) for e in args.eps] if attacked else None
+        cert = {m: [r["certified_accuracy"] for r in results if r["method"] == m] for m in methods}
+        att = None if args.no_attack else [r["attacked_accuracy"] for r in results if r["method"] == methods[0]]
         title = f"{model.name}: certified vs attacked ({args.norm})"
-        certified_vs_eps(args.eps, cert, att, out / "certified.png", title, clean=runs[0][2].clean_accuracy)
+        certified_vs_eps(args.eps, cert, att, out / "certified.png", title, clean=results[0]["clean_accuracy"])
         wrote += f" and {out}/certified.png"
     print(f"wrote {wrote}")

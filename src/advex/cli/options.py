@@ -189,12 +189,33 @@ def add_dataset(p: argparse.ArgumentParser, required: bool = True, help: str | N
     p.add_argument("--dataset", required=required, choices=DATASETS, help=help)
 
 
-def add_subset(p: argparse.ArgumentParser, n: int) -> None:
-    """Which images of the dataset: ``--split``, and the first ``--n`` or ``--indices``."""
-    p.add_argument("--split", choices=["test", "train"], default="test", help="dataset split (default test)")
+def add_images(p: argparse.ArgumentParser, n: int) -> None:
+    """Which images a long run reads: ``--dataset`` (with ``--split``) or ``--data`` (a class
+    folder or a CSV), and of them the first ``--n`` or ``--indices``."""
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--dataset", choices=DATASETS, help="a standard dataset (with --split)")
+    src.add_argument(
+        "--data",
+        metavar="PATH",
+        help="your images: a folder with one sub-folder per class (class names or WordNet ids), or a CSV of path,label",
+    )
+    p.add_argument("--split", choices=["test", "train"], default=None, help="split of --dataset (default test)")
     p.add_argument("--n", type=integer(1), default=None, help=f"the first N images (default {n})")
     p.add_argument("--indices", default=None, help="A:B (a range, B excluded) or a file of indices, instead of --n")
     p.set_defaults(_n_default=n)
+
+
+def add_batch_size(p: argparse.ArgumentParser, cpu: int, gpu: int, what: str = "images per batch") -> None:
+    """``--batch-size``, its default chosen for the device (:func:`advex.cli.common.batch_size`);
+    batches are also the unit of the journal and of the work dealt to torchrun processes."""
+    p.add_argument("--batch-size", type=integer(1), default=None, help=f"{what} (default {cpu} on CPU, {gpu} on a GPU)")
+    p.set_defaults(_batch_default=(cpu, gpu))
+
+
+def add_resume(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--resume", action="store_true", help="continue the run journalled in --out (same command and settings)"
+    )
 
 
 def add_run_options(

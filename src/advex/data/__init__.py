@@ -30,6 +30,7 @@ from advex.data.images import (
     unpack,
 )
 from advex.data.patchfile import LoadedPatch, load_patch, save_patch
+from advex.data.sources import Batch, ImageFiles, as_model_input, open_images, stream
 
 __all__ = [
     "MAX_MEGAPIXELS",

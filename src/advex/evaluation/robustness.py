@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -95,6 +95,84 @@ def _robust_under(name, model, x, y, logits, eps, norm, steps, queries, n_target
     return out
 
 
+def check_request(eps: Sequence[float], norm: str, attacks: Sequence[str]) -> list[float]:
+    """The checks of an evaluation's settings, before any work; the eps grid, sorted."""
+    eps = sorted(float(e) for e in eps)
+    if not eps or not all(math.isfinite(e) and e >= 0 for e in eps):
+        raise AdvexError(f"eps must be one or more finite radii >= 0, got {eps}")
+    if norm == "linf" and eps[-1] > 1:
+        raise AdvexError(f"eps {eps[-1]:g} is larger than the whole [0, 1] pixel range of an L-inf radius")
+    if norm not in ("linf", "l2"):
+        raise AdvexError(f"evaluate supports norm 'linf' or 'l2', got {norm!r}")
+    for a in attacks:
+        if a not in ATTACKS:
+            raise AdvexError(f"unknown attack {a!r}; choose from {', '.join(ATTACKS)}")
+    return eps
+
+
+def attack_batch(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    eps: Sequence[float],
+    *,
+    norm: str,
+    attacks: Sequence[str],
+    steps: int,
+    queries: int,
+    n_targets: int,
+    seed: int,
+    status: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """One batch of an evaluation, as plain lists (a run journal keeps them): ``correct``
+    per image, ``robust[attack]`` per eps per image, and seconds per attack. ``status`` hears
+    which attack and eps runs now."""
+    clf = as_classifier(model)
+    x = x.detach().cpu()
+    logits = _logits(clf, x, max(len(x), 1))
+    y = check_labels(y, x.shape[0], logits.shape[1]).cpu()
+    correct = logits.argmax(1) == y
+    robust: dict[str, list[list[bool]]] = {a: [] for a in attacks}
+    times = {a: 0.0 for a in attacks}
+    for e in eps:
+        for a in attacks:
+            if status is not None:
+                status(f"{a} eps {e:.4g}")
+            t0 = time.perf_counter()
+            rob = (
+                correct.clone()
+                if e == 0
+                else _robust_under(a, clf, x, y, logits, e, norm, steps, queries, n_targets, seed, max(len(x), 1))
+            )
+            times[a] += time.perf_counter() - t0
+            robust[a].append(rob.tolist())
+    return {"correct": correct.tolist(), "robust": robust, "times": times}
+
+
+def combine(parts: Sequence[dict[str, Any]], eps: Sequence[float], norm: str, config: dict[str, Any]) -> Evaluation:
+    """The evaluation of all images from its batches' :func:`attack_batch` results, in order."""
+    attacks = list(config["attacks"])
+    correct = torch.tensor([c for p in parts for c in p["correct"]], dtype=torch.bool)
+    masks = {
+        a: torch.tensor([[r for p in parts for r in p["robust"][a][i]] for i in range(len(eps))], dtype=torch.bool)
+        for a in attacks
+    }
+    n = correct.numel()
+    robust = torch.stack([masks[a] for a in attacks]).all(0) if n else torch.zeros(len(eps), 0, dtype=torch.bool)
+    mean = (lambda t: float(t.float().mean())) if n else (lambda t: 0.0)
+    return Evaluation(
+        list(eps),
+        norm,
+        n,
+        mean(correct),
+        {a: [mean(masks[a][i]) for i in range(len(eps))] for a in attacks},
+        [mean(r) for r in robust],
+        robust,
+        times={a: sum(p["times"][a] for p in parts) for a in attacks},
+        config=dict(config),
+    )
+
+
 def evaluate(
     model: nn.Module,
     x: torch.Tensor,
@@ -113,52 +191,24 @@ def evaluate(
     """Robust accuracy of ``model`` on (x, y) at every eps, per attack and for the ensemble.
 
     An image counts as robust at eps only if it is classified correctly and every attack
-    failed on it. With ``sanity`` the Carlini et al. checks run and their findings are in
+    failed on it. Batches of ``batch_size`` images run one after another, each seeded by its
+    first image's position (``seed`` + position), as a sharded or resumed run of ``advex
+    evaluate`` does. With ``sanity`` the Carlini et al. checks run and their findings are in
     ``Evaluation.warnings``.
     """
     check_pixels(x)
+    eps = check_request(eps, norm, attacks)
     clf = as_classifier(model)
-    eps = sorted(float(e) for e in eps)
-    if not eps or not all(math.isfinite(e) and e >= 0 for e in eps):
-        raise AdvexError(f"eps must be one or more finite radii >= 0, got {eps}")
-    if norm == "linf" and eps[-1] > 1:
-        raise AdvexError(f"eps {eps[-1]:g} is larger than the whole [0, 1] pixel range of an L-inf radius")
-    if norm not in ("linf", "l2"):
-        raise AdvexError(f"evaluate supports norm 'linf' or 'l2', got {norm!r}")
-    for a in attacks:
-        if a not in ATTACKS:
-            raise AdvexError(f"unknown attack {a!r}; choose from {', '.join(ATTACKS)}")
     x = x.detach().cpu()
-    logits = _logits(clf, x, batch_size)
-    y = check_labels(y, x.shape[0], logits.shape[1]).cpu()
-    correct = logits.argmax(1) == y
-    per_attack: dict[str, list[float]] = {a: [] for a in attacks}
-    masks: dict[str, list[torch.Tensor]] = {a: [] for a in attacks}
-    times: dict[str, float] = {a: 0.0 for a in attacks}
-    for e in eps:
-        for a in attacks:
-            t0 = time.perf_counter()
-            rob = (
-                correct.clone()
-                if e == 0
-                else _robust_under(a, clf, x, y, logits, e, norm, steps, queries, n_targets, seed, batch_size)
-            )
-            times[a] += time.perf_counter() - t0
-            masks[a].append(rob)
-            per_attack[a].append(float(rob.float().mean()))
-    robust = torch.stack([torch.stack([masks[a][i] for a in attacks]).all(0) for i in range(len(eps))])
-    ensemble = [float(r.float().mean()) for r in robust]
-    result = Evaluation(
-        eps,
-        norm,
-        len(x),
-        float(correct.float().mean()),
-        per_attack,
-        ensemble,
-        robust,
-        times=times,
-        config={"attacks": list(attacks), "steps": steps, "queries": queries, "n_targets": n_targets, "seed": seed},
-    )
+    classes = _logits(clf, x[:batch_size], batch_size).shape[1] if len(x) else 0
+    y = check_labels(y, x.shape[0], classes).cpu()  # every label, before the first batch
+    config = {"attacks": list(attacks), "steps": steps, "queries": queries, "n_targets": n_targets, "seed": seed}
+    parts = [
+        attack_batch(clf, x[i : i + batch_size], y[i : i + batch_size], eps, norm=norm, attacks=attacks,
+                     steps=steps, queries=queries, n_targets=n_targets, seed=(seed + i) % 2**32)
+        for i in range(0, x.shape[0], batch_size)
+    ]  # fmt: skip
+    result = combine(parts, eps, norm, config)
     if sanity:
         result.warnings = sanity_checks(clf, x, y, result, steps=steps, seed=seed, batch_size=batch_size)
     return result

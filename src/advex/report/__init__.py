@@ -8,11 +8,13 @@ from advex.report.curves import accuracy_vs_eps, certified_vs_eps, training_curv
 from advex.report.figure import FigureRow, magnification, three_column_figure
 from advex.report.patch import SceneItem, patch_curve, patch_sheet
 from advex.report.pixels import PixelItem, pixel_figure
+from advex.report.progress import ProgressBar
 from advex.report.summary import machine, print_table, provenance, table, write_summary
 
 __all__ = [
     "FigureRow",
     "PixelItem",
+    "ProgressBar",
     "SceneItem",
     "accuracy_vs_eps",
     "certified_vs_eps",
