@@ -1,9 +1,9 @@
 """Data: images in and out (PNG/JPEG, 8-bit quantisation, atomic writes, mixed-size batches),
 the standard datasets (MNIST, CIFAR-10) with their class names and their training-time
-augmentation, ImageNet's class names, and patch files."""
+augmentation, ImageNet's class names and WordNet ids, and patch files."""
 
 from advex.data.augment import augment_crop_flip
-from advex.data.classes import imagenet_classes, imagenet_synonyms, resolve_class
+from advex.data.classes import imagenet_classes, imagenet_synonyms, imagenet_wnids, resolve_class
 from advex.data.datasets import (
     CIFAR10_CLASSES,
     DATASETS,
@@ -47,6 +47,7 @@ __all__ = [
     "image_size",
     "imagenet_classes",
     "imagenet_synonyms",
+    "imagenet_wnids",
     "load_dataset",
     "load_image",
     "load_images",
