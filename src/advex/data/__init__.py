@@ -1,6 +1,7 @@
 """Data: images in and out (PNG/JPEG, 8-bit quantisation, atomic writes, mixed-size batches),
 the standard datasets (MNIST, CIFAR-10) with their class names and their training-time
-augmentation, ImageNet's class names and WordNet ids, and patch files."""
+augmentation, ImageNet's class names and WordNet ids, labelled image folders and CSVs
+streamed by background workers (``--data``), and patch files."""
 
 from advex.data.augment import augment_crop_flip
 from advex.data.classes import imagenet_classes, imagenet_synonyms, imagenet_wnids, resolve_class
@@ -30,6 +31,7 @@ from advex.data.images import (
     unpack,
 )
 from advex.data.patchfile import LoadedPatch, load_patch, save_patch
+from advex.data.sources import Batch, ImageFiles, as_model_input, open_images, stream
 
 __all__ = [
     "MAX_MEGAPIXELS",
@@ -38,8 +40,11 @@ __all__ = [
     "MNIST_CLASSES",
     "STATS",
     "ArrayDataset",
+    "Batch",
+    "ImageFiles",
     "LoadedImage",
     "LoadedPatch",
+    "as_model_input",
     "atomic_write_bytes",
     "augment_crop_flip",
     "check_writable",
@@ -52,6 +57,7 @@ __all__ = [
     "load_image",
     "load_images",
     "load_patch",
+    "open_images",
     "pack",
     "parse_indices",
     "quantize",
@@ -59,6 +65,7 @@ __all__ = [
     "sample_photos",
     "save_patch",
     "save_png",
+    "stream",
     "to_uint8",
     "unpack",
 ]
