@@ -49,7 +49,14 @@ class Fake:
 
 
 def no_worker_threads():
-    return not [t for t in threading.enumerate() if t.name.startswith("advex-data")]
+    """No worker is left running, and torch's thread count (each worker sets its own to 1) is
+    the default again for threads started later."""
+    seen = []
+    later = threading.Thread(target=lambda: seen.append(torch.get_num_threads()))
+    later.start()
+    later.join()
+    running = [t for t in threading.enumerate() if t.name.startswith("advex-data")]
+    return not running and seen == [torch.get_num_threads()]
 
 
 def everything(source, prepare, batch=4, **kw):

@@ -311,8 +311,17 @@ def _decode(paths: Sequence[Path], start: int, prepare: Prepare) -> Decoded:
     return out
 
 
+def _one_thread_each() -> None:
+    """Each worker computes single-threaded: the workers are the parallelism. A torch thread
+    team per worker would oversubscribe the cores (on a busy 2-core machine OpenMP's
+    spin-waits made per-image work 40 times slower)."""
+    torch.set_num_threads(1)
+    torch.get_num_threads()  # settles this thread's count before the consumer restores the default
+
+
 def _stream_files(files: ImageFiles, spans, prepare: Prepare, workers: int, prefetch: int) -> Iterator[Batch]:
-    pool = ThreadPoolExecutor(workers, thread_name_prefix="advex-data")
+    threads = torch.get_num_threads()  # torch.set_num_threads in a worker also changes the default for new threads
+    pool = ThreadPoolExecutor(workers, thread_name_prefix="advex-data", initializer=_one_thread_each)
     todo = iter(spans)
     queued: deque[tuple[int, int, list[Future]]] = deque()  # spans submitted, oldest first
     shape: tuple[int, ...] | None = None
@@ -355,6 +364,7 @@ def _stream_files(files: ImageFiles, spans, prepare: Prepare, workers: int, pref
             for f in chunks:
                 f.cancel()
         pool.shutdown(wait=True, cancel_futures=True)
+        torch.set_num_threads(threads)
 
 
 def _sizes_differ(files: ImageFiles, prepare, a: tuple, file_a: str, b: tuple, file_b) -> str:
