@@ -11,10 +11,11 @@ Two steps, kept apart so that listing is instant and decoding is where the time 
 - :func:`stream` yields one :class:`Batch` per requested span of positions, in order.
   Files are decoded by a pool of threads (PIL releases the GIL while decoding; threads
   work inside torchrun's processes and need no fork), at most ``prefetch`` spans ahead of
-  the consumer, so memory holds about ``prefetch + 1`` batches whatever the number of
-  files. A file that cannot be decoded is skipped and listed in ``Batch.skipped`` with
-  its reason (the caller decides how to warn); an error of ``prepare`` stops the stream.
-  An in-memory :class:`~advex.data.ArrayDataset` (MNIST, CIFAR-10) streams the same way,
+  the consumer, so memory holds a few batches whatever the number of files: the one the
+  consumer holds, ``prefetch`` ahead, and (while the next is assembled) its images twice.
+  A file that cannot be decoded is skipped and listed in ``Batch.skipped`` with its reason
+  (the caller decides how to warn); an error of ``prepare`` stops the stream. An
+  in-memory :class:`~advex.data.ArrayDataset` (MNIST, CIFAR-10) streams the same way,
   sliced, without threads.
 
 :func:`as_model_input` is the usual ``prepare``: an image as the model takes it (its
@@ -253,7 +254,8 @@ def stream(
 
     Each file is read with :func:`~advex.data.load_image` and turned into the model's input
     by ``prepare(pixels (3, H, W)) -> (C, H, W)`` in a worker thread; ``workers`` threads
-    decode at most ``prefetch`` spans ahead of the one being consumed. Undecodable files are
+    (each computing single-threaded) decode at most ``prefetch`` spans ahead of the one
+    being consumed. Undecodable files are
     skipped (``Batch.skipped``); an :class:`AdvexError` of ``prepare`` stops the stream. Closing
     the generator early (``break``, Ctrl-C) cancels the pending work and joins the threads.
 
@@ -324,8 +326,7 @@ def _stream_files(files: ImageFiles, spans, prepare: Prepare, workers: int, pref
     pool = ThreadPoolExecutor(workers, thread_name_prefix="advex-data", initializer=_one_thread_each)
     todo = iter(spans)
     queued: deque[tuple[int, int, list[Future]]] = deque()  # spans submitted, oldest first
-    shape: tuple[int, ...] | None = None
-    first_file = ""
+    one_size = _OneSize(files, prepare)
 
     def submit() -> None:
         span = next(todo, None)
@@ -342,22 +343,8 @@ def _stream_files(files: ImageFiles, spans, prepare: Prepare, workers: int, pref
         for _ in range(prefetch + 1):
             submit()
         while queued:
-            start, stop, chunks = queued.popleft()
-            decoded = [row for f in chunks for row in f.result()]
-            kept = [(i, im) for i, im, _ in decoded if im is not None]
-            skipped = [(str(files.paths[i]), reason) for i, im, reason in decoded if im is None]
-            for i, im in kept:
-                if shape is None:
-                    shape, first_file = tuple(im.shape), str(files.paths[i])
-                elif tuple(im.shape) != shape:
-                    raise AdvexError(_sizes_differ(files, prepare, shape, first_file, tuple(im.shape), files.paths[i]))
-            if kept:
-                index = torch.tensor([i for i, _ in kept], dtype=torch.int64)
-                x = torch.stack([im for _, im in kept])
-            else:
-                index = torch.zeros(0, dtype=torch.int64)
-                x = torch.zeros((0, *(shape or (0, 0, 0))))
-            yield Batch(start, stop, x, files.labels[index], index, skipped)
+            # no local keeps the batch or its futures: once the consumer drops it, it is freed
+            yield _batch(files, *queued.popleft(), one_size)
             submit()  # only now: the consumer is done with the batch it held
     finally:
         for _, _, chunks in queued:
@@ -367,17 +354,43 @@ def _stream_files(files: ImageFiles, spans, prepare: Prepare, workers: int, pref
         torch.set_num_threads(threads)
 
 
-def _sizes_differ(files: ImageFiles, prepare, a: tuple, file_a: str, b: tuple, file_b) -> str:
-    same_channels = a[0] == b[0]
+def _batch(files: ImageFiles, start: int, stop: int, chunks: list[Future], one_size: _OneSize) -> Batch:
+    """The span's batch from its workers' results (waiting for them)."""
+    decoded = [row for f in chunks for row in f.result()]
+    kept = [(i, im) for i, im, _ in decoded if im is not None]
+    skipped = [(str(files.paths[i]), reason) for i, im, reason in decoded if im is None]
+    for i, im in kept:
+        one_size.check(im.shape, files.paths[i])
+    if not kept:
+        index = torch.zeros(0, dtype=torch.int64)
+        return Batch(start, stop, torch.zeros((0, *(one_size.shape or (0, 0, 0)))), files.labels[index], index, skipped)
+    index = torch.tensor([i for i, _ in kept], dtype=torch.int64)
+    return Batch(start, stop, torch.stack([im for _, im in kept]), files.labels[index], index, skipped)
 
-    def size(s: tuple) -> str:
-        return "x".join(map(str, s[1:] if same_channels else s))
 
-    who = getattr(prepare, "model_name", "the model")
-    return (
-        f"images in {files.root} have different sizes ({size(a)} in {file_a}, {size(b)} in {file_b}) "
-        f"and {who} has no input size to resize them to; give images of one size"
-    )
+class _OneSize:
+    """The images of a stream must share one shape (the model's input size, or else their own)."""
+
+    def __init__(self, files: ImageFiles, prepare: Prepare) -> None:
+        self.files, self.prepare = files, prepare
+        self.shape: tuple[int, ...] | None = None
+        self.first = ""
+
+    def check(self, shape: torch.Size, path: Path) -> None:
+        if self.shape is None:
+            self.shape, self.first = tuple(shape), str(path)
+        elif tuple(shape) != self.shape:
+            a, b = self.shape, tuple(shape)
+            same_channels = a[0] == b[0]
+
+            def size(s: tuple) -> str:
+                return "x".join(map(str, s[1:] if same_channels else s))
+
+            who = getattr(self.prepare, "model_name", "the model")
+            raise AdvexError(
+                f"images in {self.files.root} have different sizes ({size(a)} in {self.first}, {size(b)} in {path}) "
+                f"and {who} has no input size to resize them to; give images of one size"
+            )
 
 
 # ------------------------------------------------------------------------ the model's input
