@@ -71,14 +71,15 @@ class ImageFiles:
         """SHA-256 (hex) over (relative path, label, size, mtime_ns) of every entry, in order:
         a run journal records it, and any added, removed, changed or relabelled file changes it."""
         h = hashlib.sha256()
-        base = self._base()
+        base = os.path.join(self._base(), "")  # "root/": paths under it are hashed relative to it
         for p, label in zip(self.paths, self.labels.tolist()):
             try:
                 st = os.stat(p)
                 size, mtime = st.st_size, st.st_mtime_ns
             except OSError:  # gone since it was listed
                 size, mtime = -1, -1
-            h.update(f"{os.path.relpath(p, base)}\t{label}\t{size}\t{mtime}\n".encode("utf-8", "surrogateescape"))
+            name = str(p).removeprefix(base)
+            h.update(f"{name}\t{label}\t{size}\t{mtime}\n".encode("utf-8", "surrogateescape"))
         return h.hexdigest()
 
     def select(self, idx: torch.Tensor) -> ImageFiles:
