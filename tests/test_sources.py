@@ -168,11 +168,13 @@ def test_bad_csvs(tmp_path):
     cases = {
         "fields.csv": ("a.png,cat\na.png,cat,x\n", r"fields.csv line 2: expected path,label, got 'a.png,cat,x'"),
         "nolabel.csv": ("a.png,\n", r"nolabel.csv line 1: expected path,label"),
-        "missing.csv": ("a.png,cat\n\nb.png,dog\n", r"missing.csv line 3: image file not found: .*b.png"),
-        "header.csv": ("file,class\na.png,cat\n", r"header.csv line 1: image file not found: .*file; a header line"),
+        "missing.csv": ("a.png,cat\n\nb.png,dog\n", r"missing.csv line 3: image file .*b.png not found"),
+        "header.csv": ("file,class\na.png,cat\n", r"header.csv line 1: image file .*file not found; a header line"),
         "label.csv": ("path,label\na.png,cat\na.png,dgo\n", r"label.csv line 3: unknown class name 'dgo'; .*'dog'"),
         "range.csv": ("a.png,10\n", r"range.csv line 1: class index 10 is out of range"),
         "empty.csv": ("path,label\n\n", r"empty.csv lists no images"),
+        "huge.csv": ('a.png,cat\n"' + "x" * 200_000 + '",cat\n', r"huge.csv line 2: not CSV \(field larger than"),
+        "folder.csv": (".,cat\n", r"folder.csv line 1: image file .* is not a file"),
     }
     for name, (text, match) in cases.items():
         (tmp_path / name).write_text(text)

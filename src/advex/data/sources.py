@@ -190,7 +190,7 @@ def _open_csv(root: Path, classes, synonyms) -> ImageFiles:
     resolved: dict[str, int] = {}  # each distinct label resolved once
     reader = csv.reader(io.StringIO(text))
     first = True
-    for row in reader:
+    for row in _rows(reader, root):
         line = reader.line_num
         if not any(cell.strip() for cell in row):
             continue
@@ -205,7 +205,8 @@ def _open_csv(root: Path, classes, synonyms) -> ImageFiles:
         p = p if p.is_absolute() else base / p
         if not p.is_file():
             header = "; a header line must read path,label" if first else ""
-            raise AdvexError(f"{where}: image file not found: {p}{header}")
+            problem = "is not a file" if p.exists() else "not found"
+            raise AdvexError(f"{where}: image file {p} {problem}{header}")
         first = False
         if label not in resolved:
             try:
@@ -221,6 +222,17 @@ def _open_csv(root: Path, classes, synonyms) -> ImageFiles:
         raise AdvexError(f"{root} lists no images; expected lines of path,label")
     out_classes = list(classes) if classes is not None else None
     return ImageFiles(root, paths, torch.tensor(labels, dtype=torch.int64), out_classes, _describe(root, labels))
+
+
+def _rows(reader, root: Path) -> Iterator[list[str]]:
+    """The CSV's rows, a malformed one (a NUL byte, ...) as one line naming where."""
+    while True:
+        try:
+            yield next(reader)
+        except StopIteration:
+            return
+        except csv.Error as e:
+            raise AdvexError(f"{root} line {reader.line_num}: not CSV ({e})") from None
 
 
 # ------------------------------------------------------------------------ streaming
