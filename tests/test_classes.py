@@ -1,6 +1,6 @@
 import pytest
 
-from advex.data.classes import imagenet_classes, imagenet_synonyms, resolve_class
+from advex.data.classes import imagenet_classes, imagenet_synonyms, imagenet_wnids, resolve_class
 from advex.errors import AdvexError
 
 
@@ -40,3 +40,17 @@ def test_index_out_of_range():
 def test_name_without_class_names():
     with pytest.raises(AdvexError, match="no class names"):
         resolve_class("cat", None, None, num_classes=10)
+
+
+def test_imagenet_wordnet_ids_are_the_sorted_ilsvrc_ids():
+    wnids = imagenet_wnids()
+    assert len(wnids) == 1000 and len(set(wnids)) == 1000 and wnids == sorted(wnids)
+    assert wnids[0] == "n01440764" and wnids[9] == "n01518878"  # tench, ostrich
+
+
+def test_wordnet_id_resolves_for_imagenet_classes_only():
+    assert _r("n01518878") == 9 and _r("N01440764") == 0
+    with pytest.raises(AdvexError, match="'n99999999' is not one of the 1000 ImageNet-1k classes"):
+        _r("n99999999")
+    with pytest.raises(AdvexError, match="WordNet id, but the model's classes are not the ImageNet-1k list"):
+        resolve_class("n01518878", ["cat", "dog"])

@@ -1,9 +1,10 @@
 """Data: images in and out (PNG/JPEG, 8-bit quantisation, atomic writes, mixed-size batches),
 the standard datasets (MNIST, CIFAR-10) with their class names and their training-time
-augmentation, ImageNet's class names, and patch files."""
+augmentation, ImageNet's class names and WordNet ids, labelled image folders and CSVs
+streamed by background workers (``--data``), and patch files."""
 
 from advex.data.augment import augment_crop_flip
-from advex.data.classes import imagenet_classes, imagenet_synonyms, resolve_class
+from advex.data.classes import imagenet_classes, imagenet_synonyms, imagenet_wnids, resolve_class
 from advex.data.datasets import (
     CIFAR10_CLASSES,
     DATASETS,
@@ -39,8 +40,11 @@ __all__ = [
     "MNIST_CLASSES",
     "STATS",
     "ArrayDataset",
+    "Batch",
+    "ImageFiles",
     "LoadedImage",
     "LoadedPatch",
+    "as_model_input",
     "atomic_write_bytes",
     "augment_crop_flip",
     "check_writable",
@@ -48,10 +52,12 @@ __all__ = [
     "image_size",
     "imagenet_classes",
     "imagenet_synonyms",
+    "imagenet_wnids",
     "load_dataset",
     "load_image",
     "load_images",
     "load_patch",
+    "open_images",
     "pack",
     "parse_indices",
     "quantize",
@@ -59,6 +65,7 @@ __all__ = [
     "sample_photos",
     "save_patch",
     "save_png",
+    "stream",
     "to_uint8",
     "unpack",
 ]

@@ -1,4 +1,5 @@
-"""Datasets held whole in memory as uint8 tensors: MNIST, CIFAR-10 and image folders.
+"""Datasets held whole in memory as uint8 tensors: MNIST, CIFAR-10 and (small) image folders;
+a folder too large for memory is streamed instead (``advex.data.sources``).
 
 Readers take the standard files (MNIST's four idx files, gzipped or not; CIFAR-10's
 binary batches, gzipped or not; a folder with one sub-folder per class), check the MD5 of
@@ -26,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from advex.data.images import IMAGE_SUFFIXES, atomic_write_bytes, load_image
+from advex.data.images import atomic_write_bytes, to_uint8
 from advex.errors import AdvexError
 
 MNIST_MD5 = {  # of the uncompressed idx files
@@ -261,29 +262,26 @@ def load_cifar10(split: str = "train", data_dir=None, download: bool = False) ->
 
 
 def load_image_folder(path: str | os.PathLike, size: tuple[int, int] | None = None) -> ArrayDataset:
-    """A folder with one sub-folder per class (sorted names = class indices)."""
+    """A folder with one sub-folder per class (sorted names = class indices), read whole into
+    memory by the streaming reader (:func:`advex.data.open_images`, :func:`advex.data.stream`);
+    images are resized to ``size`` (H, W) if given. A file that cannot be read is an error here."""
+    from advex.data.sources import open_images, stream  # sources builds on this module: import late
+
+    def fit(x: torch.Tensor) -> torch.Tensor:
+        if size is not None and tuple(x.shape[-2:]) != tuple(size):
+            x = torch.nn.functional.interpolate(x[None], size=size, mode="bilinear", antialias=True)[0]
+        return x
+
+    files = open_images(path)
+    spans = [(a, min(a + 512, len(files))) for a in range(0, len(files), 512)]
+    chunks = []
+    for batch in stream(files, spans, fit):
+        if batch.skipped:  # whole in memory means whole: no silent gaps
+            more = f" (and {len(batch.skipped) - 1} more files)" if len(batch.skipped) > 1 else ""
+            raise AdvexError(batch.skipped[0][1] + more)
+        chunks.append(to_uint8(batch.x))
     root = Path(path)
-    if not root.is_dir():
-        raise AdvexError(f"image folder not found: {root}")
-    classes = sorted(d.name for d in root.iterdir() if d.is_dir())
-    if not classes:
-        raise AdvexError(f"{root} has no class sub-folders; expected {root}/<class>/<image>.png")
-    xs, ys = [], []
-    for k, c in enumerate(classes):
-        for f in sorted((root / c).iterdir()):
-            if f.suffix.lower() in IMAGE_SUFFIXES:
-                im = load_image(f).pixels
-                if size is not None and tuple(im.shape[-2:]) != tuple(size):
-                    im = torch.nn.functional.interpolate(im[None], size=size, mode="bilinear", antialias=True)[0]
-                xs.append(im)
-                ys.append(k)
-    if not xs:
-        raise AdvexError(f"{root} holds no images in its class sub-folders")
-    shapes = {tuple(x.shape) for x in xs}
-    if len(shapes) > 1:
-        raise AdvexError(f"images in {root} have different sizes {sorted(shapes)[:3]}...; pass size=(H, W)")
-    images = torch.stack(xs).mul(255).round().to(torch.uint8)
-    return ArrayDataset(root.name, "all", images, torch.tensor(ys), classes, str(root))
+    return ArrayDataset(root.name, "all", torch.cat(chunks), files.labels, files.classes, str(root))
 
 
 def load_dataset(name: str, split: str = "train", data_dir=None, download: bool = False) -> ArrayDataset:
