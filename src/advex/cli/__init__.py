@@ -49,7 +49,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"advex: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("advex: interrupted; outputs already written are complete, nothing half-written", file=sys.stderr)
+        if getattr(args, "resume", None) is not None:
+            print(
+                f"advex: interrupted; the journal in {args.out} keeps every finished batch: "
+                "run the same command with --resume to continue",
+                file=sys.stderr,
+            )
+        else:
+            print("advex: interrupted; outputs already written are complete, nothing half-written", file=sys.stderr)
         return 130
 
 

@@ -128,8 +128,11 @@ class Classifier(nn.Module):
         if mats is None:
             a_h, a_w = resize_matrices(sz, (h, w), self.input_size, self.crop_fraction)
             mats = (a_h.to(x.device, x.dtype), a_w.to(x.device, x.dtype))
-            if len(self._resize_cache) >= 64:
-                self._resize_cache.pop(next(iter(self._resize_cache)))
+            while len(self._resize_cache) >= 64:  # oldest first; threads of a data stream may race here
+                try:
+                    self._resize_cache.pop(next(iter(self._resize_cache)), None)
+                except (StopIteration, RuntimeError):  # emptied or resized by another thread meanwhile
+                    break
             self._resize_cache[key] = mats
         return apply_resize(x, *mats)
 

@@ -1,0 +1,175 @@
+"""Long runs: journals and --resume (after Ctrl-C and after a kill), torchrun with two
+processes, the progress bar. The promise under test: an interrupted and resumed run, and a
+run split over processes, write the same results as one uninterrupted process, to the bit."""
+
+import io
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from helpers import needs_data
+
+from advex.errors import AdvexError
+from advex.evaluation import Journal
+from advex.report import ProgressBar
+
+# what may differ between two runs of the same command: when and where it ran, how long it took
+RUN_KEYS = {"command", "written", "machine", "run", "advex_version", "torch", "python", "device"}
+
+EVALUATE = [
+    "evaluate", "--model", "mnist-small", "--dataset", "mnist", "--eps", "0.05,0.1", "--indices", "0:40",
+    "--batch-size", "8", "--steps", "10", "--queries", "100", "--attacks", "apgd-ce,square", "--seed", "5",
+]  # fmt: skip
+CERTIFY = [
+    "certify", "--model", "mnist-small-ibp-0.1", "--dataset", "mnist", "--eps", "0.05,0.1", "--method",
+    "ibp,crown", "--indices", "0:200", "--batch-size", "25", "--attack-steps", "10",
+]  # fmt: skip
+
+
+def _results(out: Path, name: str) -> dict:
+    summary = json.loads((out / name).read_text())
+    return {k: v for k, v in summary.items() if k not in RUN_KEYS}
+
+
+def _advex(*args, **kw):
+    return subprocess.run([sys.executable, "-m", "advex", *args], capture_output=True, text=True, timeout=600, **kw)
+
+
+def _spans(out: Path) -> list[str]:
+    return sorted(p.name for p in (out / "journal").glob("[0-9]*-[0-9]*.json"))
+
+
+def _interrupt(args, out: Path, sig: int) -> int:
+    """Start ``advex ARGS --out OUT``, send ``sig`` once its journal holds a finished batch; its exit code."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "advex", *args, "--out", str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        if (out / "journal").is_dir() and _spans(out):
+            proc.send_signal(sig)
+            break
+        time.sleep(0.05)
+    proc.wait(timeout=300)
+    return proc.returncode
+
+
+@pytest.fixture(scope="module")
+def evaluated(tmp_path_factory):
+    out = tmp_path_factory.mktemp("whole")
+    proc = _advex(*EVALUATE, "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    return out
+
+
+@needs_data
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL], ids=["sigint", "sigkill"])
+def test_an_interrupted_evaluation_resumes_to_the_uninterrupted_result(evaluated, tmp_path, sig):
+    code = _interrupt(EVALUATE, tmp_path, sig)
+    assert code == (130 if sig == signal.SIGINT else -signal.SIGKILL), "the run finished before the signal"
+    kept = _spans(tmp_path)
+    assert 1 <= len(kept) < 5 and not (tmp_path / "evaluation.json").exists()
+    assert not [p for p in (tmp_path / "journal").iterdir() if p.name.startswith(".")], "a half-written file"
+    again = _advex(*EVALUATE, "--out", str(tmp_path))  # without --resume: refused, the journal kept
+    assert again.returncode == 2 and "pass --resume" in again.stderr and _spans(tmp_path) == kept
+    resumed = _advex(*EVALUATE, "--out", str(tmp_path), "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    assert _results(tmp_path, "evaluation.json") == _results(evaluated, "evaluation.json")
+    run = json.loads((tmp_path / "evaluation.json").read_text())["run"]
+    assert run["batches_from_journal"] == len(kept)
+
+
+@needs_data
+def test_a_killed_certification_resumes_to_the_uninterrupted_result(tmp_path):
+    whole, cut = tmp_path / "whole", tmp_path / "cut"
+    assert _advex(*CERTIFY, "--out", str(whole)).returncode == 0
+    assert _interrupt(CERTIFY, cut, signal.SIGKILL) == -signal.SIGKILL, "the run finished before the kill"
+    assert 1 <= len(_spans(cut)) < 8
+    resumed = _advex(*CERTIFY, "--out", str(cut), "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    assert _results(cut, "certify.json") == _results(whole, "certify.json")
+
+
+@needs_data
+def test_resume_refuses_a_journal_of_another_run_naming_the_difference(evaluated, tmp_path):
+    changed = [a if a != "0.05,0.1" else "0.05,0.2" for a in EVALUATE]
+    proc = _advex(*changed, "--out", str(evaluated), "--resume")
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 1
+    assert "eps: journal [0.05, 0.1], now [0.05, 0.2]" in lines[0]
+    other = _advex(*[a if a != "evaluate" else "certify" for a in CERTIFY], "--out", str(evaluated), "--resume")
+    assert other.returncode == 2 and 'command: journal "evaluate", now "certify"' in other.stderr
+    assert len(_spans(evaluated)) == 5, "a refused resume must leave the journal as it was"
+
+
+def test_journal_checks_settings_and_keeps_unfinished_runs(tmp_path):
+    j = Journal.open(tmp_path, {"command": "evaluate", "eps": [0.1]}, resume=False)
+    j.start()
+    j.record((0, 10), {"correct": [True] * 10})
+    with pytest.raises(AdvexError, match="holds an unfinished run \\(1 batches done\\); pass --resume"):
+        Journal.open(tmp_path, {"command": "evaluate", "eps": [0.1]}, resume=False)
+    with pytest.raises(AdvexError, match='model: journal null, now "mnist-small"'):
+        Journal.open(tmp_path, {"command": "evaluate", "eps": [0.1], "model": "mnist-small"}, resume=True)
+    again = Journal.open(tmp_path, {"command": "evaluate", "eps": (0.1,)}, resume=True)  # a tuple reads as a list
+    assert again.done() == {"000000-000010": {"correct": [True] * 10}}
+    again.finish()
+    fresh = Journal.open(tmp_path, {"command": "evaluate", "eps": [0.2]}, resume=False)  # a finished run: start over
+    fresh.start()
+    assert fresh.done() == {}
+    with pytest.raises(AdvexError, match="holds no journal to continue"):
+        Journal.open(tmp_path / "elsewhere", {}, resume=True)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@needs_data
+@pytest.mark.parametrize(
+    "args", [EVALUATE[:11] + ["--steps", "10", "--queries", "100"], CERTIFY], ids=["evaluate", "certify"]
+)
+def test_torchrun_with_two_processes_writes_what_one_process_writes(tmp_path, args):
+    one, two = tmp_path / "one", tmp_path / "two"
+    assert _advex(*args, "--out", str(one)).returncode == 0
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={_free_port()}",
+           "-m", "advex", *args, "--out", str(two)]  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    name = "evaluation.json" if args[0] == "evaluate" else "certify.json"
+    assert _results(two, name) == _results(one, name)
+    assert json.loads((two / name).read_text())["run"]["processes"] == 2
+
+
+def test_the_progress_bar_draws_on_a_terminal_only():
+    class Tty(io.StringIO):
+        def isatty(self):
+            return True
+
+    tty, pipe = Tty(), io.StringIO()
+    for stream in (tty, pipe):
+        bar = ProgressBar(100, stream=stream)
+        bar.status("apgd-ce eps 0.1")
+        bar.advance(25)
+        bar.close()
+    assert pipe.getvalue() == ""
+    assert "25/100 images" in tty.getvalue() and "ETA" in tty.getvalue() and "apgd-ce eps 0.1" in tty.getvalue()
+    quiet = Tty()
+    ProgressBar(10, stream=quiet, enabled=False).advance(5)
+    assert quiet.getvalue() == ""
+
+
+def test_the_eta_counts_only_this_processs_rate():
+    bar = ProgressBar(100, done=50, enabled=False)  # 50 finished by an earlier (interrupted) run
+    assert bar.eta() is None
+    bar._t0 -= 10.0  # 10 s for the next 10 images
+    bar.advance(10)
+    assert bar.eta() == pytest.approx(40 * 1.0, rel=0.05)
