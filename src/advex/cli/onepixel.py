@@ -135,7 +135,7 @@ def _chosen(args, model, target):
         images = f"the first {len(idx)} {phrase} images {model.name} classifies correctly{skip} " \
                  f"(of the first {int(idx[-1]) + 1})"  # fmt: skip
     else:
-        images = f"the {len(idx)} of {phrase} {model.name} classifies correctly{skip}"
+        images = f"the {len(idx)} of {phrase} that {model.name} classifies correctly{skip}"
     source = pool.select(idx)
     ident = {"attacked": images} | ({"files": source.fingerprint()} if args.data is not None else {})
     return source, images, ident, [names[i] for i in idx.tolist()], skipped

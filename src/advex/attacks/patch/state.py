@@ -65,13 +65,13 @@ class PatchState:
     @classmethod
     def load(cls, path: str | Path) -> PatchState:
         """Read a state :meth:`save` wrote; anything else is one clear error."""
-        from safetensors import safe_open
+        from safetensors import SafetensorError, safe_open
 
         try:
             with safe_open(str(path), framework="pt") as f:
                 meta = json.loads((f.metadata() or {})[_KEY])
                 tensors = {k: f.get_tensor(k) for k in f.keys()}
-        except (OSError, KeyError, ValueError, RuntimeError) as e:
+        except (OSError, KeyError, ValueError, RuntimeError, SafetensorError) as e:
             raise AdvexError(
                 f"{path} is not a patch training state advex wrote ({e}); delete it to start over"
             ) from None
