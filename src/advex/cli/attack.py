@@ -217,8 +217,8 @@ def _save_and_measure(out: Path, model, images, result, save_originals: bool, la
             "linf": round(float(linf[i]), 5),
             "linf_255": int(round(float(linf[i]) * 255)),
             "rms": round(float(rms[i]), 6),
-            "c": _number(result.extra["c"][i]),
-            "eps": _number(result.extra["eps"][i]),
+            "c": _number(result.extra, "c", i),
+            "eps": _number(result.extra, "eps", i),
             "grad_evals": int(result.grad_evals[i]),
             "success": bool(success[i]),
         }
@@ -234,6 +234,7 @@ def _print(rows) -> None:
         [
             {
                 "image": row["image"],
+                "label": row.get("label"),
                 "orig": f"{row['original']} ({100 * row['original_confidence']:.1f}%)",
                 "adv": row["adversarial"],
                 "conf": f"{100 * row['adversarial_confidence']:.1f}%",
@@ -245,10 +246,14 @@ def _print(rows) -> None:
             }
             for row in rows
         ],
-        [("image", "image"), ("orig", "original"), ("adv", "adversarial"), ("conf", "confidence"), ("l2", "L2"),
-         ("linf", "Linf"), ("linf_255", "Linf/255"), ("rms", "rms"), ("ok", "success")],
+        [("image", "image"), *([("label", "label")] if "label" in rows[0] else []), ("orig", "original"),
+         ("adv", "adversarial"), ("conf", "confidence"), ("l2", "L2"), ("linf", "Linf"), ("linf_255", "Linf/255"),
+         ("rms", "rms"), ("ok", "success")],
     )  # fmt: skip
 
 
-def _number(v: torch.Tensor) -> float | None:
-    return None if torch.isnan(v) else float(v)
+def _number(extra: dict, key: str, i: int) -> float | None:
+    """Image ``i``'s ``key`` of the attack's extras; None where it was not attacked (NaN, or no
+    image of the batch was: all already misclassified)."""
+    v = extra.get(key)
+    return None if v is None or torch.isnan(v[i]) else float(v[i])
