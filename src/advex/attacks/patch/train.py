@@ -131,7 +131,7 @@ class Patch(UniversalAttack):
         start = time.perf_counter()
         c, h, w = images.shape[1:]
         dev = models[0].device
-        side = check_size(self.size, h, w, math.pi / 4 if self.shape == "circle" else 1.0)
+        side = self.side(h, w)
         res = self.resolution or max(2, math.ceil(side * self.scale[1]))
         mask = patch_mask(self.shape, res).to(dev)
         g = torch.Generator().manual_seed(self.seed)
@@ -178,6 +178,11 @@ class Patch(UniversalAttack):
                 "models": [m.name for m in models], "image_size": [h, w],
             },
         )  # fmt: skip
+
+    def side(self, h: int, w: int) -> float:
+        """The patch side in pixels on ``h`` x ``w`` images at scale 1; a clear error if it does not
+        fit them (a command checks this before it writes anything)."""
+        return check_size(self.size, h, w, math.pi / 4 if self.shape == "circle" else 1.0)
 
     def _restore(self, state: PatchState, patch, opt, g, curve: _Curve) -> tuple[int, float]:
         """Put a saved state back into the patch, the optimiser, the generator and the curve;
