@@ -135,6 +135,7 @@ def journal(args, model, ident: dict, procs=None, ignored: tuple[str, ...] = ())
     options_ = {k: v for k, v in vars(args).items() if k not in skip and not k.startswith("_")}
     settings = {"command": args.command, "model": model.name, "weights": weights_digest(model), **ident, **options_}
     j = Journal.open(args.out, settings, resume=args.resume)
+    procs.barrier()  # every process has read the old journal before the main one replaces it
     if procs.main:
         Path(args.out).mkdir(parents=True, exist_ok=True)
         j.start()
