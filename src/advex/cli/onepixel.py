@@ -64,7 +64,7 @@ def run(args) -> int:
     source, images, ident, names, skipped = _chosen(args, model, target)
     attack = _attack(args, args.seed)
     attack.check_size(*common.first_images(source, 1, model)[0].shape[-2:])  # before anything is written
-    journal = common.journal(args, model, ident, procs)
+    journal = common.journal(args, model, ident, procs, ignored=("figure_n",))  # the figure: drawn at the end
 
     def work(batch, bar) -> dict:
         """One batch attacked with its own seed: per image, the row the library gives (named),
