@@ -102,6 +102,7 @@ OWN = {
         ("confidence-negative", ("--confidence", "-1"), rf"argument --confidence: {FINITE} >= 0"),
         ("eps-with-l2", ("--eps", "0.1"), r"--eps fixes the L-inf radius: add --norm linf"),
         ("max-memory-tiny", ("--max-memory", "0.1"), r"needs about .* GB of memory, above --max-memory 0.1 GB"),
+        ("batch-size-zero", ("--batch-size", "0"), rf"argument --batch-size: {INT} >= 1"),
     ],
     "attack": [
         ("image-missing", ("--images", "{tmp}/missing.png"), r"image file not found"),
@@ -114,6 +115,8 @@ OWN = {
         ("target-and-untargeted", ("--untargeted",), r"not both"),
         ("arch-with-zoo-model", ("--arch", "efficientnet-lite0"), r"--arch names the architecture of a checkpoint"),
         ("checkpoint-of-another-arch", ("--model", "{tmp}/other.safetensors"), r"does not match architecture"),
+        ("batch-size-zero", ("--batch-size", "0"), rf"argument --batch-size: {INT} >= 1"),
+        ("data-and-images", ("--data", "{tmp}/empty"), r"argument --data: not allowed with argument --images"),
     ],
     "onepixel": [
         ("n-negative", ("--n", "-9990"), rf"argument --n: {INT} >= 1, got '-9990'"),
@@ -127,11 +130,17 @@ OWN = {
         ("figure-n-zero", ("--figure-n", "0"), rf"argument --figure-n: {INT} >= 1"),
         ("target-10-of-10", ("--target", "10"), r"10.* out of range"),
         ("dataset-unknown", ("--dataset", "imagenet"), r"argument --dataset: invalid choice: 'imagenet'"),
+        ("indices-and-n", ("--indices", "0:5"), r"give --n .* or --indices, not both"),
+        ("resume-nothing", ("--resume",), r"--resume: .*out/journal holds no journal to continue"),
+        ("unfinished-run", ("--out", "{tmp}/unfinished"), r"unfinished/journal holds an unfinished run"),
+        ("resume-another-run", ("--resume", "--out", "{tmp}/unfinished"), r'run \(.*"evaluate", now "onepixel"'),
     ],
     "onepixel-photos": [
         ("image-missing", ("--images", "{tmp}/missing.png"), r"image file not found"),
         ("png-16000x16000", ("--images", "{tmp}/huge.png"), r"has more than 179 megapixels"),
         ("photo-100mp", ("--images", "{tmp}/p100mp.png"), r"10000x10000 \(100.0 megapixels\), more than the 90"),
+        ("n-with-images", ("--n", "3"), r"--split, --n and --indices choose among --dataset or --data images"),
+        ("target-is-the-prediction", ("--target", "tiger cat"), r"already classifies photo cat as the target"),
     ],
     "patch-train": [
         ("steps-zero", ("--steps", "0"), rf"argument --steps: {INT} >= 1"),
@@ -141,7 +150,12 @@ OWN = {
         ("size-zero", ("--size", "0"), r"size"),
         ("size-2", ("--size", "2"), r"\(0, 1\)"),
         ("size-0.9-circle", ("--size", "0.9"), r"larger than"),
-        ("eval-images-with-dataset", ("--eval-images", "x.png"), r"--eval-images goes with --images"),
+        ("eval-images-with-dataset", ("--eval-images", "x.png"), r"--eval-images and --eval-data go with --images"),
+        ("eval-data-with-dataset", ("--eval-data", "{tmp}/empty"), r"--eval-images and --eval-data go with --images"),
+        ("checkpoint-every-zero", ("--checkpoint-every", "0"), rf"argument --checkpoint-every: {INT} >= 1"),
+        ("resume-nothing", ("--resume",), r"--resume: .*out/journal holds no journal to continue"),
+        ("unfinished-run", ("--out", "{tmp}/unfinished"), r"holds an unfinished run \(0 batches done\)"),
+        ("resume-another-run", ("--resume", "--out", "{tmp}/unfinished"), r'another run \(.*"evaluate", now "patch"'),
         ("n-zero", ("--n", "0"), rf"argument --n: {INT} >= 1"),
         ("eval-n-zero", ("--eval-n", "0"), rf"argument --eval-n: {INT} >= 1"),
         ("placements-zero", ("--placements", "0"), rf"argument --placements: {INT} >= 1"),
@@ -159,6 +173,7 @@ OWN = {
         ("save-n-negative", ("--save-n", "-1"), rf"argument --save-n: {INT} >= 0"),
         ("position-abc", ("--position", "abc"), r"argument --position: --position takes ROW,COL"),
         ("rotation-negative", ("--rotation", "-1"), rf"argument --rotation: {FINITE} >= 0"),
+        ("batch-size-zero", ("--batch-size", "0"), rf"argument --batch-size: {INT} >= 1"),
     ],
     "evaluate": [
         ("n-negative", ("--n", "-9990"), rf"argument --n: {INT} >= 1, got '-9990'"),
@@ -225,6 +240,10 @@ CASES += [
          r"indices_bad.txt must hold whole numbers", True),
     Case("certify:indices-file-out-of-range", (*_CE, "--indices", "{tmp}/indices_out.txt"),
          r"indices_out.txt: index 10000 is out of range for the 10000 images", True),
+    Case("onepixel:data-with-split", ("onepixel", "--data", "{tmp}/empty", "--split", "train", "--out", "{tmp}/out"),
+         r"--split chooses a split of --dataset; --data is one set of images"),
+    Case("onepixel:indices-out-of-range", (*BASE["onepixel"][:3], "--indices", "9990:10010", "--out", "{tmp}/out"),
+         r"--indices '9990:10010' is out of range for the 10000 images of the split", True),
 ]  # fmt: skip
 
 _ids = [c.id for c in CASES]
@@ -254,6 +273,8 @@ def prepare(tmp: Path, data: bool) -> None:
     (tmp / "empty").mkdir(exist_ok=True)
     (tmp / "indices_bad.txt").write_text("1, 2, x\n")
     (tmp / "indices_out.txt").write_text("3 10000\n")
+    (tmp / "unfinished" / "journal").mkdir(parents=True, exist_ok=True)  # a run stopped part-way, of another command
+    (tmp / "unfinished" / "journal" / "run.json").write_text('{"settings": {"command": "evaluate"}, "complete": false}')
     Image.new("L", (16000, 16000), 128).save(tmp / "huge.png")  # 256 megapixels, a 0.3 MB file
     Image.new("RGB", (6000, 4000), (120, 130, 140)).save(tmp / "big.png")
     Image.new("RGB", (10000, 10000), (120, 130, 140)).save(tmp / "p100mp.png")

@@ -227,7 +227,7 @@ def test_cli_dataset(tmp_path, capsys):
     assert rc == 0
     s = json.loads((out / "onepixel.json").read_text())
     assert s["attacked"] == 4 and s["model"] == "mnist-small"
-    assert {"success_rate", "mean_queries", "time_per_image_s"} <= set(s)
+    assert {"success_rate", "mean_queries"} <= set(s) and {"time_per_image_s", "processes"} <= set(s["run"])
     assert all(len(r["pixels"]) <= 3 and r["queries"] <= 40 * 6 for r in s["results"])
     assert (out / "figure.png").stat().st_size > 10_000
     assert "success" in capsys.readouterr().out

@@ -18,11 +18,12 @@ from advex.attacks.apgd import APGD
 from advex.attacks.base import Attack, Batch, Outcome
 from advex.attacks.cw import CW
 from advex.attacks.deepfool import DeepFool
-from advex.attacks.onepixel import OnePixel
+from advex.attacks.onepixel import OnePixel, apply_changes
 from advex.attacks.patch import (
     Patch,
     PatchEvaluation,
     PatchResult,
+    PatchState,
     Placements,
     Printability,
     apply_patch,
@@ -52,11 +53,13 @@ __all__ = [
     "Patch",
     "PatchEvaluation",
     "PatchResult",
+    "PatchState",
     "Placements",
     "Printability",
     "Square",
     "Szegedy",
     "UniversalAttack",
+    "apply_changes",
     "apply_patch",
     "as_classifier",
     "evaluate_patch",

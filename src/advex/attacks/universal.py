@@ -21,10 +21,13 @@ class UniversalAttack:
     ``attack(model | [models], images, target)`` accepts one model or a list (an ensemble),
     checks the images ((N, C, H, W), uint8 or float in [0, 1]), resolves the target class
     by index or name on the first model (every model must know it), freezes every model
-    for the call, and calls the subclass's :meth:`fit` with the target's index. Applying
+    for the call, and calls the subclass's :meth:`fit` with the target's index (and any
+    keyword options of ``fit``, such as the patch's state to resume from). Applying
     the result to new images and measuring it are functions of the attack's own module."""
 
-    def __call__(self, model: nn.Module | Sequence[nn.Module], images: torch.Tensor, target: Label) -> Any:
+    def __call__(
+        self, model: nn.Module | Sequence[nn.Module], images: torch.Tensor, target: Label, **fit_options: Any
+    ) -> Any:
         models = [as_classifier(m) for m in (model if isinstance(model, (list, tuple)) else [model])]
         if not models:
             raise AdvexError("give at least one model")
@@ -37,9 +40,9 @@ class UniversalAttack:
         with contextlib.ExitStack() as stack:
             for m in models:
                 stack.enter_context(frozen(m))
-            return self.fit(models, images, tgt)
+            return self.fit(models, images, tgt, **fit_options)
 
-    def fit(self, models: list[Classifier], images: torch.Tensor, target: int) -> Any:
+    def fit(self, models: list[Classifier], images: torch.Tensor, target: int, **options: Any) -> Any:
         raise NotImplementedError
 
 

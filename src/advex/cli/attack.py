@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -20,7 +21,13 @@ HELP = "attack your own photos"
 
 def add_parser(sub) -> argparse.ArgumentParser:
     p = options.add_command(sub, NAME, HELP, __doc__)
-    p.add_argument("--images", nargs="+", required=True, metavar="PATH", help="image files or folders (PNG/JPEG)")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--images", nargs="+", metavar="PATH", help="image files or folders (PNG/JPEG)")
+    src.add_argument(
+        "--data", metavar="PATH",
+        help="labelled images: a folder with one sub-folder per class, or a CSV of path,label; untargeted attacks "
+        "move away from these labels, and success is judged against them",
+    )  # fmt: skip
     p.add_argument("--target", default=None, help="target class name or index, e.g. ostrich or 9")
     p.add_argument("--untargeted", action="store_true", help="push away from the current prediction instead")
     p.add_argument(
@@ -58,6 +65,7 @@ def add_attack_options(p: argparse.ArgumentParser, out: str) -> None:
         help="GB: refuse photos whose attack needs more; it works at full resolution, about 0.56 GB per "
         "megapixel with lbfgs, 0.24 with adam (default 8)",
     )
+    options.add_batch_size(p, cpu=8, gpu=32, what="photos attacked together")
     options.add_run_options(p, out=out)
 
 
@@ -69,14 +77,33 @@ def run(args) -> int:
     if not args.untargeted and args.target is None:
         raise AdvexError("give --target CLASS (a name such as ostrich, or an index) or --untargeted")
     attack = make_attack(args)
-    files = find_images(args.images)
-    check_memory(attack, [(f.stem, *image_size(f)) for f in files], args.max_memory)  # before decoding
-    images = common.photos(files, max_megapixels=None)
     model = common.load_model(args.model, args.device, args.arch)
     if args.target is not None:
         model.class_index(args.target)  # fail on an unknown name before any work
+    labels = None
+    if args.data is not None:
+        listed, names = common.open_files(args.data, model)
+        files, labels = listed.paths, listed.labels
+    else:
+        files = find_images(args.images)
+    sizes = [(f.stem, *image_size(f)) for f in files]
+    for part in batches(len(files), common.batch_size(args, model.device)):  # before decoding
+        check_memory(attack, [sizes[i] for i in part], args.max_memory)
+    images = common.photos(files, max_megapixels=None)
+    if args.data is not None:  # named by their paths: two class folders may hold the same file name
+        images = [replace(im, name=_stem(nm)) for im, nm in zip(images, names)]
     title = f"{model.name}: target {args.target}" if args.target else f"{model.name}: untargeted"
-    return attack_photos(args, model, attack, images, args.target, title=title, save_originals=False)
+    return attack_photos(args, model, attack, images, args.target, title=title, save_originals=False, labels=labels)
+
+
+def batches(n: int, size: int) -> list[range]:
+    """The photos attacked together: ``size`` at a time (memory grows with their pixels)."""
+    return [range(a, min(a + size, n)) for a in range(0, n, size)]
+
+
+def _stem(name: str) -> str:
+    """A file's path under --data as a name for its outputs: ``tabby/001.png`` -> ``tabby_001``."""
+    return Path(name).with_suffix("").as_posix().replace("/", "_")
 
 
 def make_attack(args):
@@ -104,21 +131,29 @@ def check_memory(attack, photos: list[tuple[str, int, int]], limit_gb: float) ->
         raise AdvexError(
             f"attacking {len(photos)} photo(s) at full resolution (the largest, {name}, is {bw}x{bh}, "
             f"{bw * bh / 1e6:.1f} megapixels) needs about {need:.1f} GB of memory, above --max-memory {limit_gb:g} GB; "
-            "downscale the photos, attack fewer at a time, or raise --max-memory"
+            "downscale the photos, attack fewer at a time (--batch-size), or raise --max-memory"
         )
 
 
-def attack_photos(args, model, attack, images, target, *, title: str, save_originals: bool) -> int:
-    """Attack, write PNGs, re-read them to measure success, then the figure, JSON and table."""
+def attack_photos(args, model, attack, images, target, *, title: str, save_originals: bool, labels=None) -> int:
+    """Attack ``--batch-size`` photos at a time (away from their ``labels`` if given, else from
+    the model's predictions), write PNGs, re-read them to measure success, then the figure,
+    JSON and table."""
     from advex.report import FigureRow, three_column_figure, write_summary
 
-    t0 = time.perf_counter()
-    result = attack(model, [im.pixels for im in images], target=target)
-    attack_time = time.perf_counter() - t0
-    options.note(f"model {model.name} on {model.device}; {attack!r}; target {target or 'none (untargeted)'}")
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    rows, reread, ok, rms = _save_and_measure(out, model, images, result, save_originals)
+    rows, reread, ok, rms, attack_time = [], [], [], [], 0.0
+    for part in batches(len(images), common.batch_size(args, model.device)):
+        some = [images[i] for i in part]
+        y = None if labels is None else labels[part.start : part.stop]
+        t0 = time.perf_counter()
+        result = attack(model, [im.pixels for im in some], y, target=target)
+        attack_time += time.perf_counter() - t0
+        out.mkdir(parents=True, exist_ok=True)
+        r = _save_and_measure(out, model, some, result, save_originals, y)
+        rows, reread, ok, rms = rows + r[0], reread + r[1], ok + [r[2]], rms + [r[3]]
+    ok, rms = torch.cat(ok), torch.cat(rms)
+    options.note(f"model {model.name} on {model.device}; {attack!r}; target {target or 'none (untargeted)'}")
     figure = [
         FigureRow(im.name, im.pixels, reread[i], row["original"], row["original_confidence"], row["adversarial"],
                   row["adversarial_confidence"], row["success"])
@@ -144,10 +179,11 @@ def attack_photos(args, model, attack, images, target, *, title: str, save_origi
     return 0
 
 
-def _save_and_measure(out: Path, model, images, result, save_originals: bool):
+def _save_and_measure(out: Path, model, images, result, save_originals: bool, labels=None):
     """Write each adversarial photo as an 8-bit PNG, read it back, and measure on what was
-    read: the prediction, success, and the perturbation. Returns one JSON row per photo, the
-    re-read images, and the success and rms distortion per photo."""
+    read: the prediction, success (untargeted: away from ``labels`` if given, else from the
+    clean prediction), and the perturbation. Returns one JSON row per photo, the re-read
+    images, and the success and rms distortion per photo."""
     from advex.data import load_image, pack, save_png
 
     adv_paths = [out / f"{im.name}_adv.png" for im in images]
@@ -159,7 +195,8 @@ def _save_and_measure(out: Path, model, images, result, save_originals: bool):
     xb, sizes = pack(reread)
     x0, _ = pack([im.pixels for im in images])
     label, conf, prob = (t.cpu() for t in model.predict(xb.to(model.device), sizes))
-    success = label == result.target if result.target is not None else label != result.label
+    away = result.label if labels is None else torch.as_tensor(labels).cpu()
+    success = label == result.target if result.target is not None else label != away
     r = (xb - x0).flatten(1)
     l2, linf = r.norm(dim=1), r.abs().amax(1)
     rms = l2 / (sizes[:, 0] * sizes[:, 1] * 3).float().sqrt()
@@ -169,6 +206,7 @@ def _save_and_measure(out: Path, model, images, result, save_originals: bool):
             "source": im.source,
             "adversarial_png": str(adv_paths[i]),
             "size": [int(sizes[i, 0]), int(sizes[i, 1])],
+            **({} if labels is None else {"label": model.class_name(int(labels[i]))}),
             "original": model.class_name(int(result.label[i])),
             "original_confidence": round(float(result.confidence[i]), 4),
             "adversarial": model.class_name(int(label[i])),
@@ -179,8 +217,8 @@ def _save_and_measure(out: Path, model, images, result, save_originals: bool):
             "linf": round(float(linf[i]), 5),
             "linf_255": int(round(float(linf[i]) * 255)),
             "rms": round(float(rms[i]), 6),
-            "c": _number(result.extra["c"][i]),
-            "eps": _number(result.extra["eps"][i]),
+            "c": _number(result.extra, "c", i),
+            "eps": _number(result.extra, "eps", i),
             "grad_evals": int(result.grad_evals[i]),
             "success": bool(success[i]),
         }
@@ -196,6 +234,7 @@ def _print(rows) -> None:
         [
             {
                 "image": row["image"],
+                "label": row.get("label"),
                 "orig": f"{row['original']} ({100 * row['original_confidence']:.1f}%)",
                 "adv": row["adversarial"],
                 "conf": f"{100 * row['adversarial_confidence']:.1f}%",
@@ -207,10 +246,14 @@ def _print(rows) -> None:
             }
             for row in rows
         ],
-        [("image", "image"), ("orig", "original"), ("adv", "adversarial"), ("conf", "confidence"), ("l2", "L2"),
-         ("linf", "Linf"), ("linf_255", "Linf/255"), ("rms", "rms"), ("ok", "success")],
+        [("image", "image"), *([("label", "label")] if "label" in rows[0] else []), ("orig", "original"),
+         ("adv", "adversarial"), ("conf", "confidence"), ("l2", "L2"), ("linf", "Linf"), ("linf_255", "Linf/255"),
+         ("rms", "rms"), ("ok", "success")],
     )  # fmt: skip
 
 
-def _number(v: torch.Tensor) -> float | None:
-    return None if torch.isnan(v) else float(v)
+def _number(extra: dict, key: str, i: int) -> float | None:
+    """Image ``i``'s ``key`` of the attack's extras; None where it was not attacked (NaN, or no
+    image of the batch was: all already misclassified)."""
+    v = extra.get(key)
+    return None if v is None or torch.isnan(v[i]) else float(v[i])

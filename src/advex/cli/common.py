@@ -122,16 +122,20 @@ def _first(files, args):
 IGNORED = {"out", "resume", "quiet", "device", "argv", "run", "data_dir", "workers"}
 
 
-def journal(args, model, ident: dict, procs):
+def journal(args, model, ident: dict, procs=None, ignored: tuple[str, ...] = ()):
     """The run's journal in ``--out``: what makes two runs the same is the command, the model
     (its name and weights), the images and every option below except where outputs go and
-    how they are shown. Checked by every process, started by rank 0; call :func:`probe` first,
-    so that a model or data that cannot run leaves nothing behind."""
-    from advex.evaluation import Journal
+    how they are shown (and the command's own ``ignored`` options, which change no result).
+    Checked by every process, started by rank 0; call :func:`probe` first, so that a model or
+    data that cannot run leaves nothing behind."""
+    from advex.evaluation import Journal, Processes
 
-    options_ = {k: v for k, v in vars(args).items() if k not in IGNORED and not k.startswith("_")}
+    procs = procs or Processes()
+    skip = IGNORED | set(ignored)
+    options_ = {k: v for k, v in vars(args).items() if k not in skip and not k.startswith("_")}
     settings = {"command": args.command, "model": model.name, "weights": weights_digest(model), **ident, **options_}
     j = Journal.open(args.out, settings, resume=args.resume)
+    procs.barrier()  # every process has read the old journal before the main one replaces it
     if procs.main:
         Path(args.out).mkdir(parents=True, exist_ok=True)
         j.start()
@@ -177,3 +181,84 @@ def warn_skipped(skipped) -> None:
         shown = "; ".join(f"{f} ({why})" for f, why in list(skipped)[:5])
         more = f" and {len(skipped) - 5} more (listed in the JSON)" if len(skipped) > 5 else ""
         note(f"WARNING: {len(skipped)} unreadable image file(s) skipped, left out of every number: {shown}{more}")
+
+
+def candidates(args, model):
+    """The images a command chooses among before it runs (``onepixel`` attacks the first
+    ``--n`` its model gets right): the ``--dataset`` split or the ``--data`` files (labels read
+    as ``model``'s classes), narrowed by ``--indices``; a phrase naming them; and each one's
+    name: ``test[i]`` (its index in the split) or its path under ``--data``."""
+    from advex.data import load_dataset, parse_indices
+
+    if args.indices is not None and args.n is not None:
+        raise AdvexError("give --n (the first N images) or --indices, not both")
+    if args.data is not None:
+        if args.split is not None:
+            raise AdvexError("--split chooses a split of --dataset; --data is one set of images (use --indices)")
+        pool, names = open_files(args.data, model)
+        phrase = f"{args.data}"
+    else:
+        args.split = args.split or "test"
+        pool = load_dataset(args.dataset, args.split, args.data_dir)
+        names = [f"{args.split}[{i}]" for i in range(len(pool))]
+        phrase = f"{args.dataset} {args.split}"
+    if args.indices is not None:
+        idx = parse_indices(args.indices, len(pool))
+        pool, names = pool.select(idx), [names[i] for i in idx.tolist()]
+        phrase = f"{len(idx)} {phrase} images (--indices {args.indices})"
+    return pool, phrase, names
+
+
+def open_files(path: str, model):
+    """The labelled files at ``path`` (a class folder or a CSV; labels read as ``model``'s
+    classes), and each one's name: its path under the folder (or beside the CSV)."""
+    import os
+
+    from advex.data import open_images
+
+    files = open_images(path, model.classes, model.synonyms)
+    base = Path(path) if Path(path).is_dir() else Path(path).parent
+    return files, [Path(os.path.relpath(f, base)).as_posix() for f in files.paths]
+
+
+def pixels_digest(x: torch.Tensor) -> str:
+    """A short SHA-256 of images in [0, 1] as 8-bit pixels: what identifies photos in a journal."""
+    import hashlib
+
+    from advex.data import to_uint8
+
+    return hashlib.sha256(to_uint8(x).cpu().numpy().tobytes()).hexdigest()[:16]
+
+
+def photo_set(model, paths: Sequence[str]):
+    """Photos at the network input as an in-memory dataset whose labels are the model's own
+    predictions (what an attack moves away from when no label is given), their names, and a
+    digest of their pixels for a journal."""
+    from advex.data import ArrayDataset, to_uint8
+    from advex.models import check_logits
+
+    x, names = photos_at_input(model, paths)
+    with torch.no_grad():
+        labels = check_logits(model(x.to(model.device)), len(x)).argmax(1).cpu()
+    photos = ArrayDataset("photos", "input", to_uint8(x), labels, list(model.classes or []))
+    return photos, names, pixels_digest(x)
+
+
+def in_memory(source, model, batch_size: int = 256):
+    """Every readable image of ``source`` at the model's input, held in memory as 8-bit
+    pixels (N, C, H, W) with their positions in ``source``; unreadable files are named on
+    stderr. For the commands that sample images at random (patch training) or keep them all
+    (patch apply): give them no more images than fit in memory."""
+    from advex.data import as_model_input, stream, to_uint8
+
+    xs, index, skipped = [], [], []
+    spans = [(a, min(a + batch_size, len(source))) for a in range(0, len(source), batch_size)]
+    for b in stream(source, spans, as_model_input(model)):
+        skipped += b.skipped
+        if len(b.y):
+            xs.append(to_uint8(b.x))
+            index.append(b.index)
+    warn_skipped(skipped)
+    if not xs:
+        raise AdvexError(f"none of the {len(source)} images could be read")
+    return torch.cat(xs), torch.cat(index)

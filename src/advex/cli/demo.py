@@ -24,8 +24,10 @@ def run(args) -> int:
     t0 = time.perf_counter()
     szegedy = attack.make_attack(args)
     photos = sample_photos()
-    attack.check_memory(szegedy, [(im.name, im.pixels.shape[2], im.pixels.shape[1]) for im in photos], args.max_memory)
     model = common.load_model(args.model, args.device)
+    sizes = [(im.name, im.pixels.shape[2], im.pixels.shape[1]) for im in photos]
+    for part in attack.batches(len(photos), common.batch_size(args, model.device)):
+        attack.check_memory(szegedy, [sizes[i] for i in part], args.max_memory)
     title = f'{model.name}: every photo plus an imperceptible r is an "{TARGET}"'
     rc = attack.attack_photos(args, model, szegedy, photos, TARGET, title=title, save_originals=True)
     print(f"demo wall time {time.perf_counter() - t0:.1f} s")

@@ -1,5 +1,9 @@
 """``advex onepixel``: change 1, 3 or 5 pixels to change the prediction (Su, Vargas & Sakurai
-2019), by differential evolution, on dataset images or your photos."""
+2019), by differential evolution, on dataset images, your image folder or your photos.
+
+The images are chosen before the run (the first ``--n`` the model classifies correctly, by
+one cheap forward pass), then attacked in batches of ``--batch-size``, each seeded by its
+position: the same results with one process or under ``torchrun``, and after ``--resume``."""
 
 from __future__ import annotations
 
@@ -16,13 +20,13 @@ HELP = "change 1, 3 or 5 pixels to change the prediction (Su et al. 2019)"
 
 def add_parser(sub) -> argparse.ArgumentParser:
     p = options.add_command(sub, NAME, HELP, __doc__)
-    src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--dataset", choices=options.DATASETS, help="attack correctly classified test images")
-    src.add_argument("--images", nargs="+", metavar="PATH", help="your photos (ImageNet default model)")
+    options.add_images(
+        p, n=100, photos="your photos, attacked at the network input (ImageNet default model)",
+        n_help="the first N images the model classifies correctly (and not of the --target class)",
+    )  # fmt: skip
     options.add_model(
-        p, help="zoo name, FILE.py[:NAME] or a checkpoint (default: DATASET-small, or efficientnet-lite0)"
+        p, help="zoo name, FILE.py[:NAME] or a checkpoint (default: DATASET-small, else efficientnet-lite0)"
     )
-    p.add_argument("--n", type=options.integer(1), default=100, help="images from --dataset (default 100)")
     p.add_argument(
         "--pixels", type=options.integer(1), default=1, help="pixels to change (default 1; the paper: 1, 3, 5)"
     )
@@ -37,106 +41,166 @@ def add_parser(sub) -> argparse.ArgumentParser:
         default=None,
         help="stop once p(true) < T (or p(target) > T); default: on success",
     )
-    p.add_argument(
-        "--batch-size", type=options.integer(1), default=None, help="images per forward pass (default: automatic)"
-    )
+    options.add_batch_size(p, cpu=100, gpu=1000, what="images attacked together, one journal entry each")
     p.add_argument(
         "--precision", choices=["fp32", "bf16"], default="fp32", help="bf16: faster scoring, successes checked in fp32"
     )
     p.add_argument(
         "--figure-n", type=options.integer(1), default=12, help="images in figure.png (successes first; default 12)"
     )
-    options.add_run_options(p, out="advex-onepixel", data=True, quiet=False)
+    options.add_resume(p)
+    options.add_run_options(p, out="advex-onepixel", data=True)
     return p
 
 
 def run(args) -> int:
-    from advex.attacks import OnePixel
+    from advex.data import as_model_input
+    from advex.evaluation import batch_seed, run_batches
 
-    attack = OnePixel(
-        pixels=args.pixels, population=args.population, iterations=args.iterations, F=args.F,
-        strategy=args.strategy, threshold=args.threshold, batch_size=args.batch_size, precision=args.precision,
-        seed=args.seed,
-    )  # fmt: skip
-    model, x, y, target, names, source = _inputs(args)
+    procs = common.processes(args)
+    args.model = args.model or ("efficientnet-lite0" if args.dataset is None else f"{args.dataset}-small")
+    model = common.load_model(args.model, args.device)
+    target = model.class_index(args.target) if args.target is not None else None
+    source, images, ident, names, skipped = _chosen(args, model, target)
+    attack = _attack(args, args.seed)
+    attack.check_size(*common.first_images(source, 1, model)[0].shape[-2:])  # before anything is written
+    journal = common.journal(args, model, ident, procs, ignored=("figure_n",))  # the figure: drawn at the end
+
+    def work(batch, bar) -> dict:
+        """One batch attacked with its own seed: per image, the row the library gives (named),
+        and the confidences unrounded, from which the figure is drawn again."""
+        bar.status(f"{args.pixels}-pixel differential evolution")
+        if len(batch.y) == 0:  # every file of the batch unreadable
+            return {"rows": [], "confidence": [], "confidence_adv": [], "time_s": 0.0}
+        r = _attack(args, batch_seed(args.seed, batch.start))(model, batch.x, batch.y, target=target)
+        rows = r.rows(model.classes)
+        for row, i in zip(rows, batch.index.tolist()):
+            row["image"] = names[i]
+        return {"rows": rows, "confidence": r.confidence.tolist(), "confidence_adv": r.confidence_adv.tolist(),
+                "time_s": r.time_s}  # fmt: skip
+
     t0 = time.perf_counter()
-    result = attack(model, x, y, target=target)
-    wall = time.perf_counter() - t0
-    options.note(f"model {model.name} on {model.device}; {attack!r}; {source}")
-    _write(args, model, attack, result, x, target, names, source, wall)
+    done = run_batches(
+        source, work, batch_size=common.batch_size(args, model.device), prepare=as_model_input(model),
+        journal=journal, procs=procs, progress=not args.quiet,
+    )  # fmt: skip
+    if done is None:  # another process of a torchrun run: rank 0 writes
+        return 0
+    options.note(f"model {model.name} on {model.device}; {attack!r}; {images}")
+    _write(args, model, attack, done, source, target, images, skipped, time.perf_counter() - t0, procs.world)
+    journal.finish()
     return 0
 
 
-def _inputs(args):
-    """The model, the images (photos at the network input, or the first --n test images the
-    model gets right), their labels, the target and names, and a sentence saying which."""
+def _attack(args, seed: int):
+    from advex.attacks import OnePixel
+
+    return OnePixel(
+        pixels=args.pixels, population=args.population, iterations=args.iterations, F=args.F,
+        strategy=args.strategy, threshold=args.threshold, precision=args.precision, seed=seed,
+    )  # fmt: skip
+
+
+def _chosen(args, model, target):
+    """The images to attack, fixed before the run: the photos at the network input, or the
+    first ``--n`` of the dataset or folder (all of ``--indices``) the model classifies
+    correctly and that are not of the target class. Returns them as a source, a sentence
+    saying which, what identifies them in a journal, each source position's name, and the
+    files found unreadable on the way."""
+    from advex.evaluation import first_correct_in
+
     if args.images is not None:
-        model = common.load_model(args.model or "efficientnet-lite0", args.device)
-        target = model.class_index(args.target) if args.target is not None else None
+        if args.split is not None or args.n is not None or args.indices is not None:
+            raise AdvexError("--split, --n and --indices choose among --dataset or --data images; --images attacks "
+                             "every photo given")  # fmt: skip
         # attack the network's own input (e.g. 224x224), as Su et al. did (227x227): one
         # pixel of a photo at full resolution is averaged away by the resize
-        x, names = common.photos_at_input(model, args.images)
-        return (
-            model,
-            x,
-            None,
-            target,
-            names,
-            f"{len(names)} photos, attacked at the network input {tuple(x.shape[-2:])}",
-        )
-    from advex.evaluation import first_correct
-
-    model = common.load_model(args.model or f"{args.dataset}-small", args.device)
-    target = model.class_index(args.target) if args.target is not None else None
-    data = common.dataset(args.dataset, "test", args.data_dir)
-    idx = first_correct(model, data.images, data.labels, args.n, exclude=target)
-    if idx.numel() == 0:
-        raise AdvexError(f"{model.name} classifies none of the {args.dataset} test images correctly")
-    x, y = data.floats(idx)
+        photos, names, digest = common.photo_set(model, args.images)
+        if target is not None and (photos.labels == target).any():
+            i = int((photos.labels == target).nonzero()[0])
+            raise AdvexError(
+                f"{model.name} already classifies photo {names[i]} as the target {model.class_name(target)!r}; "
+                "give a different target, or leave that photo out"
+            )
+        images = f"{len(names)} photos, attacked at the network input {tuple(photos.shape[-2:])}"
+        return photos, images, {"attacked": images, "pixels": digest}, names, []
+    pool, phrase, names = common.candidates(args, model)
+    common.probe(model, pool)
+    n = (args.n or args._n_default) if args.indices is None else len(pool)
+    idx, skipped = first_correct_in(model, pool, n, exclude=target)
     skip = " and not of the target class" if target is not None else ""
-    source = (
-        f"the first {len(idx)} {args.dataset} test images {model.name} classifies correctly{skip} "
-        f"(of the first {int(idx[-1]) + 1})"
-    )
-    return model, x, y, target, [f"test[{int(i)}]" for i in idx], source
+    if idx.numel() == 0:
+        raise AdvexError(f"{model.name} classifies none of the {phrase} images correctly{skip}")
+    if args.indices is None:
+        images = f"the first {len(idx)} {phrase} images {model.name} classifies correctly{skip} " \
+                 f"(of the first {int(idx[-1]) + 1})"  # fmt: skip
+    else:
+        images = f"the {len(idx)} of {phrase} that {model.name} classifies correctly{skip}"
+    source = pool.select(idx)
+    ident = {"attacked": images} | ({"files": source.fingerprint()} if args.data is not None else {})
+    return source, images, ident, [names[i] for i in idx.tolist()], skipped
 
 
-def _write(args, model, attack, result, x, target, names, source, wall) -> None:
+def _write(args, model, attack, done, source, target, images: str, skipped, wall: float, processes: int) -> None:
+    """onepixel.json, figure.png (and for photos the input and adversarial PNGs) from the rows
+    every batch gave: the adversarial images are the clean ones with the changed pixels."""
+    import torch
+
+    from advex.attacks import apply_changes
     from advex.data import save_png
-    from advex.report import PixelItem, pixel_figure, print_table, write_summary
+    from advex.report import PixelItem, pixel_figure, write_summary
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    rows = result.rows(model.classes)
-    queries, ok = result.extra["queries"].float(), result.success
-    for row, nm in zip(rows, names):
-        row["image"] = nm
-    if args.images is not None:
-        for i, nm in enumerate(names):
-            save_png(result.x_adv[i], out / f"{nm}_adv.png")
-            save_png(x[i], out / f"{nm}_input.png")
-            rows[i]["adversarial_png"] = str(out / f"{nm}_adv.png")
+    rows = [r for e in done.results for r in e["rows"]]
+    conf = [c for e in done.results for c in e["confidence"]]
+    conf_adv = [c for e in done.results for c in e["confidence_adv"]]
+    at = [i for part in done.index for i in part]  # each row's position in the source
+    ok = torch.tensor([r["success"] for r in rows], dtype=torch.bool)
+    queries = torch.tensor([r["queries"] for r in rows]).float()
     order = sorted(range(len(rows)), key=lambda i: (not bool(ok[i]), i))[: args.figure_n]
+    shown = list(range(len(rows))) if args.images is not None else order
+    x, _ = common.first_images(source.select(torch.tensor([at[i] for i in shown])), len(shown), model)
+    x = x.cpu()
+    x_adv = apply_changes(x, [rows[i]["pixels"] for i in shown])
+    if args.images is not None:
+        for i in shown:
+            save_png(x_adv[i], out / f"{rows[i]['image']}_adv.png")
+            save_png(x[i], out / f"{rows[i]['image']}_input.png")
+            rows[i]["adversarial_png"] = str(out / f"{rows[i]['image']}_adv.png")
+    k = {i: j for j, i in enumerate(shown)}
     items = [
-        PixelItem(names[i], x[i].cpu(), result.x_adv[i].cpu(), model.class_name(int(result.label[i])),
-                  float(result.confidence[i]), model.class_name(int(result.label_adv[i])),
-                  float(result.confidence_adv[i]), bool(ok[i]), [(p["row"], p["col"]) for p in rows[i]["pixels"]])
+        PixelItem(rows[i]["image"], x[k[i]], x_adv[k[i]], rows[i]["label_name"], conf[i], rows[i]["label_adv_name"],
+                  conf_adv[i], bool(ok[i]), [(p["row"], p["col"]) for p in rows[i]["pixels"]])
         for i in order
     ]  # fmt: skip
     kind = f"target {model.class_name(int(target))}" if target is not None else "untargeted"
     pixel_figure(items, out / "figure.png", title=f"{model.name}: {args.pixels}-pixel attack, {kind}")
     mq = float(queries[ok].mean()) if ok.any() else None
+    attack_s = sum(e["time_s"] for e in done.results)
+    skipped = list(skipped) + list(done.skipped)
     write_summary(
         out / "onepixel.json",
         {
-            "model": model.name, "attack": repr(attack), "images": source, "success_rate": result.success_rate,
+            "model": model.name, "attack": repr(attack), "images": images, "success_rate": float(ok.float().mean()),
             "successes": int(ok.sum()), "attacked": len(rows), "mean_queries": float(queries.mean()),
-            "mean_queries_successful": mq, "attack_time_s": round(wall, 2),
-            "time_per_image_s": round(wall / len(rows), 4), "results": rows,
+            "mean_queries_successful": mq, "batch_size": done.batch_size, "skipped": [list(s) for s in skipped],
+            "results": rows,
+            "run": {"wall_s": round(wall, 1), "attack_time_s": round(attack_s, 2),
+                    "time_per_image_s": round(attack_s / len(rows), 4), "processes": processes,
+                    "batches_from_journal": done.resumed},
         },
         command=["advex", *args.argv],
         device=model.device,
     )  # fmt: skip
+    _print(rows, ok, queries, mq, attack_s)
+    common.warn_skipped(skipped)
+    print(f"wrote {out}/onepixel.json and {out}/figure.png")
+
+
+def _print(rows, ok, queries, mq, seconds: float) -> None:
+    from advex.report import print_table
+
     show = rows if len(rows) <= 20 else rows[:10]
     print_table(
         [
@@ -155,9 +219,8 @@ def _write(args, model, attack, result, x, target, names, source, wall) -> None:
         more=len(rows) - len(show),
     )  # fmt: skip
     print(
-        f"\nsuccess {int(ok.sum())}/{len(rows)} ({100 * result.success_rate:.1f}%), mean queries "
+        f"\nsuccess {int(ok.sum())}/{len(rows)} ({100 * float(ok.float().mean()):.1f}%), mean queries "
         f"{float(queries.mean()):.0f}"
         + (f" ({mq:.0f} on successes)" if mq is not None else "")
-        + f"; {wall:.1f} s ({1000 * wall / len(rows):.0f} ms per image)"
+        + f"; attack {seconds:.1f} s ({1000 * seconds / len(rows):.0f} ms per image)"
     )
-    print(f"wrote {out}/onepixel.json and {out}/figure.png")

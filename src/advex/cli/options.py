@@ -189,9 +189,10 @@ def add_dataset(p: argparse.ArgumentParser, required: bool = True, help: str | N
     p.add_argument("--dataset", required=required, choices=DATASETS, help=help)
 
 
-def add_images(p: argparse.ArgumentParser, n: int) -> None:
+def add_images(p: argparse.ArgumentParser, n: int, *, photos: str | None = None, n_help: str | None = None) -> None:
     """Which images a long run reads: ``--dataset`` (with ``--split``) or ``--data`` (a class
-    folder or a CSV), and of them the first ``--n`` or ``--indices``."""
+    folder or a CSV), and of them the first ``--n`` (``n_help`` says what they are where it
+    means more) or ``--indices``; with ``photos`` (its help), ``--images`` as a third choice."""
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--dataset", choices=DATASETS, help="a standard dataset (with --split)")
     src.add_argument(
@@ -199,8 +200,10 @@ def add_images(p: argparse.ArgumentParser, n: int) -> None:
         metavar="PATH",
         help="your images: a folder with one sub-folder per class (class names or WordNet ids), or a CSV of path,label",
     )
+    if photos is not None:
+        src.add_argument("--images", nargs="+", metavar="PATH", help=photos)
     p.add_argument("--split", choices=["test", "train"], default=None, help="split of --dataset (default test)")
-    p.add_argument("--n", type=integer(1), default=None, help=f"the first N images (default {n})")
+    p.add_argument("--n", type=integer(1), default=None, help=f"{n_help or 'the first N images'} (default {n})")
     p.add_argument("--indices", default=None, help="A:B (a range, B excluded) or a file of indices, instead of --n")
     p.set_defaults(_n_default=n)
 

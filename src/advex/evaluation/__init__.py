@@ -22,7 +22,7 @@ from advex.evaluation.robustness import (
     sanity_checks,
 )
 from advex.evaluation.runner import Done, batch_seed, run_batches, spans
-from advex.evaluation.select import first_correct
+from advex.evaluation.select import first_correct, first_correct_in
 from advex.evaluation.shard import Processes, gather, setup
 
 __all__ = [
@@ -43,6 +43,7 @@ __all__ = [
     "count_robust",
     "evaluate",
     "first_correct",
+    "first_correct_in",
     "gather",
     "robust_accuracy",
     "run_batches",

@@ -8,6 +8,10 @@ either the whole file or none. ``--resume`` reads the finished batches back and 
 does only the rest; its final outputs equal an uninterrupted run's, because every batch's
 randomness is seeded by its first image's position, not by what ran before it.
 
+A run whose progress is a training state rather than batches (``patch train``) keeps that
+state in ``state.safetensors`` beside ``run.json`` (:attr:`Journal.state_file`), replaced
+atomically every few steps.
+
 A journal from another command, model, data or setting is refused on ``--resume``, naming
 each difference; an unfinished journal is never overwritten by a run without ``--resume``.
 Under ``torchrun`` every process writes the batches it finished; rank 0 writes
@@ -58,12 +62,17 @@ class Journal:
                     "give the same command and settings, or another --out"
                 )
         elif saved is not None and not saved.get("complete"):
+            progress = "its training state saved" if j.state_file.is_file() else f"{len(j.done())} batches done"
             raise AdvexError(
-                f"{j.folder} holds an unfinished run ({len(j.done())} batches done); pass --resume to continue it, "
-                "or give another --out"
+                f"{j.folder} holds an unfinished run ({progress}); pass --resume to continue it, or give another --out"
             )
         j.fresh = not resume
         return j
+
+    @property
+    def state_file(self) -> Path:
+        """Where a run whose progress is a training state (``patch train``) keeps it."""
+        return self.folder / "state.safetensors"
 
     def start(self) -> None:
         """Begin writing (the main process, once): a fresh journal replaces a finished one."""
@@ -85,7 +94,7 @@ class Journal:
     def _clear(self) -> None:
         if self.folder.is_dir():
             for f in self.folder.iterdir():
-                if _SPAN.match(f.name) or f.name == "run.json" or f.name.startswith("."):
+                if _SPAN.match(f.name) or f.name in ("run.json", self.state_file.name) or f.name.startswith("."):
                     f.unlink()
 
     def _write_run(self, complete: bool) -> None:

@@ -35,3 +35,40 @@ def first_correct(
         if have >= n:
             break
     return torch.cat(chosen) if chosen else torch.zeros(0, dtype=torch.long)
+
+
+@torch.no_grad()
+def first_correct_in(
+    model, source, n: int, *, exclude: int | None = None, batch_size: int = 1000, workers: int = 2
+) -> tuple[torch.Tensor, list[tuple[str, str]]]:
+    """Positions in ``source`` (an ``ArrayDataset`` or ``ImageFiles``) of the first ``n``
+    readable images the model classifies correctly, skipping those labelled ``exclude``, and
+    the files skipped as unreadable on the way. Forward passes only, streamed in batches at
+    the model's input, stopping once it has ``n``: the cheap pass that fixes which images a
+    long run attacks before it starts, the same in every torchrun process."""
+    from advex.data import as_model_input, stream
+
+    if n < 1:
+        raise AdvexError(f"n must be >= 1, got {n}")
+    dev = model.device
+    spans = [(a, min(a + batch_size, len(source))) for a in range(0, len(source), batch_size)]
+    chosen: list[torch.Tensor] = []
+    skipped: list[tuple[str, str]] = []
+    have = 0
+    batches = stream(source, spans, as_model_input(model), workers=workers)
+    try:
+        for b in batches:
+            skipped += b.skipped
+            if len(b.y) == 0:
+                continue
+            with frozen(model):
+                ok = model(b.x.to(dev)).argmax(1).cpu() == b.y
+            if exclude is not None:
+                ok &= b.y != exclude
+            chosen.append(b.index[ok][: n - have])
+            have += chosen[-1].numel()
+            if have >= n:
+                break
+    finally:
+        batches.close()
+    return (torch.cat(chosen) if chosen else torch.zeros(0, dtype=torch.long)), skipped

@@ -3,7 +3,7 @@
 once), and the exact incremental forward pass for one pixel on a plain CNN
 (``incremental``)."""
 
-from advex.attacks.onepixel.attack import OnePixel
+from advex.attacks.onepixel.attack import OnePixel, apply_changes
 from advex.attacks.onepixel.scoring import apply_pixels, write_pixels
 
-__all__ = ["OnePixel", "apply_pixels", "write_pixels"]
+__all__ = ["OnePixel", "apply_changes", "apply_pixels", "write_pixels"]

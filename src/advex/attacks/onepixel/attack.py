@@ -134,10 +134,14 @@ class OnePixel(Attack):
             f"F={self.F:g}, strategy={self.strategy!r}{th})"
         )
 
-    def check(self, batch: Batch) -> None:
-        h, w = batch.x.shape[-2:]
+    def check_size(self, h: int, w: int) -> None:
+        """Refuse images of ``h`` x ``w`` with fewer pixels than the attack changes (a run
+        checks its first image with it before any work)."""
         if self.pixels > h * w:
             raise AdvexError(f"pixels={self.pixels} is more than the {h}x{w} image has ({h * w})")
+
+    def check(self, batch: Batch) -> None:
+        self.check_size(*batch.x.shape[-2:])
         if batch.targeted:
             same = (batch.target == batch.y).nonzero().flatten()
             if same.numel():
@@ -294,4 +298,16 @@ def changed_pixels(x: torch.Tensor, x_adv: torch.Tensor, best: torch.Tensor) -> 
             if old != new:
                 items.append({"row": r_, "col": c_, "old": old, "new": new})
         out.append(items)
+    return out
+
+
+def apply_changes(x: torch.Tensor, changes: list[list[dict]]) -> torch.Tensor:
+    """The adversarial images again, from the clean ones ``x`` (N, C, H, W) and each image's
+    changed pixels as ``result.extra["pixels"]`` lists them (``row``, ``col``, ``new`` colour
+    0-255): exact, since the attack writes whole 8-bit levels. A journalled run keeps only the
+    changes, not the images."""
+    out = x.clone()
+    for i, items in enumerate(changes):
+        for p in items:
+            out[i, :, p["row"], p["col"]] = torch.tensor(p["new"], dtype=out.dtype, device=out.device) / 255
     return out

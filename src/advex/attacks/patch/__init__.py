@@ -19,12 +19,14 @@ fraction at scale 1.
 The package, by concern: ``geometry`` (mask, size, placements), ``render`` (the warp, the
 compositing, printability and augmentation), ``train`` (the :class:`Patch` attack, on the
 :class:`~advex.attacks.base.UniversalAttack` protocol) and ``evaluate`` (``apply_patch``,
-``evaluate_patch``).
+``evaluate_patch``), and ``state`` (:class:`PatchState`: where training stands, saved every
+few steps so that a stopped run resumes to the same patch).
 """
 
 from advex.attacks.patch.evaluate import PatchEvaluation, apply_patch, evaluate_patch
 from advex.attacks.patch.geometry import SHAPES, Placements, patch_mask
 from advex.attacks.patch.render import Printability, random_views, render, transform_patch
+from advex.attacks.patch.state import PatchState
 from advex.attacks.patch.train import Patch, PatchResult
 
 __all__ = [
@@ -32,6 +34,7 @@ __all__ = [
     "Patch",
     "PatchEvaluation",
     "PatchResult",
+    "PatchState",
     "Placements",
     "Printability",
     "apply_patch",

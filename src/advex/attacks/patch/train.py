@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -12,6 +13,7 @@ import torch.nn.functional as F
 
 from advex.attacks.patch.geometry import SHAPES, check_size, patch_mask, sample_placements
 from advex.attacks.patch.render import Printability, composite, random_views, render, transform_patch
+from advex.attacks.patch.state import PatchState
 from advex.attacks.universal import UniversalAttack
 from advex.data import quantize
 from advex.errors import AdvexError
@@ -109,31 +111,53 @@ class Patch(UniversalAttack):
             f"lr={self.lr}, rotation={self.rotation}, scale={self.scale}, augment={self.augment}, seed={self.seed})"
         )
 
-    def fit(self, models: list[Classifier], images: torch.Tensor, target: int) -> PatchResult:
+    def fit(
+        self,
+        models: list[Classifier],
+        images: torch.Tensor,
+        target: int,
+        *,
+        state: PatchState | None = None,
+        checkpoint: Callable[[PatchState], None] | None = None,
+        checkpoint_every: int = 50,
+    ) -> PatchResult:
         """Train on ``images`` (N, C, H, W; uint8 or float in [0, 1]) for class ``target`` of
-        every model (one, or the paper's ensemble); called by ``patch(model(s), images, target)``."""
+        every model (one, or the paper's ensemble); called by ``patch(model(s), images, target)``.
+
+        For runs that may be stopped: ``checkpoint(state)`` is called every ``checkpoint_every``
+        steps and after the last one with where training stands (a :class:`PatchState`, to
+        save), and ``state`` continues from such a state, as if never stopped: the same
+        settings, images and models give the same patch to the bit."""
         start = time.perf_counter()
         c, h, w = images.shape[1:]
         dev = models[0].device
-        side = check_size(self.size, h, w, math.pi / 4 if self.shape == "circle" else 1.0)
+        side = self.side(h, w)
         res = self.resolution or max(2, math.ceil(side * self.scale[1]))
         mask = patch_mask(self.shape, res).to(dev)
         g = torch.Generator().manual_seed(self.seed)
         patch = torch.rand(c, res, res, generator=g).to(dev).requires_grad_(True)
         opt = torch.optim.Adam([patch], lr=self.lr)
         curve = _Curve(self.log_every, self.steps)
+        done, spent = (0, 0.0) if state is None else self._restore(state, patch, opt, g, curve)
+        if not isinstance(checkpoint_every, int) or checkpoint_every < 1:
+            raise AdvexError(f"checkpoint_every must be an integer >= 1, got {checkpoint_every!r}")
         bar = None
         if self.progress:
             from tqdm import tqdm
 
-            bar = tqdm(total=self.steps, desc="patch", unit="step")
-        for step in range(1, self.steps + 1):
+            bar = tqdm(total=self.steps, initial=done, desc="patch", unit="step")
+        for step in range(done + 1, self.steps + 1):
             with torch.enable_grad():
                 loss, hits = self._step(models, images, patch, mask, side, target, opt, g)
             curve.add(step, loss, hits)
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix(loss=f"{loss:.3f}", target=f"{hits:.2f}")
+            if checkpoint is not None and (step % checkpoint_every == 0 or step == self.steps):
+                seconds = spent + time.perf_counter() - start
+                checkpoint(
+                    PatchState(step, patch.detach().clone(), opt.state_dict(), g.get_state(), curve.state(), seconds)
+                )
         if bar is not None:
             bar.close()
         return PatchResult(
@@ -145,7 +169,7 @@ class Patch(UniversalAttack):
             target_name=models[0].class_name(target),
             steps=self.steps,
             samples=self.steps * self.batch_size,
-            time_s=time.perf_counter() - start,
+            time_s=spent + time.perf_counter() - start,
             curve=curve.points,
             settings={
                 "size": self.size, "shape": self.shape, "steps": self.steps, "batch_size": self.batch_size,
@@ -154,6 +178,28 @@ class Patch(UniversalAttack):
                 "models": [m.name for m in models], "image_size": [h, w],
             },
         )  # fmt: skip
+
+    def side(self, h: int, w: int) -> float:
+        """The patch side in pixels on ``h`` x ``w`` images at scale 1; a clear error if it does not
+        fit them (a command checks this before it writes anything)."""
+        return check_size(self.size, h, w, math.pi / 4 if self.shape == "circle" else 1.0)
+
+    def _restore(self, state: PatchState, patch, opt, g, curve: _Curve) -> tuple[int, float]:
+        """Put a saved state back into the patch, the optimiser, the generator and the curve;
+        returns the steps done and the seconds they took."""
+        if tuple(state.patch.shape) != tuple(patch.shape):
+            raise AdvexError(
+                f"the saved training state is of a {tuple(state.patch.shape)} patch; these settings and images make "
+                f"a {tuple(patch.shape)} one"
+            )
+        if not 0 <= state.step <= self.steps:
+            raise AdvexError(f"the saved training state is at step {state.step}, beyond steps={self.steps}")
+        with torch.no_grad():
+            patch.copy_(state.patch.to(patch.device))
+        opt.load_state_dict(state.optimizer)
+        g.set_state(state.generator)
+        curve.restore(state.curve)
+        return state.step, state.seconds
 
     def _step(self, models, images, patch, mask, side, target, opt, g) -> tuple[float, float]:
         """One Adam step on a fresh batch of images, placements and printability changes;
@@ -208,3 +254,11 @@ class _Curve:
             self.points["loss"].append(round(self._loss / self._n, 5))
             self.points["success"].append(round(self._ok / self._n, 4))
             self._loss, self._ok, self._n = 0.0, 0.0, 0
+
+    def state(self) -> dict:
+        """The curve so far and the steps added since its last point (JSON)."""
+        return {"points": {k: list(v) for k, v in self.points.items()}, "pending": [self._loss, self._ok, self._n]}
+
+    def restore(self, state: dict) -> None:
+        self.points = {k: list(v) for k, v in state["points"].items()}
+        self._loss, self._ok, self._n = state["pending"]
