@@ -199,6 +199,20 @@ def test_warnings_skipped_files_and_unknown_keys_are_shown(run_folder, tmp_path,
     assert plain.warnings == []
 
 
+def test_a_summary_of_another_shape_is_still_reported_key_by_key(run_folder, tmp_path):
+    folder = tmp_path / "run"
+    shutil.copytree(run_folder("evaluate"), folder)
+    summary = json.loads((folder / "evaluation.json").read_text())
+    summary["per_attack"] = "computed elsewhere"  # not the {attack: [accuracy per eps]} this advex reads
+    (folder / "evaluation.json").write_text(json.dumps(summary))
+    assert main(["report", str(folder)]) == 0
+    text, page = _report(folder)
+    assert "This advex cannot lay out the results in evaluation.json" in page.warnings[0]
+    for key in ("per_attack", "computed elsewhere", "ensemble", "clean_acc"):  # nothing dropped
+        assert key in text
+    assert 'src="data:image/png;base64,' in text  # the figure is still there
+
+
 @pytest.mark.parametrize(
     "make, message",
     [

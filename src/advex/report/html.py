@@ -93,14 +93,19 @@ def facts(rows: Iterable[tuple[str, Any]], **kw) -> str:
     return table([], [(k, v) for k, v in rows if v is not None], cls="facts", **kw)
 
 
-def warning(title: str, items: Sequence[Any]) -> str:
+def as_list(value: Any) -> list:
+    return value if isinstance(value, list) else [value]
+
+
+def warning(title: str, items: list) -> str:
+    """A box a reader cannot miss: the title, then the items (the first MAX_ROWS)."""
     shown = [f"<li>{esc(cell(item, 1000))}</li>" for item in items[:MAX_ROWS]]
     if len(items) > MAX_ROWS:
         shown.append(f"<li>… and {len(items) - MAX_ROWS} more</li>")
     return f'<div class="warning" role="alert"><strong>{esc(title)}</strong>\n<ul>{"".join(shown)}</ul></div>'
 
 
-def per_image(s: Summary, key: str, rows: list, header: Sequence[str], row: Callable[[dict], Sequence[Any]]) -> str:
+def per_image(s: Summary, rows: list, header: Sequence[str], row: Callable[[dict], Sequence[Any]]) -> str:
     """The first MAX_ROWS per-image rows of ``s[key]`` as a table."""
     more = f" (the first {MAX_ROWS}; all {len(rows)} are in {s.file})" if len(rows) > MAX_ROWS else ""
     return f"<h3>Per image{esc(more)}</h3>\n" + table(header, (row(r) for r in rows[:MAX_ROWS]))
@@ -156,7 +161,7 @@ def onepixel_body(s: Summary) -> list[str]:
         ]  # fmt: skip
 
     header = ["image", "original", "adversarial", "pixels (row,col) old→new", "queries", "success"]
-    return [headline, per_image(s, "results", s["results"], header, row)]
+    return [headline, per_image(s, s["results"], header, row)]
 
 
 def attack_body(s: Summary) -> list[str]:
@@ -175,7 +180,7 @@ def attack_body(s: Summary) -> list[str]:
         ]  # fmt: skip
 
     header = ["image", "original", "adversarial", "target", "L2", "L-inf (/255)", "rms", "success"]
-    return [headline, per_image(s, "images", s["images"], header, row)]
+    return [headline, per_image(s, s["images"], header, row)]
 
 
 def patch_rows(s: Summary) -> str:
@@ -187,7 +192,7 @@ def patch_rows(s: Summary) -> str:
         ]  # fmt: skip
 
     header = ["image", "without the patch", "counted (not already the target)", "with the patch", "target hits"]
-    return per_image(s, "evaluation", s["evaluation"]["per_image"], header, row)
+    return per_image(s, s["evaluation"]["per_image"], header, row)
 
 
 def patch_headline(s: Summary, more: list[tuple[str, Any]]) -> str:
@@ -360,10 +365,17 @@ def section(folder: Path, kind: Kind, s: Summary, inlined: set[str], number: int
     if runs > 1:
         parts.insert(0, f"<h2>advex {esc(command_name(kind, s))} <small>({esc(s.file)})</small></h2>")
     if s.get("warnings"):
-        parts.append(warning("Warnings: read these before the numbers", s["warnings"]))
+        parts.append(warning("Warnings: read these before the numbers", as_list(s["warnings"])))
     if s.get("skipped"):
-        parts.append(warning(f"{len(s['skipped'])} unreadable file(s) were skipped", s["skipped"]))
-    headline, *rest = kind.body(s)
+        skipped = as_list(s["skipped"])
+        parts.append(warning(f"{len(skipped)} unreadable file(s) were skipped", skipped))
+    shown = set(s.shown)
+    try:
+        headline, *rest = kind.body(s)
+    except (KeyError, IndexError, TypeError, ValueError, AttributeError) as e:  # a summary of another shape
+        s.shown = shown  # none of it reached the page: every key goes to the details table
+        problem = f"{type(e).__name__}: {e}; every key it holds is in the details table below"
+        headline, rest = warning(f"This advex cannot lay out the results in {s.file}", [problem]), []
     if number > 1:  # a folder with two runs (patch train, then apply): ids are unique in a page
         headline = headline.replace(f'id="{HEADLINE}"', f'id="{HEADLINE}-{number}"', 1)
     parts += ["<h3>Results</h3>", headline]
