@@ -99,8 +99,8 @@ class Browser:
     def screenshot(self, session: str, *, full_page: bool = False) -> bytes:
         """A PNG of the tab at the browser's width: the window's height, or the whole page."""
         height = self.height
-        if full_page:
-            height = int(self.evaluate(session, "document.documentElement.scrollHeight"))
+        if full_page:  # the page's own height (the document's scrollHeight is at least the window's)
+            height = round(self.evaluate(session, "document.documentElement.getBoundingClientRect().height"))
         clip = {"x": 0, "y": 0, "width": self.width, "height": height, "scale": 1}
         shot = self.call("Page.captureScreenshot", {"format": "png", "clip": clip, "captureBeyondViewport": True},
                          session)  # fmt: skip
