@@ -245,6 +245,12 @@ CASES += [
     Case("onepixel:indices-out-of-range", (*BASE["onepixel"][:3], "--indices", "9990:10010", "--out", "{tmp}/out"),
          r"--indices '9990:10010' is out of range for the 10000 images of the split", True),
 ]  # fmt: skip
+CASES += [
+    Case("report:no-run", ("report", "{tmp}/empty"), r"empty holds no advex run \(none of evaluation.json, "),
+    Case("report:missing", ("report", "{tmp}/nowhere"), r"nowhere does not exist"),
+    Case("report:a-file", ("report", "{tmp}/taken"), r"taken is not a folder"),
+    Case("report:summary-not-json", ("report", "{tmp}/broken-run"), r"evaluation.json is not readable JSON"),
+]
 
 _ids = [c.id for c in CASES]
 assert len(_ids) == len(set(_ids)), sorted(i for i in _ids if _ids.count(i) > 1)
@@ -271,6 +277,8 @@ def prepare(tmp: Path, data: bool) -> None:
     (tmp / "text.png").write_text("hello")
     (tmp / "taken").write_text("a file, not a folder")
     (tmp / "empty").mkdir(exist_ok=True)
+    (tmp / "broken-run").mkdir(exist_ok=True)
+    (tmp / "broken-run" / "evaluation.json").write_text('{"eps": [0.1], "clean_acc": ')  # cut off mid-write
     (tmp / "indices_bad.txt").write_text("1, 2, x\n")
     (tmp / "indices_out.txt").write_text("3 10000\n")
     (tmp / "unfinished" / "journal").mkdir(parents=True, exist_ok=True)  # a run stopped part-way, of another command

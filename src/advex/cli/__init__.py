@@ -4,19 +4,21 @@ A command module has ``NAME``, ``HELP``, ``add_parser(subparsers)`` and ``run(ar
 options they share (``--model``, ``--device``, ``--seed``, ``--data-dir``, ``--out``,
 ``--quiet``, eps lists) are declared in :mod:`advex.cli.options` and checked there once,
 for every command, before any work. Every user error is one line on stderr and exit
-status 2; summaries and tables go through :mod:`advex.report`.
+status 2; summaries and tables go through :mod:`advex.report`, and every run folder gets its
+report.html here, in :func:`main`, once for every command.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Sequence
 
 from advex import __version__
-from advex.cli import attack, certify, demo, evaluate, models, onepixel, options, patch, train
+from advex.cli import attack, certify, demo, evaluate, models, onepixel, options, patch, report, train
 from advex.errors import AdvexError
 
-COMMANDS = (demo, attack, models, onepixel, patch, evaluate, certify, train)
+COMMANDS = (demo, attack, models, onepixel, patch, evaluate, certify, train, report)
 
 
 def build_parser() -> options.Parser:
@@ -44,7 +46,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             import torch
 
             torch.manual_seed(args.seed)
-        return args.run(args)
+        rc = args.run(args)
+        if rc == 0:
+            write_report(args)
+        return rc
     except AdvexError as e:
         print(f"advex: error: {e}", file=sys.stderr)
         return 2
@@ -58,6 +63,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             print("advex: interrupted; outputs already written are complete, nothing half-written", file=sys.stderr)
         return 130
+
+
+def write_report(args) -> None:
+    """Every run folder gets its report.html, written here once for every command: after a
+    run that succeeded, into its ``--out`` (by rank 0 alone under torchrun). The run's own
+    files are written already; a report that fails is a warning, never a lost run."""
+    out = getattr(args, "out", None)
+    if out is None or not os.path.isdir(out) or os.environ.get("RANK", "0") != "0":
+        return
+    from advex.report import build_report
+
+    try:
+        path = build_report(out)
+    except Exception as e:  # whatever it is, the run's results stand
+        print(f"advex: warning: no report.html in {out}: {e}", file=sys.stderr)
+        return
+    print(f"wrote {path}")
 
 
 __all__ = ["COMMANDS", "build_parser", "main"]
