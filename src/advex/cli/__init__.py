@@ -56,7 +56,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         if getattr(args, "resume", None) is not None:
             print(
-                f"advex: interrupted; the journal in {args.out} keeps every finished batch: "
+                f"advex: interrupted; the journal in {args.out} keeps the work finished so far: "
                 "run the same command with --resume to continue",
                 file=sys.stderr,
             )
