@@ -36,8 +36,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
 
 def run(args) -> int:
     from advex.certify import certify, check_method, trace
-    from advex.data import as_model_input
-    from advex.evaluation import batch_seed, run_batches
+    from advex.evaluation import batch_seed
 
     methods = [m.strip() for m in args.method.split(",")]
     for m in methods:
@@ -65,10 +64,7 @@ def run(args) -> int:
                 found.append({"rows": r.rows(), "time_s": r.time_s})
         return found
 
-    done = run_batches(
-        source, work, batch_size=common.batch_size(args, model.device), prepare=as_model_input(model),
-        journal=journal, procs=procs, progress=not args.quiet,
-    )  # fmt: skip
+    done = common.run(args, model, source, work, journal, procs)
     if done is None:  # another process of a torchrun run: rank 0 writes
         return 0
     runs = [(e, m) for e in args.eps for m in methods]

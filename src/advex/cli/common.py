@@ -143,6 +143,19 @@ def journal(args, model, ident: dict, procs=None, ignored: tuple[str, ...] = ())
     return j
 
 
+def run(args, model, source, work, journal, procs):
+    """``work(batch, bar)`` over the chosen images in ``--batch-size`` batches at the model's
+    input, journalled, this process's share of them (:func:`advex.evaluation.run_batches`);
+    every batch's result on rank 0, ``None`` on the other processes."""
+    from advex.data import as_model_input
+    from advex.evaluation import run_batches
+
+    return run_batches(
+        source, work, batch_size=batch_size(args, model.device), prepare=as_model_input(model),
+        journal=journal, procs=procs, progress=not args.quiet,
+    )  # fmt: skip
+
+
 def weights_digest(model) -> str:
     """A short SHA-256 of the model's parameters and buffers: the same name with other weights differs."""
     import hashlib

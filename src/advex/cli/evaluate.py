@@ -37,8 +37,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
 
 
 def run(args) -> int:
-    from advex.data import as_model_input
-    from advex.evaluation import attack_batch, batch_seed, check_request, combine, run_batches, sanity_checks
+    from advex.evaluation import attack_batch, batch_seed, check_request, combine, sanity_checks
     from advex.report import accuracy_vs_eps, print_table, write_summary
 
     attacks = [a.strip() for a in args.attacks.split(",") if a.strip()]
@@ -55,10 +54,7 @@ def run(args) -> int:
                             status=bar.status)  # fmt: skip
 
     t0 = time.perf_counter()
-    done = run_batches(
-        source, work, batch_size=common.batch_size(args, model.device), prepare=as_model_input(model),
-        journal=journal, procs=procs, progress=not args.quiet,
-    )  # fmt: skip
+    done = common.run(args, model, source, work, journal, procs)
     if done is None:  # another process of a torchrun run: rank 0 writes
         return 0
     ev = combine(done.results, args.eps, args.norm, {**settings, "seed": args.seed})

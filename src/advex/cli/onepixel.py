@@ -54,8 +54,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
 
 
 def run(args) -> int:
-    from advex.data import as_model_input
-    from advex.evaluation import batch_seed, run_batches
+    from advex.evaluation import batch_seed
 
     procs = common.processes(args)
     args.model = args.model or ("efficientnet-lite0" if args.dataset is None else f"{args.dataset}-small")
@@ -80,10 +79,7 @@ def run(args) -> int:
                 "time_s": r.time_s}  # fmt: skip
 
     t0 = time.perf_counter()
-    done = run_batches(
-        source, work, batch_size=common.batch_size(args, model.device), prepare=as_model_input(model),
-        journal=journal, procs=procs, progress=not args.quiet,
-    )  # fmt: skip
+    done = common.run(args, model, source, work, journal, procs)
     if done is None:  # another process of a torchrun run: rank 0 writes
         return 0
     options.note(f"model {model.name} on {model.device}; {attack!r}; {images}")
