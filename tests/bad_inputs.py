@@ -245,6 +245,31 @@ CASES += [
     Case("onepixel:indices-out-of-range", (*BASE["onepixel"][:3], "--indices", "9990:10010", "--out", "{tmp}/out"),
          r"--indices '9990:10010' is out of range for the 10000 images of the split", True),
 ]  # fmt: skip
+# --data: folders and CSVs of the user's own images (made by prepare, 28x28 grayscale PNGs)
+_EVD = ("evaluate", "--model", "mnist-small", "--eps", "0.1", "--out", "{tmp}/out")
+_CED = ("certify", "--model", "mnist-small", "--eps", "0.1", "--out", "{tmp}/out")
+_DATA_CASES = [
+    ("data-missing", ("--data", "{tmp}/nowhere"), r"--data .*nowhere not found; give a folder with one sub-folder"),
+    ("data-empty-folder", ("--data", "{tmp}/empty"), r"empty has no class sub-folders; expected .*/<class>/<image>"),
+    ("data-no-images", ("--data", "{tmp}/digits-noimages"), r"holds no images in its 1 class sub-folders"),
+    ("data-unknown-class-folder", ("--data", "{tmp}/digits-unknown"),
+     r"class folder 'seven': unknown class name 'seven'; the model's classes are '0', '1'"),
+    ("data-all-unreadable", ("--data", "{tmp}/digits-corrupt"),
+     r"none of the 2 image files could be read \(the first, .*a.png: cannot read"),
+    ("data-csv-missing-file", ("--data", "{tmp}/missing-file.csv"),
+     r"missing-file.csv line 2: image file .* not found"),
+    ("data-csv-bad-label", ("--data", "{tmp}/bad-label.csv"), r"bad-label.csv line 2: unknown class name 'eleven'"),
+    ("data-not-a-csv", ("--data", "{tmp}/cat.png"), r"cat.png is a file but not a .csv"),
+    ("data-with-split", ("--data", "{tmp}/digits", "--split", "train"), r"--split chooses a split of --dataset"),
+    ("data-indices-out-of-range", ("--data", "{tmp}/digits", "--indices", "4:99"),
+     r"--indices '4:99' is out of range for the 6 images of --data .*digits"),
+    ("data-and-dataset", ("--data", "{tmp}/digits", "--dataset", "mnist"), r"not allowed with argument"),
+    # a journal already in --out is left as it was when the data is refused
+    ("data-bad-on-resume", ("--data", "{tmp}/bad-label.csv", "--resume", "--out", "{tmp}/unfinished"),
+     r"bad-label.csv line 2: unknown class name 'eleven'"),
+]  # fmt: skip
+for _base, _argv in (("evaluate", _EVD), ("certify", _CED)):
+    CASES += [Case(f"{_base}:{_id}", _argv + _extra, _expect) for _id, _extra, _expect in _DATA_CASES]
 CASES += [
     Case("report:no-run", ("report", "{tmp}/empty"), r"empty holds no advex run \(none of evaluation.json, "),
     Case("report:missing", ("report", "{tmp}/nowhere"), r"nowhere does not exist"),
@@ -279,6 +304,17 @@ def prepare(tmp: Path, data: bool) -> None:
     (tmp / "empty").mkdir(exist_ok=True)
     (tmp / "broken-run").mkdir(exist_ok=True)
     (tmp / "broken-run" / "evaluation.json").write_text('{"eps": [0.1], "clean_acc": ')  # cut off mid-write
+    for folder, n in (("digits/3", 3), ("digits/7", 3), ("digits-unknown/seven", 1)):
+        (tmp / folder).mkdir(parents=True, exist_ok=True)
+        for i in range(n):
+            save_png(torch.full((1, 28, 28), i / 4), tmp / folder / f"{i}.png")
+    (tmp / "digits-noimages" / "3").mkdir(parents=True, exist_ok=True)
+    (tmp / "digits-noimages" / "3" / "notes.txt").write_text("not an image")
+    (tmp / "digits-corrupt" / "3").mkdir(parents=True, exist_ok=True)
+    (tmp / "digits-corrupt" / "3" / "a.png").write_text("not a png")
+    (tmp / "digits-corrupt" / "3" / "b.png").write_bytes((tmp / "digits" / "3" / "0.png").read_bytes()[:40])  # cut
+    (tmp / "bad-label.csv").write_text("path,label\ndigits/3/0.png,eleven\n")
+    (tmp / "missing-file.csv").write_text("path,label\ndigits/3/nothere.png,3\n")
     (tmp / "indices_bad.txt").write_text("1, 2, x\n")
     (tmp / "indices_out.txt").write_text("3 10000\n")
     (tmp / "unfinished" / "journal").mkdir(parents=True, exist_ok=True)  # a run stopped part-way, of another command

@@ -14,6 +14,18 @@ def test_png_round_trip_is_exact_after_quantisation(tmp_path):
     assert torch.equal(back, quantize(x))
 
 
+def test_a_one_channel_image_is_saved_as_grayscale_and_other_shapes_refused(tmp_path):
+    x = torch.rand(1, 9, 7)
+    save_png(x, tmp_path / "g.png")
+    with Image.open(tmp_path / "g.png") as im:
+        assert im.mode == "L" and im.size == (7, 9)
+    assert torch.equal(load_image(tmp_path / "g.png").pixels, quantize(x).expand(3, -1, -1))
+    for bad in (torch.rand(2, 4, 4), torch.rand(4, 4)):
+        with pytest.raises(AdvexError, match=r"save_png takes a \(3, H, W\) or \(1, H, W\) image"):
+            save_png(bad, tmp_path / "bad.png")
+    assert not (tmp_path / "bad.png").exists()
+
+
 def test_grayscale_and_rgba_are_converted_with_a_note(tmp_path):
     Image.fromarray(np.full((5, 6), 100, np.uint8), "L").save(tmp_path / "g.png")
     rgba = np.zeros((5, 6, 4), np.uint8)

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 from helpers import needs_data
 
 from advex.errors import AdvexError
@@ -173,3 +174,41 @@ def test_the_eta_counts_only_this_processs_rate():
     bar._t0 -= 10.0  # 10 s for the next 10 images
     bar.advance(10)
     assert bar.eta() == pytest.approx(40 * 1.0, rel=0.05)
+
+
+@pytest.mark.parametrize("command", ["evaluate", "certify"])
+def test_a_batch_of_only_unreadable_files_is_skipped_and_the_rest_counted(tmp_path, command):
+    from advex.data import save_png
+
+    for i in range(5):
+        (tmp_path / "data" / "3").mkdir(parents=True, exist_ok=True)
+        save_png(torch.full((1, 28, 28), i / 5), tmp_path / "data" / "3" / f"{i}.png")
+    (tmp_path / "data" / "3" / "0-bad.png").write_text("not a png")  # sorted first: batch 0 is only this file
+    summary = {"evaluate": "evaluation.json", "certify": "certify.json"}[command]
+    extra = ["--attacks", "fgsm"] if command == "evaluate" else ["--no-attack"]
+    proc = _advex(command, "--model", "mnist-small", "--data", str(tmp_path / "data"), "--eps", "0.1",
+                  "--batch-size", "1", "--quiet", *extra, "--out", str(tmp_path / "out"))  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert "1 unreadable image file(s) skipped" in proc.stderr
+    got = json.loads((tmp_path / "out" / summary).read_text())
+    assert [Path(f).name for f, _ in got["skipped"]] == ["0-bad.png"]
+    n = got["n"] if command == "evaluate" else len(got["results"][0]["per_sample"])
+    assert n == 5
+
+
+def test_freed_memory_is_given_back_only_past_the_margin_and_not_too_often(monkeypatch):
+    from advex.evaluation import runner
+
+    trim = runner._Trim(grow_mb=10, every_s=0.0)
+    if trim.trim is None:
+        pytest.skip("no glibc malloc_trim here")
+    calls, sizes = [], iter([100e6, 105e6, 111e6, 120e6])
+    monkeypatch.setattr(trim, "trim", lambda pad: calls.append(pad))
+    monkeypatch.setattr(trim, "_rss", lambda: next(sizes))
+    for _ in range(4):
+        trim()
+    assert len(calls) == 2  # 111 and 120 MB are past 100 + 10; 105 is not
+    slow = runner._Trim(grow_mb=0, every_s=3600.0)
+    monkeypatch.setattr(slow, "trim", lambda pad: calls.append(pad))
+    slow(), slow()
+    assert len(calls) == 2  # within every_s of its start: never

@@ -103,7 +103,7 @@ def images(args, model):
         source = load_dataset(args.dataset, args.split, args.data_dir)
         name = f"{args.dataset} {args.split}"
     if args.indices is not None:
-        idx = parse_indices(args.indices, len(source))
+        idx = parse_indices(args.indices, len(source), _of(args))
         source, phrase = source.select(idx), f"{len(idx)} {name} images (--indices {args.indices})"
     else:
         source = source.subset(args.n or args._n_default) if args.data is None else _first(source, args)
@@ -112,6 +112,11 @@ def images(args, model):
     if args.data is not None:
         ident["files"] = source.fingerprint()
     return source, phrase, ident
+
+
+def _of(args) -> str:
+    """What ``--indices`` counts in, for its errors."""
+    return "the split" if args.data is None else f"--data {args.data}"
 
 
 def _first(files, args):
@@ -181,11 +186,24 @@ def probe(model, source) -> torch.Tensor:
 
 def first_images(source, n: int, model):
     """The first ``n`` readable images of ``source`` at the model's input (for checks such as
-    the evaluation's sanity checks), as floats and labels."""
+    the evaluation's sanity checks), as floats and labels; unreadable files are passed over,
+    and a source with none readable is refused, naming the first file and why."""
     from advex.data import as_model_input, stream
 
-    batch = next(stream(source, [(0, min(n, len(source)))], as_model_input(model), workers=2))
-    return batch.x, batch.y
+    xs, ys, skipped, got, start = [], [], [], 0, 0
+    while got < n and start < len(source):
+        stop = min(start + n - got, len(source))
+        batch = next(stream(source, [(start, stop)], as_model_input(model), workers=2))
+        skipped += batch.skipped
+        if len(batch):
+            xs.append(batch.x)
+            ys.append(batch.y)
+            got += len(batch)
+        start = stop
+    if not xs:
+        f, why = skipped[0]
+        raise AdvexError(f"none of the {len(source)} image files could be read (the first, {f}: {why})")
+    return torch.cat(xs), torch.cat(ys)
 
 
 def warn_skipped(skipped) -> None:
@@ -216,7 +234,7 @@ def candidates(args, model):
         names = [f"{args.split}[{i}]" for i in range(len(pool))]
         phrase = f"{args.dataset} {args.split}"
     if args.indices is not None:
-        idx = parse_indices(args.indices, len(pool))
+        idx = parse_indices(args.indices, len(pool), _of(args))
         pool, names = pool.select(idx), [names[i] for i in idx.tolist()]
         phrase = f"{len(idx)} {phrase} images (--indices {args.indices})"
     return pool, phrase, names

@@ -100,5 +100,10 @@ def resolve_class(
             pool.setdefault(s.lower(), s)
     keys = difflib.get_close_matches(key, list(pool), n=5, cutoff=0.6)
     keys += [k for k in pool if key in k and k not in keys]
-    hint = ", ".join(repr(pool[k]) for k in keys[:5]) or "none close"
-    raise AdvexError(f"unknown class name {label!r}; close matches: {hint}")
+    if keys:
+        hint = "close matches: " + ", ".join(repr(pool[k]) for k in keys[:5])
+    elif len(classes) <= 20:
+        hint = "the model's classes are " + ", ".join(repr(c) for c in classes) + " (or their indices)"
+    else:
+        hint = f"no close match among the model's {len(classes)} class names (synonyms and indices also work)"
+    raise AdvexError(f"unknown class name {label!r}; {hint}")

@@ -97,9 +97,10 @@ class ArrayDataset:
         return self.images[idx].float().div_(255.0), self.labels[idx]
 
 
-def parse_indices(spec: str, length: int) -> torch.Tensor:
-    """Indices into a split of ``length`` images: ``A:B`` (A included, B not, as in Python),
-    or the path of a text file of whole numbers separated by commas, spaces or new lines."""
+def parse_indices(spec: str, length: int, what: str = "the split") -> torch.Tensor:
+    """Indices into ``what`` (a split, or a ``--data`` folder) of ``length`` images: ``A:B`` (A
+    included, B not, as in Python), or the path of a text file of whole numbers separated by
+    commas, spaces or new lines."""
     accepted = f"give A:B with 0 <= A < B <= {length}, or a file of indices"
     if ":" in spec and not Path(spec).is_file():
         a, _, b = spec.partition(":")
@@ -108,7 +109,7 @@ def parse_indices(spec: str, length: int) -> torch.Tensor:
         except ValueError:
             raise AdvexError(f"--indices {spec!r} is not A:B with whole numbers; {accepted}") from None
         if not 0 <= lo < hi <= length:
-            raise AdvexError(f"--indices {spec!r} is out of range for the {length} images of the split; {accepted}")
+            raise AdvexError(f"--indices {spec!r} is out of range for the {length} images of {what}; {accepted}")
         return torch.arange(lo, hi)
     path = Path(spec)
     if not path.is_file():
@@ -121,7 +122,7 @@ def parse_indices(spec: str, length: int) -> torch.Tensor:
         raise AdvexError(f"--indices file {path} holds no indices")
     bad = [v for v in values if not 0 <= v < length]
     if bad:
-        raise AdvexError(f"--indices file {path}: index {bad[0]} is out of range for the {length} images of the split")
+        raise AdvexError(f"--indices file {path}: index {bad[0]} is out of range for the {length} images of {what}")
     return torch.tensor(values, dtype=torch.long)
 
 

@@ -229,12 +229,15 @@ def check_writable(folder: str | os.PathLike, option: str = "output folder") -> 
 
 
 def save_png(x: torch.Tensor, path: str | os.PathLike) -> None:
-    """Save a (3, H, W) image in [0, 1] as an 8-bit RGB PNG, atomically."""
+    """Save a (3, H, W) image in [0, 1] as an 8-bit RGB PNG, or a (1, H, W) one as grayscale,
+    atomically."""
     import io
 
+    if x.ndim != 3 or x.shape[0] not in (1, 3):
+        raise AdvexError(f"save_png takes a (3, H, W) or (1, H, W) image, got shape {tuple(x.shape)}")
     arr = to_uint8(x.cpu()).permute(1, 2, 0).numpy()
     buf = io.BytesIO()
-    Image.fromarray(arr, "RGB").save(buf, format="PNG")
+    Image.fromarray(arr[..., 0] if x.shape[0] == 1 else arr, "L" if x.shape[0] == 1 else "RGB").save(buf, format="PNG")
     atomic_write_bytes(path, buf.getvalue())
 
 

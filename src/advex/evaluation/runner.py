@@ -12,6 +12,10 @@ takes every ``world``-th span still to do; images are decoded by background work
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import os
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,6 +24,42 @@ from advex.data import Batch, stream
 from advex.evaluation.journal import Journal, span_key
 from advex.evaluation.shard import Processes, gather
 from advex.report import ProgressBar
+
+
+class _Trim:
+    """Give freed heap memory back to the system between batches: at most every ``every_s``
+    seconds, and only once the process has grown by ``grow_mb`` over its size after the first
+    batch (which holds a batch's working memory).
+
+    glibc's allocator keeps the pages of freed tensors in its heap, and batches whose attacked
+    subsets change size from batch to batch leave them fragmented: without this, an evaluation
+    of a 50,000-image folder grew by ~10 KB per image (0.5 GB) though it holds no image past its
+    batch. A ``malloc_trim`` and the page faults of the next batch cost ~40 ms, hence the
+    limits (under 2% on the cheapest evaluation, one FGSM step on a small CIFAR-10 network);
+    where there is no glibc or no /proc, it never runs."""
+
+    def __init__(self, grow_mb: float = 64, every_s: float = 2.0) -> None:
+        self.grow, self.every_s, self.base, self.last = grow_mb * 1e6, every_s, None, time.monotonic()
+        try:
+            self.trim = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
+            self.page = os.sysconf("SC_PAGE_SIZE")
+            self._rss()
+        except (OSError, AttributeError, ValueError):
+            self.trim = None
+
+    def _rss(self) -> int:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * self.page
+
+    def __call__(self) -> None:
+        if self.trim is None or time.monotonic() - self.last < self.every_s:
+            return
+        rss = self._rss()
+        if self.base is None:
+            self.base = rss
+        elif rss - self.base > self.grow:
+            self.trim(0)
+            self.last = time.monotonic()
 
 
 def spans(n: int, batch_size: int) -> list[tuple[int, int]]:
@@ -35,8 +75,9 @@ def batch_seed(seed: int, start: int) -> int:
 
 @dataclass
 class Done:
-    """What a run gathered: each batch's result in the order of the images, the positions
-    each covered, the files skipped as unreadable, and how many batches came from a journal."""
+    """What a run gathered: each batch's result in the order of the images (none for a batch
+    whose every file was unreadable), the positions each covered, the files skipped as
+    unreadable, and how many batches came from a journal."""
 
     results: list[Any]
     index: list[list[int]]
@@ -69,10 +110,11 @@ def run_batches(
         first + sum(b - a for a, b in mine), "images" + share, done=first, enabled=None if progress else False
     )
     new: dict[str, Any] = {}
+    trim = _Trim()
     try:
         for batch in stream(source, mine, prepare, workers=workers):
-            entry = {
-                "result": work(batch, bar),
+            entry = {  # a batch whose every file was unreadable has nothing to work on
+                "result": work(batch, bar) if len(batch) else None,
                 "index": batch.index.tolist(),
                 "skipped": [list(s) for s in batch.skipped],
             }
@@ -81,6 +123,8 @@ def run_batches(
                 journal.record(span, entry)
             new[span_key(span)] = entry
             bar.advance(batch.stop - batch.start)
+            del batch
+            trim()
     finally:
         bar.close()
     parts = gather(procs, new)
@@ -89,9 +133,10 @@ def run_batches(
     for p in parts:
         done.update(p)
     entries = [done[span_key(s)] for s in every]
+    worked = [e for e in entries if e["index"]]
     return Done(
-        [e["result"] for e in entries],
-        [e["index"] for e in entries],
+        [e["result"] for e in worked],
+        [e["index"] for e in worked],
         [tuple(s) for e in entries for s in e["skipped"]],
         resumed=len(every) - len(todo),
         batch_size=batch_size,
