@@ -196,19 +196,22 @@ def test_a_batch_of_only_unreadable_files_is_skipped_and_the_rest_counted(tmp_pa
     assert n == 5
 
 
-def test_freed_memory_is_given_back_only_past_the_margin_and_not_too_often(monkeypatch):
+def test_freed_memory_is_given_back_only_past_the_margin(monkeypatch):
     from advex.evaluation import runner
 
-    trim = runner._Trim(grow_mb=10, every_s=0.0)
+    trim = runner._Trim(grow_mb=10)
     if trim.trim is None:
         pytest.skip("no glibc malloc_trim here")
-    calls, sizes = [], iter([100e6, 105e6, 111e6, 120e6])
+    calls = []
+    sizes = iter([100e6, 105e6, 111e6, 104e6, 112e6, 113e6, 50e6, 50e6])  # read before (and after) each trim
     monkeypatch.setattr(trim, "trim", lambda pad: calls.append(pad))
     monkeypatch.setattr(trim, "_rss", lambda: next(sizes))
-    for _ in range(4):
-        trim()
-    assert len(calls) == 2  # 111 and 120 MB are past 100 + 10; 105 is not
-    slow = runner._Trim(grow_mb=0, every_s=3600.0)
-    monkeypatch.setattr(slow, "trim", lambda pad: calls.append(pad))
-    slow(), slow()
-    assert len(calls) == 2  # within every_s of its start: never
+    trim()  # the first batch sets the floor: 100 MB
+    trim()  # 105: within 10 MB of it
+    trim()  # 111: past it, trimmed, the floor now 104
+    assert len(calls) == 1 and trim.floor == 104e6
+    trim()  # 112: within 10 MB of 104
+    assert len(calls) == 1
+    trim()  # 113: 9 MB over 104... still within
+    trim(force=True)  # the run's end: trimmed whatever the size
+    assert len(calls) == 2 and trim.floor == 50e6

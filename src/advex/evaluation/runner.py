@@ -15,7 +15,6 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import os
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,19 +26,20 @@ from advex.report import ProgressBar
 
 
 class _Trim:
-    """Give freed heap memory back to the system between batches: at most every ``every_s``
-    seconds, and only once the process has grown by ``grow_mb`` over its size after the first
-    batch (which holds a batch's working memory).
+    """Give freed heap memory back to the system between batches, whenever the process has
+    grown by ``grow_mb`` over its size after the last time (at first: after the first batch).
 
     glibc's allocator keeps the pages of freed tensors in its heap, and batches whose attacked
     subsets change size from batch to batch leave them fragmented: without this, an evaluation
     of a 50,000-image folder grew by ~10 KB per image (0.5 GB) though it holds no image past its
-    batch. A ``malloc_trim`` and the page faults of the next batch cost ~40 ms, hence the
-    limits (under 2% on the cheapest evaluation, one FGSM step on a small CIFAR-10 network);
-    where there is no glibc or no /proc, it never runs."""
+    batch. So the resident set stays within ``grow_mb`` (plus a batch's own working memory) of
+    what the run needs, whatever the number of images. A ``malloc_trim`` and the page faults of
+    the next batch cost ~40 ms, hence the margin: trimming after every batch of the cheapest
+    evaluation (one FGSM step of a small CIFAR-10 network) made it 25% slower. Where there is no
+    glibc or no /proc, it never runs."""
 
-    def __init__(self, grow_mb: float = 64, every_s: float = 2.0) -> None:
-        self.grow, self.every_s, self.base, self.last = grow_mb * 1e6, every_s, None, time.monotonic()
+    def __init__(self, grow_mb: float = 192) -> None:
+        self.grow, self.floor = grow_mb * 1e6, None
         try:
             self.trim = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
             self.page = os.sysconf("SC_PAGE_SIZE")
@@ -51,15 +51,15 @@ class _Trim:
         with open("/proc/self/statm") as f:
             return int(f.read().split()[1]) * self.page
 
-    def __call__(self) -> None:
-        if self.trim is None or time.monotonic() - self.last < self.every_s:
+    def __call__(self, force: bool = False) -> None:
+        if self.trim is None:
             return
         rss = self._rss()
-        if self.base is None:
-            self.base = rss
-        elif rss - self.base > self.grow:
+        if self.floor is None and not force:
+            self.floor = rss
+        elif force or rss - self.floor > self.grow:
             self.trim(0)
-            self.last = time.monotonic()
+            self.floor = self._rss()
 
 
 def spans(n: int, batch_size: int) -> list[tuple[int, int]]:
@@ -127,6 +127,7 @@ def run_batches(
             trim()
     finally:
         bar.close()
+    trim(force=True)  # what the run freed, before the caller's own work (an evaluation's sanity checks)
     parts = gather(procs, new)
     if parts is None:
         return None
