@@ -13,8 +13,8 @@ runs it, in a fresh process, timed and its peak memory read by ``wait4``:
 - ``torchrun``: the same evaluate and certify as one plain process and under ``torchrun``
   with 1 and 2 processes: identical results, wall times.
 - ``memory``: CIFAR-10's training set as a 50,000-PNG class folder, ``advex evaluate --data``
-  on all of it against ``--n 500`` of it and against ``--dataset cifar10 --split train``:
-  peak RSS.
+  on all of it against ``--n 500`` and ``--n 25000`` of it and against ``--dataset cifar10
+  --split train`` (which holds the split in memory): peak RSS.
 
 The exported folders are kept in ``--work`` (default ``~/.cache/advex/bench_data_runs``), so a
 rerun does not remake them. Needs the full CIFAR-10 (``python ../shared/datasets/fetch_cifar10.py``).
@@ -187,6 +187,7 @@ def memory(work: Path) -> dict:
     rows = {}
     for key, extra in {
         "folder, 500 images": ["--data", str(folder), "--n", "500"],
+        "folder, 25000 images": ["--data", str(folder), "--n", "25000"],
         "folder, 50000 images": ["--data", str(folder), "--n", "50000"],
         "dataset, 50000 images": ["--dataset", "cifar10", "--split", "train", "--n", "50000"],
     }.items():
