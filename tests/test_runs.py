@@ -31,6 +31,11 @@ CERTIFY = [
     "certify", "--model", "mnist-small-ibp-0.1", "--dataset", "mnist", "--eps", "0.05,0.1", "--method",
     "ibp,crown", "--indices", "0:200", "--batch-size", "25", "--attack-steps", "10",
 ]  # fmt: skip
+SMOOTHING = [
+    "certify", "--model", "mnist-small", "--dataset", "mnist", "--method", "smoothing", "--sigma", "0.25",
+    "--indices", "0:12", "--batch-size", "3", "--n-samples", "400", "--eps", "0.25,0.5", "--attack-steps", "3",
+    "--attack-samples", "2", "--attack-n", "100",
+]  # fmt: skip
 
 
 def _results(out: Path, name: str) -> dict:
@@ -98,6 +103,24 @@ def test_a_killed_certification_resumes_to_the_uninterrupted_result(tmp_path):
 
 
 @needs_data
+def test_a_killed_smoothing_certification_resumes_to_the_uninterrupted_result(tmp_path):
+    whole, cut = tmp_path / "whole", tmp_path / "cut"
+    assert _advex(*SMOOTHING, "--out", str(whole)).returncode == 0
+    assert _interrupt(SMOOTHING, cut, signal.SIGKILL) == -signal.SIGKILL, "the run finished before the kill"
+    assert 1 <= len(_spans(cut)) < 4
+    resumed = _advex(*SMOOTHING, "--out", str(cut), "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    assert _results(cut, "certify.json") == _results(whole, "certify.json")
+    got = json.loads((whole / "certify.json").read_text())
+    assert got["method"] == "smoothing" and got["norm"] == "l2" and len(got["per_image"]) == 12
+    assert got["forward_passes"] == 12 * (100 + 400)
+    row = got["per_image"][0]
+    assert set(row) >= {"image", "prediction", "abstain", "radius", "p_lower", "count", "robust_under_attack"}
+    assert row["image"] == "test[0]" and len(row["robust_under_attack"]) == 2
+    assert (whole / "certified.png").is_file() and (whole / "report.html").is_file()
+
+
+@needs_data
 def test_resume_refuses_a_journal_of_another_run_naming_the_difference(evaluated, tmp_path):
     changed = [a if a != "0.05,0.1" else "0.05,0.2" for a in EVALUATE]
     proc = _advex(*changed, "--out", str(evaluated), "--resume")
@@ -135,7 +158,9 @@ def _free_port() -> int:
 
 @needs_data
 @pytest.mark.parametrize(
-    "args", [EVALUATE[:11] + ["--steps", "10", "--queries", "100"], CERTIFY], ids=["evaluate", "certify"]
+    "args",
+    [EVALUATE[:11] + ["--steps", "10", "--queries", "100"], CERTIFY, SMOOTHING],
+    ids=["evaluate", "certify", "smoothing"],
 )
 def test_torchrun_with_two_processes_writes_what_one_process_writes(tmp_path, args):
     one, two = tmp_path / "one", tmp_path / "two"

@@ -32,7 +32,8 @@ def main() -> None:
         lines += [f"## {name}", "", "| | |", "| --- | --- |"]
         lines.append(f"| dataset | {c['dataset']} |")
         lines.append(f"| architecture | `{c['arch']}` (Wong et al. 2018) |")
-        lines.append(f"| defence | {c['defence']}" + (f", eps {c['eps']:.4g}" if c["eps"] else "") + " |")
+        sigma = f", sigma {c['sigma']:g}" if c.get("sigma") is not None else ""
+        lines.append(f"| defence | {c['defence']}" + (f", eps {c['eps']:.4g}" if c["eps"] else "") + sigma + " |")
         lines.append(f"| epochs | {c['epochs']} |")
         lines.append(f"| clean test accuracy | {100 * c['clean_acc']:.2f}% |")
         if c.get("robust_acc") is not None:
@@ -43,6 +44,20 @@ def main() -> None:
             bounded = f", {v['images_bounded']} images bounded" if "images_bounded" in v else ""
             lines.append(
                 f"| certified accuracy, {method} | {100 * v['certified_acc']:.2f}% ({v['time_s']:g} s{bounded}) |"
+            )
+        if c.get("sigma") is not None:
+            lines.append(f"| accuracy under noise | {100 * c['noise_acc']:.2f}% ({c['noise_eval']}) |")
+        sm = c.get("smoothing")
+        if sm:
+            cert = " / ".join(f"{100 * v:.1f}%" for v in sm["certified"].values())
+            att = " / ".join("-" if v is None else f"{100 * v:.1f}%" for v in sm["attacked"].values())
+            radii = " / ".join(sm["certified"])
+            lines.append(f"| smoothed: certified at L2 radius {radii} | {cert} |")
+            lines.append(f"| smoothed: under {sm['attack']} at the same radii | {att} |")
+            lines.append(
+                f"| smoothing settings | sigma {sm['sigma']:g}, n0 {sm['n0']}, N {sm['n']:,}, alpha {sm['alpha']:g}; "
+                f"{sm['images']}; smoothed accuracy {100 * sm['smoothed_accuracy']:.1f}%, {sm['abstained']} "
+                f"abstained; `{sm['command']}` |"
             )
         lines.append(
             f"| training time | {c['train_time_s']:.0f} s on {c['device']} ({c['machine']}), "

@@ -4,9 +4,11 @@
 
 Copies RUN_DIR/model.safetensors to src/advex/models/weights/NAME.safetensors, evaluates
 clean accuracy and, for an adversarially trained model, robust accuracy under L-inf PGD
-with a random start on the whole test set (and for a certified one, certified accuracy under
-IBP, CROWN and alpha-CROWN), and records file, SHA-256 and the card (the
-exact training command, machine, time, and these accuracies) in
+with a random start on the whole test set (for a certified one, certified accuracy under
+IBP, CROWN and alpha-CROWN; for a noise-trained one, accuracy under its noise and, with
+--smoothing DIR, the randomized-smoothing certificates of an `advex certify` run), and
+records file, SHA-256 and the card (the exact training command, machine, time, and these
+accuracies) in
 src/advex/models/weights/manifest.json, which `advex.models.load(NAME)` reads.
 """
 
@@ -36,6 +38,9 @@ def main() -> None:
     ap.add_argument("--step-size", type=float, default=None)
     ap.add_argument("--eps", type=float, default=None, help="evaluation eps (default: the training eps)")
     ap.add_argument("--note", default=None, help="a sentence for the card (other evaluations, caveats)")
+    ap.add_argument("--smoothing", default=None,
+                    help="for a noise-trained model: the folder of its `advex certify --method smoothing` run, "
+                         "whose certified accuracies and settings go on the card")  # fmt: skip
     args = ap.parse_args()
     run = Path(args.run)
     card = json.loads((run / "card.json").read_text())
@@ -81,6 +86,20 @@ def main() -> None:
             "correctly classified images the method before left uncertified (each is at least as tight, so the "
             "counts are the same)"
         )
+    if card.get("sigma") is not None:
+        from advex.evaluation import count_noisy
+
+        card["noise_acc"] = count_noisy(model, test, card["sigma"], seed=0) / len(test)
+        card["noise_eval"] = f"one draw of Gaussian noise, sigma {card['sigma']:g}, full test set ({len(test)})"
+    if args.smoothing:
+        got = json.loads((Path(args.smoothing) / "certify.json").read_text())
+        card["smoothing"] = {
+            "sigma": got["sigma"], "n0": got["n0"], "n": got["n"], "alpha": got["alpha"], "images": got["dataset"],
+            "certified": {f"{r['eps']:g}": r["certified_accuracy"] for r in got["results"]},
+            "attacked": {f"{r['eps']:g}": r["attacked_accuracy"] for r in got["results"]},
+            "attack": got["results"][0]["attack"], "abstained": got["abstained"],
+            "smoothed_accuracy": got["results"][0]["clean_accuracy"], "command": got["command"],
+        }  # fmt: skip
     card["eval_time_s"] = round(time.perf_counter() - t0, 1)
     card["train_config"] = cfg
     if args.note:

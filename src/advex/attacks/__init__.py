@@ -8,10 +8,10 @@ Universal attacks (one patch for many images) follow :class:`UniversalAttack`:
 gradient attacks, adversarial training and certification all run.
 
 One file (or small package) per family: ``pgd`` (PGD, FGSM, MI-FGSM and the loop),
-``apgd``, ``cw``, ``deepfool``, ``square``, ``szegedy`` (with the box solvers of
-``optim``), ``onepixel/``, ``patch/``; ``norms`` holds the three hooks each norm gives the
-gradient attacks; ``base`` the protocol, ``result`` the result type, ``universal`` the
-protocol of universal attacks.
+``apgd``, ``cw``, ``deepfool``, ``square``, ``smoothadv`` (the attack on a smoothed
+classifier), ``szegedy`` (with the box solvers of ``optim``), ``onepixel/``, ``patch/``;
+``norms`` holds the three hooks each norm gives the gradient attacks; ``base`` the
+protocol, ``result`` the result type, ``universal`` the protocol of universal attacks.
 """
 
 from advex.attacks.apgd import APGD
@@ -32,6 +32,7 @@ from advex.attacks.patch import (
 )
 from advex.attacks.pgd import FGSM, PGD, pgd_loop
 from advex.attacks.result import AttackResult
+from advex.attacks.smoothadv import SmoothAdv, SoftSmooth
 from advex.attacks.square import Square
 from advex.attacks.szegedy import Szegedy
 from advex.attacks.universal import UniversalAttack
@@ -56,6 +57,8 @@ __all__ = [
     "PatchState",
     "Placements",
     "Printability",
+    "SmoothAdv",
+    "SoftSmooth",
     "Square",
     "Szegedy",
     "UniversalAttack",

@@ -1,13 +1,16 @@
 """``advex certify``: prove robustness (IBP, CROWN, alpha-CROWN) beside a PGD attack: the
 certified accuracy is a lower bound on the robust accuracy, the attacked one an upper bound,
-and every bound is checked against the attack's points."""
+and every bound is checked against the attack's points. ``--method smoothing`` certifies
+the Gaussian-smoothed version of any network instead (Cohen et al. 2019), beside the
+SmoothAdv attack (Salman et al. 2019)."""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
-from advex.cli import common, options
+from advex.cli import common, options, smoothing
+from advex.errors import AdvexError
 
 NAME = "certify"
 HELP = "prove robustness: IBP, CROWN, alpha-CROWN bounds, beside a PGD attack"
@@ -16,18 +19,33 @@ HELP = "prove robustness: IBP, CROWN, alpha-CROWN bounds, beside a PGD attack"
 def add_parser(sub) -> argparse.ArgumentParser:
     p = options.add_command(sub, NAME, HELP, __doc__)
     options.add_model(p, required=True)
-    options.add_images(p, n=100)
-    options.add_eps(p, many=True, zero_ok=False, required=True, help="radius, or a grid, e.g. 0.1 or 1/255,2/255")
-    p.add_argument("--method", default="crown", help="ibp, crown, alpha-crown, or several comma-separated")
-    options.add_norm(p)
+    options.add_images(
+        p, n=100, photos="your photos, certified at the network input (224x224 for the ImageNet default)"
+    )
+    options.add_eps(
+        p, many=True, zero_ok=False,
+        help="radius, or a grid, e.g. 0.1 or 1/255,2/255 (smoothing: the L2 radii of its table and attack; "
+             "default 0.25,0.5,0.75,1.0)",
+    )  # fmt: skip
+    p.add_argument(
+        "--method",
+        default="crown",
+        help="ibp, crown, alpha-crown, or several comma-separated; or smoothing (randomized smoothing: any network)",
+    )
+    options.add_norm(p, default=None, help="perturbation norm (default linf; smoothing certifies l2 only)")
+    p.set_defaults(_norm_default=lambda a: "l2" if smoothing.chosen(a) else "linf")
     p.add_argument("--slope", choices=["crown", "wong-kolter"], default="crown", help="ReLU lower slope (CROWN)")
     p.add_argument(
         "--alpha-steps", type=options.integer(1), default=20, help="alpha-CROWN optimisation steps (default 20)"
     )
     p.add_argument(
-        "--attack-steps", type=options.integer(1), default=50, help="PGD steps of the empirical check (default 50)"
+        "--attack-steps",
+        type=options.integer(1),
+        default=None,
+        help="steps of the empirical check: PGD (default 50), SmoothAdv for smoothing (default 20)",
     )
-    p.add_argument("--no-attack", action="store_true", help="skip the PGD attack (and its soundness check)")
+    p.add_argument("--no-attack", action="store_true", help="skip the attack (and, for bounds, its soundness check)")
+    smoothing.add_options(p)
     options.add_batch_size(p, cpu=100, gpu=1000, what="images bounded at once")
     options.add_resume(p)
     options.add_run_options(p, out="advex-certify", data=True)
@@ -35,9 +53,15 @@ def add_parser(sub) -> argparse.ArgumentParser:
 
 
 def run(args) -> int:
+    if smoothing.chosen(args):
+        return smoothing.run(args)
+    smoothing.refuse_options(args)
     from advex.certify import certify, check_method, trace
     from advex.evaluation import batch_seed
 
+    if args.eps is None:
+        raise AdvexError("--eps is required for --method ibp, crown and alpha-crown (the radius to prove)")
+    args.attack_steps = args.attack_steps or 50
     methods = [m.strip() for m in args.method.split(",")]
     for m in methods:
         for e in args.eps:

@@ -86,32 +86,61 @@ def batch_size(args, device) -> int:
 
 
 def images(args, model):
-    """The images ``add_images``'s options chose: an ``ArrayDataset`` (``--dataset``) or
-    ``ImageFiles`` (``--data``, labels read as ``model``'s classes), a phrase naming them,
-    and what identifies them in a journal."""
+    """The images ``add_images``'s options chose: an ``ArrayDataset`` (``--dataset`` or, where
+    the command takes them, ``--images`` photos at the network input, labelled by the model's
+    own predictions) or ``ImageFiles`` (``--data``, labels read as ``model``'s classes), a
+    phrase naming them, and what identifies them in a journal."""
+    source, phrase, ident, _ = named_images(args, model)
+    return source, phrase, ident
+
+
+def named_images(args, model):
+    """:func:`images`, and each chosen image's name: ``test[i]`` (its index in the split), its
+    path under ``--data``, or the photo's name."""
     from advex.data import load_dataset, open_images, parse_indices
 
     if args.indices is not None and args.n is not None:
         raise AdvexError("give --n (the first N images) or --indices, not both")
+    if getattr(args, "images", None) is not None:
+        if args.split is not None or args.n is not None or args.indices is not None:
+            raise AdvexError("--split, --n and --indices choose among --dataset or --data images; --images takes "
+                             "every photo given")  # fmt: skip
+        photos, names, digest = photo_set(model, args.images)
+        h, w = photos.images.shape[-2:]
+        phrase = f"{len(names)} photos at the network input ({h}x{w}), labelled by {model.name}'s own predictions"
+        return photos, phrase, {"images": phrase, "pixels": digest}, names
     if args.data is not None:
         if args.split is not None:
             raise AdvexError("--split chooses a split of --dataset; --data is one set of images (use --indices)")
         source = open_images(args.data, model.classes, model.synonyms)
         name = f"{args.data}"
+        base = Path(args.data) if Path(args.data).is_dir() else Path(args.data).parent
+        names = [_relative(f, base) for f in source.paths]
     else:
         args.split = args.split or "test"
         source = load_dataset(args.dataset, args.split, args.data_dir)
         name = f"{args.dataset} {args.split}"
+        names = [f"{args.split}[{i}]" for i in range(len(source))]
     if args.indices is not None:
         idx = parse_indices(args.indices, len(source), _of(args))
         source, phrase = source.select(idx), f"{len(idx)} {name} images (--indices {args.indices})"
+        names = [names[i] for i in idx.tolist()]
     else:
         source = source.subset(args.n or args._n_default) if args.data is None else _first(source, args)
         phrase = f"the first {len(source)} {name} images"
+        names = names[: len(source)]
     ident = {"images": phrase}
     if args.data is not None:
         ident["files"] = source.fingerprint()
-    return source, phrase, ident
+    return source, phrase, ident, names
+
+
+def _relative(path, base: Path) -> str:
+    """``path`` relative to ``base`` (by prefix: os.path.relpath is slow on 50,000 files)."""
+    import os
+
+    p, b = str(path), str(base).rstrip(os.sep) + os.sep
+    return p[len(b) :].replace(os.sep, "/") if p.startswith(b) else Path(os.path.relpath(p, base)).as_posix()
 
 
 def _of(args) -> str:
@@ -243,13 +272,11 @@ def candidates(args, model):
 def open_files(path: str, model):
     """The labelled files at ``path`` (a class folder or a CSV; labels read as ``model``'s
     classes), and each one's name: its path under the folder (or beside the CSV)."""
-    import os
-
     from advex.data import open_images
 
     files = open_images(path, model.classes, model.synonyms)
     base = Path(path) if Path(path).is_dir() else Path(path).parent
-    return files, [Path(os.path.relpath(f, base)).as_posix() for f in files.paths]
+    return files, [_relative(f, base) for f in files.paths]
 
 
 def pixels_digest(x: torch.Tensor) -> str:

@@ -180,9 +180,13 @@ def add_eps(p: argparse.ArgumentParser, *, many: bool, zero_ok: bool, help: str,
     p.set_defaults(_eps=EpsOption(many, zero_ok))
 
 
-def add_norm(p: argparse.ArgumentParser, default: str = "linf") -> None:
-    """``--norm``: the ball eps measures (read by :func:`check` for the eps range)."""
-    p.add_argument("--norm", choices=["linf", "l2"], default=default, help=f"perturbation norm (default {default})")
+def add_norm(p: argparse.ArgumentParser, default: str = "linf", help: str | None = None) -> None:
+    """``--norm``: the ball eps measures (read by :func:`check` for the eps range). A command
+    whose default depends on its other options passes ``default=None`` and sets
+    ``_norm_default(args) -> norm`` with ``set_defaults``."""
+    p.add_argument(
+        "--norm", choices=["linf", "l2"], default=default, help=help or f"perturbation norm (default {default})"
+    )
 
 
 def add_dataset(p: argparse.ArgumentParser, required: bool = True, help: str | None = None) -> None:
@@ -241,6 +245,8 @@ def add_run_options(
 # ---------------------------------------------------------------------------- after parsing
 def check(args: argparse.Namespace) -> None:
     """The checks every command shares, before any work: eps, and a writable --out."""
+    if getattr(args, "norm", "") is None:  # a command whose default norm depends on other options (certify)
+        args.norm = args._norm_default(args)
     spec = getattr(args, "_eps", None)
     if spec is not None and isinstance(args.eps, str):
         values = parse_eps(args.eps, spec, getattr(args, "norm", "linf"))

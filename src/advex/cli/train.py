@@ -21,10 +21,19 @@ def add_parser(sub) -> argparse.ArgumentParser:
         "--defence",
         default="none",
         help="none, pgd (Madry et al.), trades (Zhang et al.), fast (Wong et al.), "
-        "ibp (Gowal et al.), crown-ibp (Zhang et al. 2020), convex (Wong & Kolter 2018)",
+        "ibp (Gowal et al.), crown-ibp (Zhang et al. 2020), convex (Wong & Kolter 2018); for randomized "
+        "smoothing: gaussian (noise augmentation, Cohen et al. 2019), smoothadv (Salman et al. 2019)",
     )
     options.add_eps(
-        p, many=False, zero_ok=True, default="0", help="L-inf radius, pixels in [0, 1] (e.g. 0.3, or 8/255)"
+        p, many=False, zero_ok=True, default="0",
+        help="L-inf radius, pixels in [0, 1] (e.g. 0.3, or 8/255); for smoothadv the L2 radius (e.g. 0.5)",
+    )  # fmt: skip
+    p.set_defaults(norm=None, _norm_default=lambda a: "l2" if a.defence == "smoothadv" else "linf")
+    p.add_argument(
+        "--sigma", type=options.positive, default=None, help="gaussian, smoothadv: the noise's standard deviation"
+    )
+    p.add_argument(
+        "--noise-samples", type=options.integer(1), default=1, help="smoothadv: noise draws per image (default 1)"
     )
     p.add_argument("--epochs", type=options.integer(1), default=None, help="default: 10 (MNIST), 30 (CIFAR-10)")
     p.add_argument("--batch-size", type=options.integer(1), default=None, help="global batch size (default 128)")
@@ -72,7 +81,8 @@ def run(args) -> int:
         dataset=args.dataset, arch=args.arch, defence=args.defence, eps=args.eps, epochs=args.epochs,
         batch_size=args.batch_size, lr=args.lr, optimizer=args.optimizer, weight_decay=args.weight_decay,
         attack_steps=args.attack_steps, step_size=args.step_size, eps_ramp=args.eps_ramp,
-        trades_beta=args.trades_beta, kappa_end=args.kappa_end, init=args.init, eval_n=args.eval_n,
+        trades_beta=args.trades_beta, kappa_end=args.kappa_end, init=args.init, sigma=args.sigma,
+        noise_samples=args.noise_samples, eval_n=args.eval_n,
         eval_steps=args.eval_steps, train_n=args.train_n, max_steps=args.max_steps, seed=args.seed,
         data_dir=args.data_dir,
     )  # fmt: skip
@@ -89,5 +99,7 @@ def run(args) -> int:
         rob = ""
         if card["robust_acc"] is not None:
             rob = f", robust {100 * card['robust_acc']:.2f}% ({card['robust_eval']})"
+        if card.get("noise_acc") is not None:
+            rob += f", {100 * card['noise_acc']:.2f}% under noise sigma {card['sigma']:g}"
         print(f"clean test accuracy {100 * card['clean_acc']:.2f}%{rob}; {card['train_time_s']} s; wrote {args.out}/")
     return 0

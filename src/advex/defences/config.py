@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 from advex.data import DATASETS
-from advex.defences.losses import CERTIFIED, DEFENCES
+from advex.defences.losses import CERTIFIED, DEFENCES, SMOOTHING
 from advex.errors import AdvexError
 from advex.models import ARCHS
 
@@ -56,6 +56,8 @@ class TrainConfig:
     kappa_end: float | None = None  # certified training: final weight of the natural loss (IBP 0.5, CROWN-IBP 0)
     init: str | None = None  # "default" (PyTorch's) or "ibp" (Shi et al. 2021; the default for certified training)
     fast_alpha: float = 1.25
+    sigma: float | None = None  # gaussian / smoothadv: the noise's standard deviation (pixels in [0, 1])
+    noise_samples: int = 1  # smoothadv: noise draws per image (Salman et al.'s m)
     augment: bool | None = None
     eval_n: int = 1000  # test images for the per-epoch robust accuracy
     eval_steps: int = 20
@@ -111,12 +113,30 @@ def _check_choices(cfg: TrainConfig) -> None:
         raise AdvexError(f"unknown architecture {cfg.arch!r}; choose from {', '.join(ARCHS)}")
     if cfg.defence not in DEFENCES:
         raise AdvexError(f"unknown defence {cfg.defence!r}; choose from {', '.join(DEFENCES)}")
-    if not 0 <= cfg.eps <= 1:
+    if cfg.defence == "smoothadv":  # an L2 radius
+        if not (isinstance(cfg.eps, (int, float)) and 0 <= cfg.eps <= 100):
+            raise AdvexError(f"eps for smoothadv is an L2 radius in [0, 100] (pixels in [0, 1]), got {cfg.eps}")
+    elif not 0 <= cfg.eps <= 1:
         raise AdvexError(
             f"eps must be in [0, 1] (pixels in [0, 1]; e.g. 0.3 for MNIST, 8/255 for CIFAR), got {cfg.eps}"
         )
-    if cfg.defence != "none" and cfg.eps == 0:
+    if cfg.defence not in ("none", "gaussian") and cfg.eps == 0:
         raise AdvexError(f"--defence {cfg.defence} needs --eps > 0")
+    if cfg.defence == "gaussian" and cfg.eps != 0:
+        raise AdvexError("--defence gaussian trains under noise only and takes no --eps (smoothadv adds an attack)")
+    if cfg.defence in SMOOTHING:
+        if (
+            cfg.sigma is None
+            or not (isinstance(cfg.sigma, (int, float)) and math.isfinite(cfg.sigma))
+            or cfg.sigma <= 0
+        ):
+            raise AdvexError(f"--defence {cfg.defence} needs --sigma > 0, the noise's standard deviation (e.g. 0.25)")
+    elif cfg.sigma is not None:
+        raise AdvexError(f"--sigma goes with --defence gaussian or smoothadv, not {cfg.defence}")
+    if isinstance(cfg.noise_samples, bool) or not isinstance(cfg.noise_samples, int) or cfg.noise_samples < 1:
+        raise AdvexError(f"noise_samples must be a whole number >= 1, got {cfg.noise_samples!r}")
+    if cfg.noise_samples != 1 and cfg.defence != "smoothadv":
+        raise AdvexError("--noise-samples goes with --defence smoothadv")
 
 
 def _fill_defence_defaults(kw: dict[str, Any]) -> None:
@@ -128,8 +148,10 @@ def _fill_defence_defaults(kw: dict[str, Any]) -> None:
         kw["kappa_end"] = 0.0 if kw["defence"] in ("crown-ibp", "convex") else 0.5
     if kw["init"] is None:
         kw["init"] = "ibp" if kw["defence"] in CERTIFIED else "default"
-    if kw["step_size"] is None:
-        kw["step_size"] = 2.5 * kw["eps"] / max(kw["attack_steps"], 1)
+    if kw["defence"] == "gaussian":
+        kw["eps_ramp"] = 0.0
+    if kw["step_size"] is None:  # SmoothAdv: 2 eps / steps (Salman et al.); the others 2.5 eps / steps (Madry et al.)
+        kw["step_size"] = (2.0 if kw["defence"] == "smoothadv" else 2.5) * kw["eps"] / max(kw["attack_steps"], 1)
 
 
 def _check_values(kw: dict[str, Any]) -> None:

@@ -33,9 +33,9 @@ from advex.defences import checkpoint, distributed
 from advex.defences.checkpoint import Progress
 from advex.defences.config import TrainConfig
 from advex.defences.distributed import Processes
-from advex.defences.losses import CERTIFIED, LOSSES
+from advex.defences.losses import CERTIFIED, LOSSES, SMOOTHING
 from advex.errors import AdvexError
-from advex.evaluation import certified_accuracy, count_correct, count_robust
+from advex.evaluation import certified_accuracy, count_correct, count_noisy, count_robust
 from advex.models import Classifier, ibp_init, make_classifier, resolve_device
 from advex.report import training_curves
 
@@ -124,6 +124,7 @@ class _Scores(NamedTuple):
     test_acc: float
     robust_acc: float | None
     certified_acc: float | None
+    noise_acc: float | None = None
 
 
 # ------------------------------------------------------------------ set-up
@@ -269,18 +270,24 @@ def _certified_method(cfg: TrainConfig) -> str:
 
 def _evaluate(run: _Run) -> _Scores:
     """Clean accuracy on the test set and, with eps > 0, PGD accuracy on its first ``eval_n``
-    images, the batches shared among the processes; certified accuracy on rank 0 only."""
+    images (for the smoothing defences, the accuracy under one draw of their noise on the test
+    set instead), the batches shared among the processes; certified accuracy on rank 0 only."""
     cfg, procs, test = run.cfg, run.procs, run.test_set
     run.clf.eval()
     first = test.subset(cfg.eval_n)
     shard = dict(rank=procs.rank, world=procs.world)
     counts = [count_correct(run.clf, test, **shard)]
-    if cfg.eps > 0:
+    smoothing = cfg.defence in SMOOTHING
+    if smoothing:
+        counts.append(count_noisy(run.clf, test, cfg.sigma, seed=cfg.seed, **shard))
+    elif cfg.eps > 0:
         counts.append(count_robust(run.clf, first, cfg.eps, cfg.eval_steps, seed=cfg.seed, **shard))
     counts = procs.all_sum(torch.tensor(counts, device=run.device)).tolist()
     cert = None
     if cfg.defence in CERTIFIED and procs.main:
         cert = certified_accuracy(run.clf, first, cfg.eps, _certified_method(cfg))
+    if smoothing:
+        return _Scores(counts[0] / len(test), None, None, counts[1] / len(test))
     return _Scores(counts[0] / len(test), counts[1] / len(first) if cfg.eps > 0 else None, cert)
 
 
@@ -299,6 +306,8 @@ def _record(run: _Run, epoch: int, stats: torch.Tensor, seconds: float, scores: 
         "robust_label": f"PGD-{cfg.eval_steps} eps {cfg.eps:g} (first {min(cfg.eval_n, len(run.test_set))} test)",
         "certified_acc": scores.certified_acc,
         "certified_method": _certified_method(cfg) if scores.certified_acc is not None else None,
+        "noise_acc": scores.noise_acc,
+        "noise_label": f"under noise sigma {cfg.sigma:g} (test set)" if scores.noise_acc is not None else None,
         "epoch_time_s": round(seconds, 2),
         "images_per_s": round(float(stats[2]) / max(seconds, 1e-9), 1),
     }
@@ -309,6 +318,7 @@ def _save_epoch(run: _Run) -> None:
     cfg = run.cfg
     checkpoint.save(run.out, run.clf.net, run.opt, run.progress)
     title = f"{cfg.dataset} {cfg.arch}, defence {cfg.defence}, eps {cfg.eps:g}"
+    title += f", sigma {cfg.sigma:g}" if cfg.sigma is not None else ""
     training_curves(run.progress.history, run.out / "curves.png", title)
 
 
@@ -316,6 +326,7 @@ def _print_epoch(cfg: TrainConfig, record: dict[str, Any], seconds: float) -> No
     rob, cert = record["robust_acc"], record["certified_acc"]
     rtxt = f", robust {100 * rob:.2f}%" if rob is not None else ""
     rtxt += f", {record['certified_method'].upper()}-certified {100 * cert:.2f}%" if cert is not None else ""
+    rtxt += f", {100 * record['noise_acc']:.2f}% {record['noise_label']}" if record.get("noise_acc") is not None else ""
     print(
         f"epoch {record['epoch']}/{cfg.epochs}: loss {record['train_loss']:.4f}, "
         f"test {100 * record['test_acc']:.2f}%{rtxt}, {seconds:.1f} s ({record['images_per_s']:.0f} img/s)",
@@ -335,9 +346,10 @@ def _card(run: _Run, start_epoch: int, seconds: float, command: str | None) -> d
         "epochs": last["epoch"],
         "clean_acc": last["test_acc"],
         "robust_acc": last["robust_acc"],
-        "robust_eval": last["robust_label"] if cfg.eps > 0 else None,
+        "robust_eval": last["robust_label"] if last["robust_acc"] is not None else None,
         "certified_acc": last.get("certified_acc"),
         "certified_method": last.get("certified_method"),
+        **({"sigma": cfg.sigma, "noise_acc": last.get("noise_acc")} if cfg.defence in SMOOTHING else {}),
         "train_time_s": round(seconds + sum(h["epoch_time_s"] for h in history[:start_epoch]), 1),
         "processes": run.procs.world,
         "device": str(run.device),

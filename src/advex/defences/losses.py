@@ -1,6 +1,7 @@
-"""Training objectives: standard, PGD adversarial training, TRADES, fast FGSM, and the
-certified ones: IBP (Gowal et al. 2019), CROWN-IBP (Zhang et al. 2020) and the convex
-robust loss of Wong & Kolter (2018).
+"""Training objectives: standard, PGD adversarial training, TRADES, fast FGSM, the certified
+ones: IBP (Gowal et al. 2019), CROWN-IBP (Zhang et al. 2020) and the convex robust loss of
+Wong & Kolter (2018), and those of randomized smoothing: Gaussian noise augmentation (Cohen
+et al. 2019) and SmoothAdv (Salman et al. 2019).
 
 Each takes ``(model, attacker, x, y, eps, cfg, gen)`` and returns ``(loss, logits)``, the
 logits being those the training accuracy is measured on. ``model`` is what gradients flow
@@ -16,8 +17,12 @@ import torch.nn.functional as F
 
 from advex.attacks import pgd_loop
 
-DEFENCES = ("none", "pgd", "trades", "fast", "ibp", "crown-ibp", "convex")
+DEFENCES = ("none", "pgd", "trades", "fast", "ibp", "crown-ibp", "convex", "gaussian", "smoothadv")
 CERTIFIED = ("ibp", "crown-ibp", "convex")
+SMOOTHING = (
+    "gaussian",
+    "smoothadv",
+)  # for randomized smoothing: trained under noise, certified by advex.certify.Smooth
 
 
 def _ce(y):
@@ -119,6 +124,35 @@ def convex(model, attacker, x, y, eps, cfg, gen):
     return _certified(model, attacker, x, y, eps, cfg, 0.0, "convex")
 
 
+def gaussian(model, attacker, x, y, eps, cfg, gen):
+    """Cohen et al. (2019): the cross-entropy of the network on x + delta, delta ~ N(0, sigma^2 I)
+    (pixels in [0, 1], not clipped): the base classifier that smoothing at sigma certifies best."""
+    noise = torch.randn(x.shape, generator=gen, device=gen.device).to(x)
+    z = model(x + cfg.sigma * noise)
+    return F.cross_entropy(z, y), z
+
+
+def smoothadv(model, attacker, x, y, eps, cfg, gen):
+    """Salman et al. (2019), SmoothAdv: ``noise_samples`` (m) noise draws per image, fixed for
+    the attack; x' maximises the cross-entropy of the soft smoothed classifier (the mean
+    softmax over the m noisy copies) in the L2 ball of radius eps, by ``attack_steps`` PGD steps
+    from x (their Algorithm 1 with fixed noise, as their code); then the cross-entropy of the
+    network on the m noisy copies of x'. The logits returned are the m copies' mean."""
+    from advex.attacks import SoftSmooth
+
+    m = cfg.noise_samples
+    noise = cfg.sigma * torch.randn((len(x), m, *x.shape[1:]), generator=gen, device=gen.device).to(x)
+    xa = x
+    if eps > 0:
+        soft = SoftSmooth(attacker, cfg.sigma, m, noise=noise)
+        step = cfg.step_size * eps / cfg.eps
+        xa = pgd_loop(soft, x, _ce(y), eps=eps, steps=cfg.attack_steps, step_size=step, norm="l2",
+                      random_start=False).x_adv  # fmt: skip
+    z = model((xa[:, None] + noise).flatten(0, 1))
+    loss = F.cross_entropy(z, y.repeat_interleave(m))
+    return loss, z.view(len(x), m, -1).mean(1)
+
+
 LOSSES = {
     "none": standard,
     "pgd": pgd,
@@ -127,4 +161,6 @@ LOSSES = {
     "ibp": ibp,
     "crown-ibp": crown_ibp,
     "convex": convex,
+    "gaussian": gaussian,
+    "smoothadv": smoothadv,
 }

@@ -7,6 +7,7 @@ from advex.evaluation.accuracy import (
     certified_accuracy,
     clean_accuracy,
     count_correct,
+    count_noisy,
     count_robust,
     robust_accuracy,
 )
@@ -40,6 +41,7 @@ __all__ = [
     "certified_accuracy",
     "clean_accuracy",
     "count_correct",
+    "count_noisy",
     "count_robust",
     "evaluate",
     "first_correct",

@@ -1,5 +1,5 @@
-"""Quick accuracies of a model on a dataset held on the device: clean, under L-inf PGD, and
-certified. These are the numbers training records every epoch (``advex train``) and the zoo
+"""Quick accuracies of a model on a dataset held on the device: clean, under L-inf PGD, under
+Gaussian noise, and certified. These are the numbers training records every epoch (``advex train``) and the zoo
 cards state; the full evaluation (attack ensembles, sanity checks) is ``evaluate``.
 
 A run split across processes takes the batches round-robin: process ``rank`` of ``world``
@@ -60,6 +60,29 @@ def count_robust(
         xa = pgd_loop(model, x, ce, eps=eps, steps=steps, step_size=step_size, generator=gen).x_adv
         with torch.no_grad():
             correct += (model(xa).argmax(1) == y).sum()
+    return int(correct)
+
+
+@torch.no_grad()
+def count_noisy(
+    model: nn.Module,
+    data: ArrayDataset,
+    sigma: float,
+    batch_size: int = 1000,
+    seed: int = 0,
+    rank: int = 0,
+    world: int = 1,
+) -> int:
+    """How many of this process's share of ``data`` ``model`` classifies correctly under one
+    draw of Gaussian noise of standard deviation ``sigma`` (pixels in [0, 1], not clipped): the
+    base classifier's accuracy that randomized smoothing starts from. The noise of each batch
+    is seeded by ``seed`` and the batch's first index, so the count does not depend on ``world``."""
+    correct = torch.zeros((), device=data.images.device)
+    for i in batch_starts(len(data), batch_size, rank, world):
+        x, y = data.floats(slice(i, i + batch_size))
+        gen = torch.Generator(x.device).manual_seed(seed * 1_000_003 + i)
+        noise = torch.randn(x.shape, generator=gen, device=x.device, dtype=x.dtype)
+        correct += (model(x + sigma * noise).argmax(1) == y).sum()
     return int(correct)
 
 

@@ -101,6 +101,11 @@ def _trained_entries() -> dict[str, ZooEntry]:
         if card.get("certified"):
             best = max(v["certified_acc"] for v in card["certified"].values())
             acc += f", certified {100 * best:.2f}%"
+        if card.get("sigma") is not None:
+            acc += f", {100 * card['noise_acc']:.2f}% under noise sigma {card['sigma']:g}"
+            cert = (card.get("smoothing") or {}).get("certified") or {}
+            if "0.5" in cert:
+                acc += f"; smoothed, certified {100 * cert['0.5']:.1f}% at L2 radius 0.5"
         entries[name] = ZooEntry(
             name,
             f"{card['dataset']} {card['arch']} (Wong et al. 2018), trained by advex, defence {card['defence']}: {acc}",

@@ -4,7 +4,7 @@ training runs), and the self-contained HTML report of a run folder; nothing here
 A leaf of the package graph: it imports only ``advex.data`` (atomic writes) and
 ``advex.errors``, and any layer above may use it."""
 
-from advex.report.curves import accuracy_vs_eps, certified_vs_eps, training_curves
+from advex.report.curves import accuracy_vs_eps, certified_vs_eps, certified_vs_radius, training_curves
 from advex.report.figure import FigureRow, magnification, three_column_figure
 from advex.report.html import build_report
 from advex.report.patch import SceneItem, patch_curve, patch_sheet
@@ -20,6 +20,7 @@ __all__ = [
     "accuracy_vs_eps",
     "build_report",
     "certified_vs_eps",
+    "certified_vs_radius",
     "magnification",
     "patch_curve",
     "patch_sheet",

@@ -29,11 +29,11 @@ def _save(fig, path: str | os.PathLike, dpi: int) -> None:
     atomic_write_bytes(path, buf.getvalue())
 
 
-def _finish(fig, ax, path, title: str, clean: float | None, ylabel: str) -> None:
+def _finish(fig, ax, path, title: str, clean: float | None, ylabel: str, xlabel: str = "epsilon") -> None:
     """Clean-accuracy line, axes, legend, title; write the PNG atomically."""
     if clean is not None:
         ax.axhline(100 * clean, color="grey", linestyle=":", label=f"clean {100 * clean:.1f}%")
-    ax.set_xlabel("epsilon")
+    ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.set_ylim(-2, 102)
     ax.grid(alpha=0.3)
@@ -79,6 +79,31 @@ def certified_vs_eps(
     _finish(fig, ax, path, title, clean, "accuracy (%)")
 
 
+def certified_vs_radius(
+    radius: Sequence[float],
+    correct: Sequence[bool],
+    path: str | os.PathLike,
+    title: str,
+    attacked: tuple[Sequence[float], Sequence[float]] | None = None,
+    clean: float | None = None,
+) -> None:
+    """Randomized smoothing's curve (Cohen et al. 2019, their Figures 6-7): the fraction of
+    images whose certified class is right with a certified L2 radius of at least r, against r,
+    from each image's ``radius`` and whether its class is ``correct``; with ``attacked``
+    (radii, accuracies), the smoothed classifier's accuracy under attack at those radii."""
+    import numpy as np
+
+    r = np.asarray(radius, dtype=float)[np.asarray(correct, dtype=bool)]
+    n = max(len(correct), 1)
+    top = max(float(r.max()) if r.size else 0.0, max(attacked[0]) if attacked else 0.0, 0.25) * 1.05
+    grid = np.linspace(0, top, 400)
+    fig, ax = _pyplot().subplots(figsize=(6.4, 4.2))
+    ax.plot(grid, [100 * float((r >= g).sum()) / n for g in grid], "-", linewidth=2, label="certified (smoothing)")
+    if attacked is not None:
+        ax.plot(attacked[0], [100 * a for a in attacked[1]], "o--", color="tab:red", label="under SmoothAdv attack")
+    _finish(fig, ax, path, title, clean, "accuracy (%)", "L2 radius (pixels in [0, 1])")
+
+
 def training_curves(history: Sequence[dict], path: str | os.PathLike, title: str) -> None:
     """A training run's curves, one point per epoch: the training loss (left), and the clean
     test, robust (if recorded) and training accuracies (right). ``history`` holds the records
@@ -93,6 +118,8 @@ def training_curves(history: Sequence[dict], path: str | os.PathLike, title: str
     b.plot(ep, [100 * h["test_acc"] for h in history], "o-", label="clean test")
     if history and history[-1].get("robust_acc") is not None:
         b.plot(ep, [100 * h["robust_acc"] for h in history], "s-", label=history[-1]["robust_label"])
+    if history and history[-1].get("noise_acc") is not None:
+        b.plot(ep, [100 * h["noise_acc"] for h in history], "^-", label=history[-1]["noise_label"])
     b.plot(ep, [100 * h["train_acc"] for h in history], "--", alpha=0.6, label="train (on the training inputs)")
     b.set_xlabel("epoch")
     b.set_ylabel("accuracy (%)")

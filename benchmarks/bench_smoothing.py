@@ -1,0 +1,225 @@
+"""Randomized smoothing (issue 17's measured section):
+
+    python benchmarks/bench_smoothing.py [--only zoo,imagenet,speed] [--images 500]
+
+- ``zoo``: ``advex certify --method smoothing`` on the first ``--images`` CIFAR-10 and MNIST
+  test images (N = 100,000, n0 = 100, alpha = 0.001) for each noise-trained zoo model, at its
+  own sigma, beside SmoothAdv at the same radii: certified and attacked accuracy at L2 radius
+  0.25, 0.5, 0.75, 1.0, against the published figures (constants below, with their sources).
+- ``imagenet``: the ImageNet default (EfficientNet-Lite0, never trained with noise) on the
+  sample photos at the network input, sigma 0.12 and 0.25, N = 1,000 (CPU time): what it certifies.
+- ``speed``: one model, the same 10 images, N = 100,000, n0 = 100, alpha = 0.001: advex's
+  ``Smooth.certify`` against IBM ART's ``PyTorchRandomizedSmoothing.certify`` and against the
+  floor, the network's forward passes alone (N + n0 per image) at its best batch size; each in
+  its own process, for its peak memory. Needs ART (the peers' venv:
+  ``pip install adversarial-robustness-toolbox statsmodels``, with advex from this checkout);
+  it is skipped, saying so, without it.
+
+Writes benchmarks/results/smoothing.json (each section replaces its own entry).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SECTIONS = ("zoo", "imagenet", "speed")
+RADII = (0.25, 0.5, 0.75, 1.0)
+ZOO = {  # model: (dataset, sigma)
+    "cifar10-small-gaussian-0.25": ("cifar10", 0.25),
+    "cifar10-small-gaussian-0.5": ("cifar10", 0.5),
+    "mnist-small-gaussian-0.25": ("mnist", 0.25),
+    "mnist-small-gaussian-0.5": ("mnist", 0.5),
+}
+# Published certified accuracy (%) at L2 radius 0.25 / 0.5 / 0.75 / 1.0, N = 100,000, alpha = 0.001, on 500
+# CIFAR-10 test images (every 20th), as tabulated in Salman et al.'s repository (Hadisalman/smoothing-adversarial,
+# analysis/latex/{cohen,our}_cifar10_certified_outer_envelop; their Table 1). Neither paper reports MNIST.
+PUBLISHED = {
+    "cifar10": {
+        "Cohen et al. 2019, ResNet-110, Gaussian noise, best sigma per radius": [61, 43, 32, 22],
+        "Salman et al. 2019, ResNet-110, SmoothAdv, best model per radius": [74, 57, 48, 38],
+    },
+}
+PHOTOS = ("chelsea.png", "coffee.png", "rocket.jpg", "camera.png", "motorcycle_left.png", "clock_motion.png",
+          "horse.png")  # fmt: skip
+
+
+def advex(*argv: str) -> dict:
+    """``advex ARGV`` in a fresh process: wall time, peak RSS, the tail of what it printed."""
+    t0 = time.perf_counter()
+    p = subprocess.Popen([sys.executable, "-m", "advex", *argv], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                         text=True)  # fmt: skip
+    out = p.stdout.read()
+    _, status, usage = os.wait4(p.pid, 0)
+    if os.waitstatus_to_exitcode(status):
+        sys.exit(f"advex {' '.join(argv)} failed:\n{out[-3000:]}")
+    return {"command": "advex " + " ".join(argv), "wall_s": round(time.perf_counter() - t0, 1),
+            "peak_rss_mb": round(usage.ru_maxrss / 1024, 1), "stdout_tail": out[-1500:]}  # fmt: skip
+
+
+def zoo(args, work: Path) -> dict:
+    from advex.models import names
+
+    found = {}
+    for model, (dataset, sigma) in ZOO.items():
+        if model not in names():
+            found[model] = {"skipped": "not in this checkout's zoo"}
+            continue
+        out = work / f"zoo-{model}"
+        run = advex("certify", "--model", model, "--dataset", dataset, "--n", str(args.images), "--method",
+                    "smoothing", "--sigma", str(sigma), "--n0", "100", "--n-samples", "100000", "--alpha", "0.001",
+                    "--eps", ",".join(map(str, RADII)), "--attack-steps", "20", "--attack-samples", "8",
+                    "--attack-n", "1000", "--quiet", "--out", str(out))  # fmt: skip
+        got = json.loads((out / "certify.json").read_text())
+        run.update(
+            sigma=sigma, dataset=dataset, images=len(got["per_image"]), abstained=got["abstained"],
+            certified={str(r["eps"]): r["certified_accuracy"] for r in got["results"]},
+            attacked={str(r["eps"]): r["attacked_accuracy"] for r in got["results"]},
+            smoothed_accuracy=got["results"][0]["clean_accuracy"], timing=got["run"],
+        )  # fmt: skip
+        found[model] = run
+        print(f"{model}: certified {run['certified']}, attacked {run['attacked']} ({run['wall_s']} s)", flush=True)
+    return {"models": found, "published": PUBLISHED}
+
+
+def imagenet(args, work: Path) -> dict:
+    import skimage.data
+
+    photos = [str(Path(skimage.data.data_dir) / p) for p in PHOTOS]
+    found = {}
+    for sigma in (0.12, 0.25):
+        out = work / f"imagenet-{sigma}"
+        run = advex("certify", "--model", "efficientnet-lite0", "--images", *photos, "--method", "smoothing",
+                    "--sigma", str(sigma), "--n0", "100", "--n-samples", "1000", "--alpha", "0.001",
+                    "--eps", "0.1,0.25,0.5", "--no-attack", "--noise-batch", "50", "--quiet",
+                    "--out", str(out))  # fmt: skip
+        got = json.loads((out / "certify.json").read_text())
+        run["per_image"] = [{k: r[k] for k in ("image", "label", "prediction", "radius", "p_lower", "count")}
+                            for r in got["per_image"]]  # fmt: skip
+        run["certified"] = {str(r["eps"]): r["certified_accuracy"] for r in got["results"]}
+        run["abstained"] = got["abstained"]
+        found[str(sigma)] = run
+        print(f"EfficientNet-Lite0 sigma {sigma}: {got['abstained']} of {len(photos)} abstained; "
+              f"certified {run['certified']}", flush=True)  # fmt: skip
+    return found
+
+
+CHILD = r"""
+import json, resource, sys, time
+import numpy as np
+import torch
+from advex.data import load_dataset
+from advex.models import load
+
+what, model_name, sigma, n_images, n, n0, rows = sys.argv[1:8]
+sigma, n_images, n, n0, rows = float(sigma), int(n_images), int(n), int(n0), int(rows)
+model = load(model_name)
+dataset = "mnist" if model_name.startswith("mnist") else "cifar10"
+x, y = load_dataset(dataset, "test").subset(n_images).floats()
+out = {"what": what, "threads": torch.get_num_threads()}
+if what == "floor":
+    best = {}
+    with torch.no_grad():
+        for bs in (250, 500, 1000, 2000, 4000):
+            inp = torch.rand(bs, *x.shape[1:])
+            model(inp)
+            reps, t0 = 0, time.perf_counter()
+            while time.perf_counter() - t0 < 3:
+                model(inp).argmax(1)
+                reps += 1
+            best[bs] = bs * reps / (time.perf_counter() - t0)
+    top = max(best, key=best.get)
+    out.update(rates=best, best_batch=top, forwards_per_s=best[top], seconds=n_images * (n + n0) / best[top])
+elif what == "advex":
+    from advex.certify import Smooth
+    t0 = time.perf_counter()
+    c = Smooth(model, sigma, batch_size=rows).certify(x, n0=n0, n=n, alpha=0.001, seed=0)
+    out.update(seconds=time.perf_counter() - t0, label=c.label.tolist(), radius=c.radius.tolist(),
+               forward_passes=c.forward_passes)
+elif what == "art":
+    from art.estimators.certification.randomized_smoothing import PyTorchRandomizedSmoothing
+    np.random.seed(0)
+    rs = PyTorchRandomizedSmoothing(model=model, loss=torch.nn.CrossEntropyLoss(), input_shape=tuple(x.shape[1:]),
+                                    nb_classes=10, device_type="cpu", sample_size=n0, scale=sigma, alpha=0.001)
+    t0 = time.perf_counter()
+    label, radius = rs.certify(x.numpy(), n=n, batch_size=rows)
+    out.update(seconds=time.perf_counter() - t0, label=[int(v) for v in label], radius=[float(v) for v in radius])
+out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+print(json.dumps(out))
+"""
+
+
+def _child(*argv) -> dict:
+    p = subprocess.run([sys.executable, "-c", CHILD, *map(str, argv)], capture_output=True, text=True)
+    if p.returncode:
+        sys.exit(p.stderr[-3000:])
+    return json.loads(p.stdout.strip().splitlines()[-1])
+
+
+def speed(args, work: Path) -> dict:
+    try:
+        import art  # noqa: F401
+    except ImportError:
+        print("speed: IBM ART is not installed here (the peers' venv has it); skipped", flush=True)
+        return {"skipped": "ART not installed"}
+    from advex.models import names
+
+    model = args.speed_model if args.speed_model in names() else "cifar10-small"
+    sigma, n_images, n, n0 = 0.25, 10, 100_000, 100
+    floor = _child("floor", model, sigma, n_images, n, n0, 0)
+    rows = floor["best_batch"]
+    runs = {"floor": floor}
+    runs["advex (default batch)"] = _child("advex", model, sigma, n_images, n, n0, 1000)
+    runs[f"advex (batch {rows})"] = _child("advex", model, sigma, n_images, n, n0, rows)
+    runs[f"ART (batch {rows})"] = _child("art", model, sigma, n_images, n, n0, rows)
+    a, b = runs[f"advex (batch {rows})"], runs[f"ART (batch {rows})"]
+    agree = sum(int(p == q) for p, q in zip(a["label"], b["label"]))
+    for k, r in runs.items():
+        print(f"{k}: {r['seconds']:.1f} s, peak RSS {r['peak_rss_mb']:.0f} MB", flush=True)
+    return {
+        "model": model, "sigma": sigma, "images": n_images, "n": n, "n0": n0, "alpha": 0.001, "runs": runs,
+        "advex_over_floor": round(a["seconds"] / floor["seconds"], 3),
+        "art_over_advex": round(b["seconds"] / a["seconds"], 2),
+        "same_label": f"{agree}/{n_images}",
+        "radius_mean_abs_difference": round(sum(abs(p - q) for p, q in zip(a["radius"], b["radius"])) / n_images, 4),
+    }  # fmt: skip
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--only", default=",".join(SECTIONS), help="comma-separated: " + ", ".join(SECTIONS))
+    ap.add_argument("--images", type=int, default=500, help="test images per zoo model (default 500)")
+    ap.add_argument("--speed-model", default="cifar10-small-gaussian-0.25")
+    ap.add_argument("--work", default=str(Path.home() / ".cache" / "advex" / "bench_smoothing"))
+    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "smoothing.json"))
+    args = ap.parse_args()
+    work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    out = Path(args.out)
+    results = json.loads(out.read_text()) if out.is_file() else {}
+    from advex.report import machine
+
+    for name in [s.strip() for s in args.only.split(",") if s.strip()]:
+        if name not in SECTIONS:
+            sys.exit(f"--only: unknown section {name!r}; choose from {', '.join(SECTIONS)}")
+        load = [round(v, 2) for v in os.getloadavg()]
+        t0 = time.perf_counter()
+        section = {"zoo": zoo, "imagenet": imagenet, "speed": speed}[name](args, work)
+        section.update(machine=machine(), load_average_before=load, section_s=round(time.perf_counter() - t0, 1),
+                       command=" ".join([Path(sys.argv[0]).name, *sys.argv[1:]]))  # fmt: skip
+        results[name] = section
+        tmp = out.with_suffix(".tmp")
+        tmp.write_text(json.dumps(results, indent=1))
+        tmp.replace(out)
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
