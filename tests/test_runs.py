@@ -224,7 +224,7 @@ def test_a_batch_of_only_unreadable_files_is_skipped_and_the_rest_counted(tmp_pa
 def test_freed_memory_is_given_back_only_past_the_margin(monkeypatch):
     from advex.evaluation import runner
 
-    trim = runner._Trim(grow_mb=10)
+    trim = runner.HeapTrim(grow_mb=10)
     if trim.trim is None:
         pytest.skip("no glibc malloc_trim here")
     calls = []

@@ -41,6 +41,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         getattr(args, "_help", parser.print_help)()
         return 2
     try:
+        from advex.evaluation import reuse_freed_memory
+
+        reuse_freed_memory()  # a process of long loops: keep freed heap for the next pass (glibc only)
         options.check(args)
         if hasattr(args, "seed"):
             import torch

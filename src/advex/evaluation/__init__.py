@@ -1,6 +1,6 @@
 """Robustness evaluation: robust accuracy over an eps grid, ensembles, sanity checks, the
 quick clean / PGD / certified accuracies recorded during training, and the machinery of long
-runs: batches dealt out to torchrun processes, journals for --resume."""
+runs: batches dealt out to torchrun processes, journals for --resume, the heap kept in check."""
 
 from advex.evaluation.accuracy import (
     batch_starts,
@@ -12,6 +12,7 @@ from advex.evaluation.accuracy import (
     robust_accuracy,
 )
 from advex.evaluation.journal import Journal
+from advex.evaluation.memory import HeapTrim, reuse_freed_memory
 from advex.evaluation.robustness import (
     ATTACKS,
     DEFAULT_ENSEMBLE,
@@ -31,6 +32,7 @@ __all__ = [
     "DEFAULT_ENSEMBLE",
     "Done",
     "Evaluation",
+    "HeapTrim",
     "Journal",
     "Processes",
     "attack_batch",
@@ -47,6 +49,7 @@ __all__ = [
     "first_correct",
     "first_correct_in",
     "gather",
+    "reuse_freed_memory",
     "robust_accuracy",
     "run_batches",
     "sanity_checks",

@@ -12,54 +12,15 @@ takes every ``world``-th span still to do; images are decoded by background work
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
-import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from advex.data import Batch, stream
 from advex.evaluation.journal import Journal, span_key
+from advex.evaluation.memory import HeapTrim
 from advex.evaluation.shard import Processes, gather
 from advex.report import ProgressBar
-
-
-class _Trim:
-    """Give freed heap memory back to the system between batches, whenever the process has
-    grown by ``grow_mb`` over its size after the last time (at first: after the first batch).
-
-    glibc's allocator keeps the pages of freed tensors in its heap, and batches whose attacked
-    subsets change size from batch to batch leave them fragmented: without this, an evaluation
-    of a 50,000-image folder grew by ~10 KB per image (0.5 GB) though it holds no image past its
-    batch. So the resident set stays within ``grow_mb`` (plus a batch's own working memory) of
-    what the run needs, whatever the number of images. A ``malloc_trim`` and the page faults of
-    the next batch cost ~40 ms, hence the margin: trimming after every batch of the cheapest
-    evaluation (one FGSM step of a small CIFAR-10 network) made it 25% slower. Where there is no
-    glibc or no /proc, it never runs."""
-
-    def __init__(self, grow_mb: float = 192) -> None:
-        self.grow, self.floor = grow_mb * 1e6, None
-        try:
-            self.trim = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
-            self.page = os.sysconf("SC_PAGE_SIZE")
-            self._rss()
-        except (OSError, AttributeError, ValueError):
-            self.trim = None
-
-    def _rss(self) -> int:
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * self.page
-
-    def __call__(self, force: bool = False) -> None:
-        if self.trim is None:
-            return
-        rss = self._rss()
-        if self.floor is None and not force:
-            self.floor = rss
-        elif force or rss - self.floor > self.grow:
-            self.trim(0)
-            self.floor = self._rss()
 
 
 def spans(n: int, batch_size: int) -> list[tuple[int, int]]:
@@ -110,7 +71,7 @@ def run_batches(
         first + sum(b - a for a, b in mine), "images" + share, done=first, enabled=None if progress else False
     )
     new: dict[str, Any] = {}
-    trim = _Trim()
+    trim = HeapTrim()
     try:
         for batch in stream(source, mine, prepare, workers=workers):
             entry = {  # a batch whose every file was unreadable has nothing to work on
