@@ -67,8 +67,10 @@ def advex(*argv: str) -> dict:
 def zoo(args, work: Path) -> dict:
     from advex.models import names
 
-    found = {}
+    found = dict(args.previous.get("zoo", {}).get("models", {}))  # a run of some models keeps the others'
     for model, (dataset, sigma) in ZOO.items():
+        if args.models and model not in args.models.split(","):
+            continue
         if model not in names():
             found[model] = {"skipped": "not in this checkout's zoo"}
             continue
@@ -218,6 +220,7 @@ def main() -> int:
     ap.add_argument("--only", default=",".join(SECTIONS), help="comma-separated: " + ", ".join(SECTIONS))
     ap.add_argument("--images", type=int, default=500, help="test images per zoo model (default 500)")
     ap.add_argument("--speed-model", default="cifar10-small-gaussian-0.25")
+    ap.add_argument("--models", default=None, help="zoo: only these models (comma-separated; the others' results kept)")
     ap.add_argument("--work", default=str(Path.home() / ".cache" / "advex" / "bench_smoothing"))
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "smoothing.json"))
     args = ap.parse_args()
@@ -225,6 +228,7 @@ def main() -> int:
     work.mkdir(parents=True, exist_ok=True)
     out = Path(args.out)
     results = json.loads(out.read_text()) if out.is_file() else {}
+    args.previous = results
     from advex.report import machine
 
     for name in [s.strip() for s in args.only.split(",") if s.strip()]:
