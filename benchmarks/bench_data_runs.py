@@ -25,12 +25,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
+
+from _runs import advex, run_sections
 
 ROOT = Path(__file__).resolve().parents[1]
 SECTIONS = ("cifar", "photos", "torchrun", "memory")
@@ -47,27 +47,6 @@ PHOTOS = {  # class folder -> scikit-image photo: a person's label, by class nam
     "sorrel": "horse.png",  # RGBA
 }
 RUN_ONLY = {"run", "written", "command", "dataset", "images", "advex_version", "torch", "python", "machine", "device"}
-
-
-def advex(*argv: str, torchrun: int = 0, env: dict | None = None) -> dict:
-    """Run ``advex ARGV`` (under ``torchrun --nproc_per_node=N`` if ``torchrun``) in a fresh
-    process: its wall time and peak RSS (the largest of the process and its children)."""
-    if torchrun:
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(torchrun), "-m", "advex", *argv]
-    else:
-        cmd = [sys.executable, "-m", "advex", *argv]
-    t0 = time.perf_counter()
-    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
-    out = p.stdout.read()
-    _, status, usage = os.wait4(p.pid, 0)
-    wall = time.perf_counter() - t0
-    p.returncode = os.waitstatus_to_exitcode(status)
-    if p.returncode:
-        sys.exit(f"{' '.join(cmd)} failed ({p.returncode}):\n{out[-3000:]}")
-    shown = " ".join(a if " " not in a else repr(a) for a in argv)
-    head = f"torchrun --nproc_per_node={torchrun} -m advex " if torchrun else "advex "
-    return {"command": head + shown, "wall_s": round(wall, 2), "peak_rss_mb": round(usage.ru_maxrss / 1024, 1),
-            "stdout_tail": out[-1500:]}  # fmt: skip
 
 
 def results_of(path: Path) -> dict:
@@ -208,24 +187,8 @@ def main() -> int:
     args = ap.parse_args()
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
-    out = Path(args.out)
-    results = json.loads(out.read_text()) if out.is_file() else {}
-    from advex.report import machine
-
-    for name in [s.strip() for s in args.only.split(",") if s.strip()]:
-        if name not in SECTIONS:
-            sys.exit(f"--only: unknown section {name!r}; choose from {', '.join(SECTIONS)}")
-        load = [round(v, 2) for v in os.getloadavg()]
-        t0 = time.perf_counter()
-        section = {"cifar": cifar, "photos": photos, "torchrun": torchrun, "memory": memory}[name](work)
-        section.update(machine=machine(), load_average_before=load, section_s=round(time.perf_counter() - t0, 1),
-                       command=" ".join([Path(sys.argv[0]).name, *sys.argv[1:]]))  # fmt: skip
-        results[name] = section
-        print(json.dumps({name: section}, indent=1, default=str)[:4000])
-        tmp = out.with_suffix(".tmp")
-        tmp.write_text(json.dumps(results, indent=1))
-        tmp.replace(out)
-    print(f"wrote {out}")
+    sections = {"cifar": cifar, "photos": photos, "torchrun": torchrun, "memory": memory}
+    run_sections({k: (lambda f=f: f(work)) for k, f in sections.items()}, args.only, Path(args.out))
     return 0
 
 

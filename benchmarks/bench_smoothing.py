@@ -23,11 +23,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
-import time
 from pathlib import Path
+
+from _runs import advex, run_sections
 
 ROOT = Path(__file__).resolve().parents[1]
 SECTIONS = ("zoo", "imagenet", "speed")
@@ -49,19 +49,6 @@ PUBLISHED = {
 }
 PHOTOS = ("chelsea.png", "coffee.png", "rocket.jpg", "camera.png", "motorcycle_left.png", "clock_motion.png",
           "horse.png")  # fmt: skip
-
-
-def advex(*argv: str) -> dict:
-    """``advex ARGV`` in a fresh process: wall time, peak RSS, the tail of what it printed."""
-    t0 = time.perf_counter()
-    p = subprocess.Popen([sys.executable, "-m", "advex", *argv], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                         text=True)  # fmt: skip
-    out = p.stdout.read()
-    _, status, usage = os.wait4(p.pid, 0)
-    if os.waitstatus_to_exitcode(status):
-        sys.exit(f"advex {' '.join(argv)} failed:\n{out[-3000:]}")
-    return {"command": "advex " + " ".join(argv), "wall_s": round(time.perf_counter() - t0, 1),
-            "peak_rss_mb": round(usage.ru_maxrss / 1024, 1), "stdout_tail": out[-1500:]}  # fmt: skip
 
 
 def zoo(args, work: Path) -> dict:
@@ -227,23 +214,9 @@ def main() -> int:
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     out = Path(args.out)
-    results = json.loads(out.read_text()) if out.is_file() else {}
-    args.previous = results
-    from advex.report import machine
-
-    for name in [s.strip() for s in args.only.split(",") if s.strip()]:
-        if name not in SECTIONS:
-            sys.exit(f"--only: unknown section {name!r}; choose from {', '.join(SECTIONS)}")
-        load = [round(v, 2) for v in os.getloadavg()]
-        t0 = time.perf_counter()
-        section = {"zoo": zoo, "imagenet": imagenet, "speed": speed}[name](args, work)
-        section.update(machine=machine(), load_average_before=load, section_s=round(time.perf_counter() - t0, 1),
-                       command=" ".join([Path(sys.argv[0]).name, *sys.argv[1:]]))  # fmt: skip
-        results[name] = section
-        tmp = out.with_suffix(".tmp")
-        tmp.write_text(json.dumps(results, indent=1))
-        tmp.replace(out)
-    print(f"wrote {out}")
+    args.previous = json.loads(out.read_text()) if out.is_file() else {}
+    sections = {"zoo": zoo, "imagenet": imagenet, "speed": speed}
+    run_sections({k: (lambda f=f: f(args, work)) for k, f in sections.items()}, args.only, out)
     return 0
 
 
