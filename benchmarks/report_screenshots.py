@@ -1,5 +1,5 @@
 """docs/reports/*.png: one screenshot of report.html per kind of run (evaluate, certify,
-demo, onepixel, patch, train), from real runs of the zoo models at modest sizes, taken in
+smoothing, demo, onepixel, patch, train), from real runs of the zoo models at modest sizes, taken in
 headless Chromium at 1200 px wide.
 
     python benchmarks/report_screenshots.py [--work DIR] [--only demo,train] [--rerun]
@@ -34,6 +34,8 @@ RUNS = {
                  "--steps", "20", "--queries", "500"],
     "certify": ["certify", "--model", "mnist-small-ibp-0.1", "--dataset", "mnist", "--eps", "0.02,0.05,0.1,0.15",
                 "--method", "ibp,crown", "--n", "200", "--attack-steps", "20"],
+    "smoothing": ["certify", "--model", "mnist-small-gaussian-0.25", "--dataset", "mnist", "--method", "smoothing",
+                  "--sigma", "0.25", "--n", "100", "--n-samples", "2000", "--attack-steps", "10"],
     "demo": ["demo", "--quiet"],
     "onepixel": ["onepixel", "--dataset", "cifar10", "--n", "24", "--pixels", "3", "--figure-n", "6"],
     "patch": ["patch", "train", "--dataset", "mnist", "--target", "3", "--size", "0.15", "--steps", "150",

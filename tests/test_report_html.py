@@ -27,6 +27,9 @@ RUNS = {
                  "--steps", "5", "--queries", "50", "--n-targets", "2"],
     "certify": ["certify", "--model", "mnist-small-ibp-0.1", "--dataset", "mnist", "--eps", "0.05,0.1", "--n", "20",
                 "--attack-steps", "5"],
+    "smoothing": ["certify", "--model", "mnist-small", "--dataset", "mnist", "--method", "smoothing", "--sigma", "0.25",
+                  "--n", "6", "--n-samples", "200", "--eps", "0.25,0.5", "--attack-steps", "2", "--attack-samples", "2",
+                  "--attack-n", "50"],
     "onepixel": ["onepixel", "--dataset", "mnist", "--n", "4", "--population", "40", "--iterations", "3"],
     "attack": ["attack", "--images", "{photos}", "--model", "cifar10-small", "--target", "airplane", "--c", "1",
                "--search-steps", "1", "--max-iter", "20", "--quiet"],
@@ -36,12 +39,14 @@ RUNS = {
     "train": ["train", "--dataset", "mnist", "--train-n", "256", "--batch-size", "64", "--epochs", "2",
               "--eval-n", "16", "--eval-steps", "1", "--quiet"],
 }  # fmt: skip
-SUMMARY = {"evaluate": "evaluation.json", "certify": "certify.json", "onepixel": "onepixel.json",
+SUMMARY = {"evaluate": "evaluation.json", "certify": "certify.json", "smoothing": "certify.json",
+           "onepixel": "onepixel.json",
            "attack": "summary.json", "patch-train": "patch.json", "patch-apply": "apply.json",
            "train": "card.json"}  # fmt: skip
 FIGURES = {
     "evaluate": ["accuracy_vs_eps.png"],
     "certify": ["certified.png"],
+    "smoothing": ["certified.png"],
     "onepixel": ["figure.png"],
     "attack": ["figure.png"],
     "patch-train": ["sheet.png", "curve.png", "patch.png"],

@@ -130,6 +130,8 @@ def evaluate_body(s: Summary) -> list[str]:
 
 
 def certify_body(s: Summary) -> list[str]:
+    if s.get("method") == "smoothing":
+        return smoothing_body(s)
     rows = [
         [eps_text(r.get("eps"), s.get("norm")), r.get("method"), pct(r.get("clean_accuracy")),
          pct(r.get("certified_accuracy")), pct(r.get("attacked_accuracy")), r.get("attack"), r.get("bound_time_s"),
@@ -142,6 +144,32 @@ def certify_body(s: Summary) -> list[str]:
     )
     header = ["eps", "method", "clean", "certified", "attacked", "attack", "bounding time (s)", "images/s"]
     return [table(header, rows, id=HEADLINE, caption=caption)]
+
+
+def smoothing_body(s: Summary) -> list[str]:
+    """A randomized-smoothing certification: certified and attacked accuracy per L2 radius,
+    the settings, and per image the certified class (or abstain), radius and counts."""
+    rows = [[f"{r.get('eps'):g}", pct(r.get("certified_accuracy")), pct(r.get("attacked_accuracy")), r.get("attack")]
+            for r in s["results"]]  # fmt: skip
+    caption = (
+        f"Randomized smoothing (Cohen et al. 2019), sigma {s.get('sigma')}: certified accuracy at each L2 radius "
+        f"holds with probability 1 - alpha per image; the attacked accuracy is the smoothed classifier's under attack"
+    )
+    headline = table(["L2 radius", "certified", "under attack", "attack"], rows, id=HEADLINE, caption=caption)
+    first = s["results"][0] if s["results"] else {}
+    settings = facts(
+        [("sigma", s.get("sigma")), ("n0 (selection draws)", s.get("n0")), ("n (estimation draws)", s.get("n")),
+         ("alpha", s.get("alpha")), ("smoothed accuracy (abstain counts as wrong)", pct(first.get("clean_accuracy"))),
+         ("abstained", s.get("abstained")), ("forward passes", s.get("forward_passes"))],
+    )  # fmt: skip
+
+    def row(r: dict) -> list[Any]:
+        pred = "abstain" if r.get("abstain") else r.get("prediction")
+        return [r.get("image"), r.get("label"), pred, r.get("radius"), r.get("p_lower"), r.get("count"),
+                r.get("robust_under_attack")]  # fmt: skip
+
+    header = ["image", "label", "certified class", "L2 radius", "pA lower bound", "count", "right under attack"]
+    return [headline, settings, per_image(s, s.get("per_image") or [], header, row)]
 
 
 def onepixel_body(s: Summary) -> list[str]:
