@@ -62,11 +62,16 @@ def zoo(args, work: Path) -> dict:
             found[model] = {"skipped": "not in this checkout's zoo"}
             continue
         out = work / f"zoo-{model}"
-        run = advex("certify", "--model", model, "--dataset", dataset, "--n", str(args.images), "--method",
+        argv = ["certify", "--model", model, "--dataset", dataset, "--n", str(args.images), "--method",
                     "smoothing", "--sigma", str(sigma), "--n0", "100", "--n-samples", "100000", "--alpha", "0.001",
                     "--eps", ",".join(map(str, RADII)), "--attack-steps", "20", "--attack-samples", "8",
-                    "--attack-n", "1000", "--quiet", "--out", str(out))  # fmt: skip
-        got = json.loads((out / "certify.json").read_text())
+                    "--attack-n", "1000", "--quiet", "--out", str(out)]  # fmt: skip
+        done = out / "certify.json"
+        if not args.rerun and done.is_file() and json.loads(done.read_text())["command"] == "advex " + " ".join(argv):
+            run = {"command": "advex " + " ".join(argv), "reused": f"{done}, from an earlier run of this command"}
+        else:
+            run = advex(*argv)
+        got = json.loads(done.read_text())
         run.update(
             sigma=sigma, dataset=dataset, images=len(got["per_image"]), abstained=got["abstained"],
             certified={str(r["eps"]): r["certified_accuracy"] for r in got["results"]},
@@ -207,6 +212,7 @@ def main() -> int:
     ap.add_argument("--only", default=",".join(SECTIONS), help="comma-separated: " + ", ".join(SECTIONS))
     ap.add_argument("--images", type=int, default=500, help="test images per zoo model (default 500)")
     ap.add_argument("--speed-model", default="cifar10-small-gaussian-0.25")
+    ap.add_argument("--rerun", action="store_true", help="zoo: certify again a model whose run folder is complete")
     ap.add_argument("--models", default=None, help="zoo: only these models (comma-separated; the others' results kept)")
     ap.add_argument("--work", default=str(Path.home() / ".cache" / "advex" / "bench_smoothing"))
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "smoothing.json"))

@@ -36,3 +36,19 @@ advex train --dataset cifar10 --arch small --defence ibp --eps 8.8/255 --epochs 
 python zoo/register_model.py "$R/cifar10-small-ibp-8.8" cifar10-small-ibp-8 --eps 0.0313725490196 \
   --attack-steps 20 --step-size 0.00784313725 \
   --note "reduced scale: IBP training (Gowal et al. 2019) of the small network at training eps 8.8/255 (1.1x the certified 8/255), 40 epochs with Adam 1e-3 on one CPU thread (no GPU lent); Wong et al. 2018 certify 21.78% at 8/255 with a larger residual network, CROWN-IBP 33.06% with a larger CNN"
+
+# Noise-trained models for randomized smoothing (issue 17): Gaussian noise augmentation (Cohen et al. 2019) at
+# sigma 0.25 and 0.5, then certified on 500 test images with N = 100,000 (benchmarks/bench_smoothing.py --only zoo),
+# whose results go on the cards (--smoothing). ~2 minutes (MNIST) and ~6 minutes (CIFAR-10) each on 2 cores.
+for s in 0.25 0.5; do
+  advex train --dataset mnist --arch small --defence gaussian --sigma $s --epochs 20 --out "$R/mnist-small-gaussian-$s" --quiet
+  advex train --dataset cifar10 --arch small --defence gaussian --sigma $s --epochs 60 --out "$R/cifar10-small-gaussian-$s" --quiet
+done
+for m in mnist-small-gaussian-0.25 mnist-small-gaussian-0.5 cifar10-small-gaussian-0.25 cifar10-small-gaussian-0.5; do
+  python zoo/register_model.py "$R/$m" $m   # so that the benchmark finds it in the zoo
+done
+python benchmarks/bench_smoothing.py --only zoo
+for m in mnist-small-gaussian-0.25 mnist-small-gaussian-0.5 cifar10-small-gaussian-0.25 cifar10-small-gaussian-0.5; do
+  python zoo/register_model.py "$R/$m" $m --smoothing ~/.cache/advex/bench_smoothing/zoo-$m
+done
+python zoo/model_cards.py
