@@ -69,8 +69,6 @@ def run(args) -> int:
         """One batch attacked with its own seed: per image, the row the library gives (named),
         and the confidences unrounded, from which the figure is drawn again."""
         bar.status(f"{args.pixels}-pixel differential evolution")
-        if len(batch.y) == 0:  # every file of the batch unreadable
-            return {"rows": [], "confidence": [], "confidence_adv": [], "time_s": 0.0}
         r = _attack(args, batch_seed(args.seed, batch.start))(model, batch.x, batch.y, target=target)
         rows = r.rows(model.classes)
         for row, i in zip(rows, batch.index.tolist()):
