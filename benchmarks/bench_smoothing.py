@@ -79,7 +79,10 @@ def zoo(args, work: Path) -> dict:
             smoothed_accuracy=got["results"][0]["clean_accuracy"], timing=got["run"],
         )  # fmt: skip
         found[model] = run
-        print(f"{model}: certified {run['certified']}, attacked {run['attacked']} ({run.get('wall_s', 'reused')} s)", flush=True)
+        print(
+            f"{model}: certified {run['certified']}, attacked {run['attacked']} ({run.get('wall_s', 'reused')} s)",
+            flush=True,
+        )
     return {"models": found, "published": PUBLISHED}
 
 
