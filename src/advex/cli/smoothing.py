@@ -20,7 +20,6 @@ from advex.cli import common, options
 from advex.errors import AdvexError
 
 RADII = (0.25, 0.5, 0.75, 1.0)
-OPTIONS = ("sigma", "n0", "n_samples", "alpha", "noise_batch", "attack_samples", "attack_n")
 
 
 def chosen(args) -> bool:
