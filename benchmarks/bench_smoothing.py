@@ -67,10 +67,12 @@ def zoo(args, work: Path) -> dict:
                     "--eps", ",".join(map(str, RADII)), "--attack-steps", "20", "--attack-samples", "8",
                     "--attack-n", "1000", "--quiet", "--out", str(out)]  # fmt: skip
         done = out / "certify.json"
-        if not args.rerun and done.is_file() and json.loads(done.read_text())["command"] == "advex " + " ".join(argv):
-            run = {"command": "advex " + " ".join(argv), "reused": f"{done}, from an earlier run of this command"}
-        else:
-            run = advex(*argv)
+        command = "advex " + " ".join(argv)
+        same = done.is_file() and json.loads(done.read_text())["command"].replace(" --resume", "") == command
+        if same and not args.rerun:
+            run = {"command": command, "reused": f"{done}, from an earlier run of this command"}
+        else:  # an interrupted run continues from its journal
+            run = advex(*argv, *(["--resume"] if (out / "journal" / "run.json").is_file() else []))
         got = json.loads(done.read_text())
         run.update(
             sigma=sigma, dataset=dataset, images=len(got["per_image"]), abstained=got["abstained"],
