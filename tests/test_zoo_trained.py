@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from advex.data.datasets import load_dataset
-from advex.evaluation import clean_accuracy, robust_accuracy
+from advex.evaluation import clean_accuracy, count_noisy, robust_accuracy
 from advex.models import load
 from advex.models.zoo import ZOO
 
@@ -25,6 +25,9 @@ def test_trained_model_matches_its_card(name):
     test = load_dataset(card["dataset"], "test")
     first = test.subset(1000)
     assert clean_accuracy(model, first) >= card["clean_acc"] - 0.03
+    if card.get("sigma"):  # noise-trained for randomized smoothing: its card gives accuracy under that noise
+        assert count_noisy(model, first, card["sigma"]) / len(first) >= card["noise_acc"] - 0.03
+        return
     eps = card["eps"] if card["eps"] > 0 else (0.3 if card["dataset"] == "mnist" else 8 / 255)
     rob = robust_accuracy(model, test.subset(200), eps, steps=10)
     if card["defence"] == "none":
