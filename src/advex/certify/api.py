@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import time
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch import nn
 
+from advex.certify.bab import FALSIFIED, VERIFIED, Problem, Verifier, check_settings
+from advex.certify.bab import Settings as BabSettings
 from advex.certify.bounds import TRAINING_METHODS, InputSet, check_method, paired_bounds, spec_bounds, training_margins
 from advex.certify.graph import trace
 from advex.errors import AdvexError, AdvexWarning
@@ -50,6 +52,12 @@ class CertifyResult:
     time_s: float
     attack_time_s: float = 0.0
     x_adv: torch.Tensor | None = None  # the PGD points, reusable by another method's check
+    # method="bab": per sample "verified", "falsified" or "timeout", the search's seconds and
+    # domains, and for each falsified sample a counterexample inside the ball (re-checked)
+    status: list[str] | None = None
+    search_s: list[float] | None = None
+    domains: list[int] | None = None
+    counterexamples: dict[int, torch.Tensor] | None = None
 
     def __len__(self) -> int:
         return int(self.certified.numel())
@@ -79,7 +87,14 @@ class CertifyResult:
                     "min_margin_lower_bound": round(float(finite.min()), 6) if finite.numel() else None,
                 }
             )
+            if self.status is not None:
+                out[-1].update(status=self.status[i], search_s=round(self.search_s[i], 3), domains=self.domains[i])
         return out
+
+    @property
+    def undecided(self) -> float | None:
+        """method="bab": the fraction of samples that timed out."""
+        return None if self.status is None else sum(s == "timeout" for s in self.status) / max(len(self), 1)
 
 
 def margin_spec(y: torch.Tensor, num_classes: int) -> torch.Tensor:
@@ -93,6 +108,10 @@ def margin_spec(y: torch.Tensor, num_classes: int) -> torch.Tensor:
 
 
 def _prepare(model: nn.Module, x: torch.Tensor, eps, norm: str, method: str, slope: str):
+    if method == "bab":
+        if norm != "linf":
+            raise AdvexError("branch and bound (method='bab') verifies L-inf balls; for L2 use crown or alpha-crown")
+        method = "alpha-crown"
     check_method(method, norm, slope, eps)
     clf = as_classifier(model)
     check_pixels(x)
@@ -171,9 +190,18 @@ def certify(
     x_adv: torch.Tensor | None = None,
     batch_size: int | None = None,
     seed: int = 0,
+    timeout: float = 60.0,
+    bab: BabSettings | None = None,
 ) -> CertifyResult:
     """Certify each (x, y) against every perturbation in the ``norm`` ball of radius ``eps``
-    (clipped to [0, 1]) with ``method`` ("ibp", "crown", "alpha-crown").
+    (clipped to [0, 1]) with ``method`` ("ibp", "crown", "alpha-crown", "bab").
+
+    ``method="bab"`` (L-inf) is complete verification by branch and bound
+    (:mod:`advex.certify.bab`): alpha-CROWN and PGD first, then, for each sample neither
+    settles, a search of at most ``timeout`` seconds (``bab`` for its other settings) that ends
+    it verified, falsified (a counterexample in ``counterexamples``, re-checked by a fresh fp32
+    pass) or timed out; ``status`` says which. ``certified`` is the verified samples,
+    ``attacked`` those not falsified.
 
     With ``attack`` (the default), PGD attacks the same inputs: ``attacked`` is the
     empirical robust accuracy, and every bound is checked against the clean and the PGD
@@ -183,6 +211,12 @@ def certify(
     """
     start = time.perf_counter()
     clf, x = _prepare(model, x, eps, norm, method, slope)
+    settings = None
+    if method == "bab":
+        settings = replace(bab or BabSettings(), timeout=timeout if bab is None else bab.timeout)
+        check_settings(settings)
+        attack = True  # the search starts from what PGD leaves
+    bound_method = "alpha-crown" if method == "bab" else method
     lows, correct = [], []
     with frozen(clf), torch.no_grad():
         nodes = trace(clf, tuple(x.shape[1:]))
@@ -191,7 +225,7 @@ def certify(
         for sl in _chunks(x.shape[0], batch_size):
             xb, yb = x[sl], y[sl]
             correct.append(clf(xb).argmax(1) == yb)
-            lows.append(spec_bounds(nodes, InputSet.ball(xb, eps, norm), margin_spec(yb, k), method=method,
+            lows.append(spec_bounds(nodes, InputSet.ball(xb, eps, norm), margin_spec(yb, k), method=bound_method,
                                     slope=slope, alpha_steps=alpha_steps))  # fmt: skip
     margins_lb = torch.cat(lows)
     ok = torch.cat(correct)
@@ -215,6 +249,12 @@ def certify(
         attack_time = time.perf_counter() - t0
         attacked = (ok & ~broken).cpu()
         x_adv = x_adv.cpu()
+    search = None
+    if method == "bab":
+        with frozen(clf):
+            search = _search(clf, nodes, x, y, eps, margins_lb, ok, certified, broken, x_adv, settings)
+        certified = torch.tensor([s == VERIFIED for s in search[0]])
+        attacked = torch.tensor([s != FALSIFIED for s in search[0]])
     return CertifyResult(
         certified=certified.cpu(),
         lower=full.cpu(),
@@ -226,7 +266,49 @@ def certify(
         time_s=bound_time,
         attack_time_s=attack_time,
         x_adv=x_adv,
+        **({} if search is None else dict(zip(("status", "search_s", "domains", "counterexamples"), search))),
     )
+
+
+def _search(clf, nodes, x, y, eps, margins_lb, ok, certified, broken, x_adv, settings):
+    """Branch and bound on each sample that alpha-CROWN (``certified``) and PGD (``broken``)
+    leave open; the others are settled as they stand (a clean mistake is its own
+    counterexample). Returns the status, seconds, domains and counterexamples per sample."""
+    verifier = Verifier(nodes, clf, settings)
+    status, seconds, domains, cex = [], [], [], {}
+    k = nodes[-1].shape[0]
+    for i in range(x.shape[0]):
+        t0 = time.perf_counter()
+        if not ok[i]:
+            status.append(FALSIFIED)
+            cex[i] = x[i].cpu()
+            n = 0
+        elif certified[i]:
+            status.append(VERIFIED)
+            n = 0
+        elif broken[i]:
+            status.append(FALSIFIED)
+            cex[i] = x_adv[i]
+            n = 0
+        else:
+            C = margin_spec(y[i : i + 1], k)[0]
+            open_ = margins_lb[i] <= 0  # the margins alpha-CROWN proved stay proved in every domain
+            xi = x[i : i + 1]
+            lo, hi = (xi - eps).clamp(0, 1), (xi + eps).clamp(0, 1)
+            got = verifier.verify(Problem(lo, hi, C[open_], torch.zeros(int(open_.sum()), device=x.device)))
+            status.append(got.status)
+            n = got.domains
+            if got.status == FALSIFIED:
+                cex[i] = got.counterexample.cpu()
+        seconds.append(time.perf_counter() - t0)
+        domains.append(n)
+    for i, point in cex.items():  # every counterexample, once more: in the ball, and misclassified
+        inside = bool(((point - x[i].cpu()).abs().max() <= eps + 1e-6) & (point.min() >= 0) & (point.max() <= 1))
+        with torch.no_grad():
+            wrong = int(clf(point[None].to(x.device).float()).argmax(1)) != int(y[i])
+        if not (inside and wrong):
+            raise UnsoundBound(f"the counterexample of sample {i} does not hold up in a fresh pass; please report this")
+    return status, seconds, domains, cex
 
 
 def _check_sound(clf, x, y, x_adv, lower, keep, certified, method: str) -> torch.Tensor:

@@ -116,13 +116,19 @@ def backsub(
     slope: str = "crown",
     alphas: dict[int, torch.Tensor] | None = None,
     paired: bool = False,
+    extra: dict[int, torch.Tensor] | None = None,
+    record: dict[int, torch.Tensor] | None = None,
 ):
     """Back-substitute the linear function A (B, S, *shape of layer k) of layer k's output down
     to the input: returns (A_input, bias) with A z_k >= A_input x + bias over the input set.
 
     ``paired`` (Wong-Kolter slope only, where every ReLU's lower and upper lines have the same
     slope): returns (A_input, bias_lower, bias_upper), A_input x + bias_lower <= A z_k <=
-    A_input x + bias_upper, from one pass."""
+    A_input x + bias_upper, from one pass.
+
+    ``extra`` (ReLU index -> (B, S, *its shape)): added to the coefficients on that ReLU's input
+    (beta-CROWN's split multipliers); ``record``: filled with the coefficients reaching each ReLU's
+    output (what branching heuristics score)."""
     acc: dict[int, torch.Tensor] = {k: A}
     bias = torch.zeros(A.shape[:2], device=A.device, dtype=A.dtype)
     bias_hi = torch.zeros_like(bias) if paired else None
@@ -136,7 +142,11 @@ def backsub(
             if b_hi is not None:
                 bias_hi = bias_hi + b_hi
         else:
+            if record is not None and n.relaxed:
+                record[j] = a
             outs, b = n.back(a, _relax(n, j, pre, slope, None if alphas is None else alphas.get(j)))
+            if extra is not None and j in extra:
+                outs = [outs[0] + extra[j]]
         if b is not None:
             bias = bias + b
         for i, ai in zip(n.inputs, outs):
@@ -155,11 +165,13 @@ def _needs_crown(nodes: list[Layer]) -> list[bool]:
 
 
 def crown_intermediate(
-    nodes: list[Layer], inp: InputSet, slope: str, patches: bool = True, intersect_ibp: bool = True
+    nodes: list[Layer], inp: InputSet, slope: str, patches: bool = True, intersect_ibp: bool = True, fix=None
 ) -> tuple[list, PreBounds]:
     """Every ReLU's pre-activation bounds for this call: IBP, tightened by CROWN on the neurons
     IBP leaves unstable. Returns the final IBP boxes (computed with the tightened bounds) and
-    the bounds."""
+    the bounds. ``fix(r, lo, hi) -> (lo, hi)`` (branch and bound) tightens ReLU r's bounds
+    with what the caller knows (a parent domain's bounds, its split neurons) before the
+    layers above use them."""
     pre: PreBounds = {}
     boxes = ibp_boxes(nodes, inp.lower, inp.upper)
     loose = _needs_crown(nodes)
@@ -172,7 +184,7 @@ def crown_intermediate(
         lo, hi = boxes[p]
         if loose[p]:
             lo, hi = _tighten(nodes, p, lo, hi, inp, pre, slope, bsz, widest, patches, intersect_ibp)
-        pre[r] = (lo, hi)
+        pre[r] = (lo, hi) if fix is None else fix(r, lo, hi)
         boxes = ibp_boxes(nodes, inp.lower, inp.upper, pre, start=r, boxes=boxes)
     return boxes, pre
 

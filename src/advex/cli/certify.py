@@ -30,8 +30,13 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument(
         "--method",
         default="crown",
-        help="ibp, crown, alpha-crown, or several comma-separated; or smoothing (randomized smoothing: any network)",
+        help="ibp, crown, alpha-crown, bab (complete: branch and bound, L-inf), or several comma-separated; or "
+        "smoothing (randomized smoothing: any network)",
     )
+    p.add_argument(
+        "--timeout", type=options.number(0, above=True), default=60.0,
+        help="bab: seconds of search per image that alpha-CROWN and PGD leave open (default 60)",
+    )  # fmt: skip
     options.add_norm(p, default=None, help="perturbation norm (default linf; smoothing certifies l2 only)")
     p.set_defaults(_norm_default=lambda a: "l2" if smoothing.chosen(a) else "linf")
     p.add_argument("--slope", choices=["crown", "wong-kolter"], default="crown", help="ReLU lower slope (CROWN)")
@@ -64,8 +69,10 @@ def run(args) -> int:
     args.attack_steps = args.attack_steps or 50
     methods = [m.strip() for m in args.method.split(",")]
     for m in methods:
+        if m == "bab" and args.norm != "linf":
+            raise AdvexError("--method bab verifies L-inf balls; for --norm l2 use crown or alpha-crown")
         for e in args.eps:
-            check_method(m, args.norm, args.slope, e)
+            check_method("alpha-crown" if m == "bab" else m, args.norm, args.slope, e)
     procs = common.processes(args)
     model = common.load_model(args.model, args.device)
     source, images, ident = common.images(args, model)
@@ -83,7 +90,7 @@ def run(args) -> int:
                 r = certify(model, batch.x, batch.y, eps=e, norm=args.norm, method=m, slope=args.slope,
                             alpha_steps=args.alpha_steps, attack=not args.no_attack, x_adv=x_adv,
                             attack_steps=args.attack_steps, batch_size=len(batch.x),
-                            seed=batch_seed(args.seed, batch.start))  # fmt: skip
+                            seed=batch_seed(args.seed, batch.start), timeout=args.timeout)  # fmt: skip
                 x_adv = r.x_adv
                 found.append({"rows": r.rows(), "time_s": r.time_s})
         return found
@@ -99,6 +106,7 @@ def run(args) -> int:
             f"eps {r['eps']:.5g} {r['method']:11s}: certified {100 * r['certified_accuracy']:6.2f}%  clean "
             f"{100 * r['clean_accuracy']:6.2f}%"
             + (f"  under PGD-{args.attack_steps} {100 * att:6.2f}%" if att is not None else "")
+            + (f"  (bab: {r['falsified']} falsified, {r['timed_out']} timed out)" if r["method"] == "bab" else "")
             + f"  ({r['images_per_s']:.0f} images/s bounding)",
             flush=True,
         )
@@ -124,7 +132,9 @@ def _combine(eps: float, method: str, parts: list[dict], args) -> dict:
         "bound_time_s": round(seconds, 3),
         "images_per_s": round(len(rows) / max(seconds, 1e-9), 1),
         "per_sample": rows,
-    }
+        **({"falsified": sum(r["status"] == "falsified" for r in rows), "timed_out": sum(r["status"] == "timeout"
+            for r in rows), "timeout_s": args.timeout} if method == "bab" else {}),
+    }  # fmt: skip
 
 
 def _write(args, model, methods, results, images: str, done, procs) -> None:

@@ -1,0 +1,388 @@
+"""Complete verification by branch and bound (BaB): every problem ends verified, falsified
+(with a counterexample the network gets wrong) or timed out.
+
+A problem is an input box and specifications C z + d (S of them, z the logits): the property
+holds when every one is > 0 at every point of the box (for robustness, the margins z_y - z_j
+over the clipped L-inf ball). A *domain* is a part of the box: the whole box with some
+unstable ReLUs fixed active (z >= 0) or inactive (z <= 0) (ReLU splitting), or a smaller box
+(input splitting, for low-dimensional inputs). Each round takes the open domains with the
+lowest bounds, splits each in two, and bounds all the children in one batched pass:
+
+- intermediate bounds by CROWN, each ReLU's bounds intersected with its parent's and clamped
+  by the domain's splits (a split neuron is linear in its domain); a neuron whose bounds
+  cross (lower > upper) shows the domain is empty, so it is verified;
+- the final bound by alpha-CROWN with beta-CROWN's split multipliers (Wang et al. 2021): for a
+  split s z_i >= 0 (s = +1 active, -1 inactive) the bound of f - beta s z_i, beta >= 0, is a
+  lower bound of f over the domain; alpha and beta are raised together by Adam, warm-started
+  from the parent; a child's bound is never below its parent's (the better is kept);
+- the split chosen by a BaBSR-style score (Bunel et al. 2020): the intercept each unstable
+  ReLU's upper line adds to the failing bounds, weighted by its coefficient there; input
+  splitting halves the dimension of largest width times coefficient;
+- an attack in the branches: the point of the box where each child's linear bound is lowest
+  is evaluated, and projected gradient steps from the most promising children search for a
+  counterexample; every counterexample is re-checked by a fresh fp32 pass of the network.
+
+This module knows the traced layers (:mod:`advex.certify.layers`) and the bound routines of
+:mod:`advex.certify.bounds`; :func:`advex.certify.certify` with ``method="bab"`` drives it.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import torch
+
+from advex.certify.bounds import InputSet, backsub, crown_intermediate
+from advex.certify.layers import Layer, relu_relaxation
+from advex.errors import AdvexError
+
+VERIFIED, FALSIFIED, TIMEOUT = "verified", "falsified", "timeout"
+SPLITS = ("auto", "relu", "input")
+# "auto" splits the input box when it has at most this many dimensions and the network more
+# ReLUs than this (the ACAS Xu regime); ReLU splitting with beta-CROWN otherwise
+_INPUT_SPLIT_DIMS, _INPUT_SPLIT_RELUS = 4, 200
+_INPUT_BATCH = 16  # input-split domains are cheap: this many times ``batch`` per round
+
+
+@dataclass
+class Problem:
+    """One verification problem: the box [lower, upper] (1, *input shape) and specs C (S, K),
+    d (S,); it holds when C z + d > 0 for every z the network gives inside the box."""
+
+    lower: torch.Tensor
+    upper: torch.Tensor
+    C: torch.Tensor
+    d: torch.Tensor
+
+
+@dataclass
+class Outcome:
+    """How one problem ended: ``status`` (verified / falsified / timeout), the counterexample
+    (a point of the box, re-checked) when falsified, the domains bounded, the seconds spent and
+    the lowest lower bound of the open domains when it stopped (+inf when verified)."""
+
+    status: str
+    counterexample: torch.Tensor | None
+    domains: int
+    time_s: float
+    lower_bound: float
+    rounds: int = 0
+    reason: str = ""
+
+
+@dataclass
+class Settings:
+    timeout: float = 60.0
+    batch: int = 64  # domains split per round (twice as many children bounded)
+    split: str = "auto"
+    steps: int = 10  # alpha/beta Adam steps per round
+    first_steps: int = 30  # for the root
+    lr_alpha: float = 0.1
+    lr_beta: float = 0.05
+    attack_steps: int = 20
+    attack_every: int = 1  # rounds between attacks from the most promising children
+    intermediate: bool = True  # recompute intermediate bounds in every domain (off: the parent's, clamped)
+    max_domains: int = 1_000_000  # domains bounded in all before giving up (a budget that does not depend on speed)
+    memory: int = 2 << 30  # bytes the open domains may hold
+
+
+@dataclass
+class _Domains:
+    """A batch of domains of one problem (D of them)."""
+
+    lower: torch.Tensor  # (D, *in) input box
+    upper: torch.Tensor
+    lb: torch.Tensor  # (D, S) best lower bounds of the specs
+    splits: dict[int, torch.Tensor] = field(default_factory=dict)  # ReLU -> int8 (D, *shape): 0, +1, -1
+    pre: dict[int, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)
+    alphas: dict[int, torch.Tensor] = field(default_factory=dict)  # ReLU -> (D, S, *shape)
+    betas: dict[int, torch.Tensor] = field(default_factory=dict)
+    choice: torch.Tensor | None = None  # (D,) the flat neuron (or input dimension) to split next
+
+    def __len__(self) -> int:
+        return self.lower.shape[0]
+
+    def _map(self, f) -> _Domains:
+        def each(d):
+            return {k: f(v) for k, v in d.items()}
+
+        return _Domains(
+            f(self.lower), f(self.upper), f(self.lb), each(self.splits),
+            {k: (f(a), f(b)) for k, (a, b) in self.pre.items()}, each(self.alphas), each(self.betas),
+            None if self.choice is None else f(self.choice),
+        )  # fmt: skip
+
+    def take(self, idx: torch.Tensor) -> _Domains:
+        return self._map(lambda t: t[idx])
+
+    def nbytes(self) -> int:
+        ts = [self.lower, self.upper, self.lb, *self.splits.values(), *self.alphas.values(), *self.betas.values()]
+        ts += [t for p in self.pre.values() for t in p]
+        return sum(t.numel() * t.element_size() for t in ts)
+
+    @staticmethod
+    def cat(parts: list[_Domains]) -> _Domains:
+        parts = [p for p in parts if len(p)]
+        first = parts[0]
+
+        def join(key):
+            return {k: torch.cat([getattr(p, key)[k] for p in parts]) for k in getattr(first, key)}
+
+        return _Domains(
+            torch.cat([p.lower for p in parts]), torch.cat([p.upper for p in parts]),
+            torch.cat([p.lb for p in parts]), join("splits"),
+            {k: (torch.cat([p.pre[k][0] for p in parts]), torch.cat([p.pre[k][1] for p in parts]))
+             for k in first.pre},
+            join("alphas"), join("betas"),
+            None if first.choice is None else torch.cat([p.choice for p in parts]),
+        )  # fmt: skip
+
+
+def check_settings(s: Settings) -> None:
+    if not isinstance(s.timeout, (int, float)) or not s.timeout > 0:
+        raise AdvexError(f"timeout must be a number of seconds > 0, got {s.timeout!r}")
+    if s.split not in SPLITS:
+        raise AdvexError(f"unknown split {s.split!r}; use one of {', '.join(SPLITS)}")
+    if s.batch < 1:
+        raise AdvexError(f"the branch batch must be >= 1, got {s.batch}")
+
+
+def relu_indices(nodes: list[Layer]) -> list[int]:
+    return [j for j, n in enumerate(nodes) if n.relaxed]
+
+
+class Verifier:
+    """Branch and bound over one traced network; ``forward`` is the network itself (the
+    counterexamples' check)."""
+
+    def __init__(self, nodes: list[Layer], forward, settings: Settings):
+        check_settings(settings)
+        self.nodes, self.forward, self.s = nodes, forward, settings
+        self.relus = relu_indices(nodes)
+        self.sizes = [int(torch.Size(nodes[j].shape).numel()) for j in self.relus]
+
+    # ------------------------------------------------------------------ the spec
+    def values(self, x: torch.Tensor, p: Problem) -> torch.Tensor:
+        """C z + d (N, S) at the points x (N, *in), in fp32."""
+        with torch.no_grad():
+            z = self.forward(x.float()).float()
+        return z @ p.C.T.float() + p.d.float()
+
+    def _recheck(self, x: torch.Tensor, p: Problem) -> torch.Tensor | None:
+        """x (N, *in) clamped into the box: the first whose spec fails in a fresh pass, else None."""
+        x = torch.maximum(torch.minimum(x, p.upper), p.lower)
+        bad = (self.values(x, p) <= 0).any(1)
+        return x[bad.nonzero()[0, 0]].clone() if bad.any() else None
+
+    # ------------------------------------------------------------------ attack
+    def attack(self, starts: torch.Tensor, p: Problem, steps: int) -> torch.Tensor | None:
+        """Signed-gradient descent on the smallest spec value from each start, inside the box."""
+        lo, hi = p.lower, p.upper
+        width = (hi - lo).clamp_min(0)
+        x = starts.clone()
+        for t in range(steps):
+            x.requires_grad_(True)
+            with torch.enable_grad():
+                z = self.forward(x)
+                v = (z @ p.C.T + p.d).min(1).values
+                (g,) = torch.autograd.grad(v.sum(), x)
+            with torch.no_grad():
+                found = self._recheck(x.detach(), p)
+                if found is not None:
+                    return found
+                step = width * (0.25 * (1 - t / steps) + 0.01)
+                x = torch.maximum(torch.minimum(x.detach() - step * g.sign(), hi), lo)
+        return self._recheck(x.detach(), p)
+
+    def pgd(self, p: Problem, restarts: int = 5, steps: int = 50, seed: int = 0) -> torch.Tensor | None:
+        gen = torch.Generator(p.lower.device).manual_seed(seed)
+        u = torch.rand((restarts, *p.lower.shape[1:]), generator=gen, device=p.lower.device)
+        starts = torch.cat([(p.lower + p.upper) / 2, p.lower + u * (p.upper - p.lower)])
+        return self.attack(starts, p, steps)
+
+    # ------------------------------------------------------------------ bounding
+    def _fix(self, dom: _Domains):
+        """The ``fix`` hook of crown_intermediate: a ReLU's bounds intersected with the parent's
+        and clamped by the domain's splits."""
+
+        def fix(r, lo, hi):
+            if r in dom.pre:
+                plo, phi = dom.pre[r]
+                lo, hi = torch.maximum(lo, plo), torch.minimum(hi, phi)
+            if r in dom.splits:
+                sp = dom.splits[r]
+                lo = torch.where(sp > 0, lo.clamp_min(0), lo)
+                hi = torch.where(sp < 0, hi.clamp_max(0), hi)
+            return lo, hi
+
+        return fix
+
+    def bound(self, dom: _Domains, p: Problem, steps: int) -> tuple[_Domains, torch.Tensor]:
+        """Bound every domain of ``dom``: its new lower bounds (never below the parent's), its
+        bounds and slopes for its children, and the split each should take next. Returns the
+        bounded domains and the input points (D, *in) where each one's weakest bound is lowest."""
+        nd = len(dom)
+        inp = InputSet((dom.lower + dom.upper) / 2, 0.0, "linf", dom.lower, dom.upper)
+        C = p.C.to(dom.lower).expand(nd, *p.C.shape)
+        fix = self._fix(dom)
+        if dom.pre and not self.s.intermediate:  # the parent's bounds, clamped by the new split
+            pre = {r: fix(r, lo, hi) for r, (lo, hi) in dom.pre.items()}
+        else:
+            with torch.no_grad():
+                _, pre = crown_intermediate(self.nodes, inp, "crown", fix=fix)
+        empty = torch.zeros(nd, dtype=torch.bool, device=dom.lower.device)
+        for lo, hi in pre.values():  # bounds that cross by more than rounding: no point in the domain
+            empty |= (lo > hi + 1e-5 * (1 + lo.abs() + hi.abs())).flatten(1).any(1)
+        s = C.shape[1]
+        alphas, betas = {}, {}
+        for j, (lo, hi) in pre.items():
+            init = dom.alphas.get(j)
+            if init is None:
+                init = relu_relaxation(lo, hi, "crown").lower_slope.unsqueeze(1).expand(-1, s, *lo.shape[1:])
+            alphas[j] = init.clamp(0, 1).clone().requires_grad_()
+            if j in dom.splits:
+                b = dom.betas.get(j)
+                b = torch.zeros_like(alphas[j]) if b is None else b
+                betas[j] = b.clone().requires_grad_()
+        groups = [{"params": list(alphas.values()), "lr": self.s.lr_alpha},
+                  {"params": list(betas.values()), "lr": self.s.lr_beta}]  # fmt: skip
+        groups = [g for g in groups if g["params"]]
+        opt = torch.optim.Adam(groups) if groups and steps else None
+        best = dom.lb.clone()
+        k = len(self.nodes) - 1
+        record: dict[int, torch.Tensor] = {}
+        for step in range(steps + 1):
+            last = step == steps or opt is None
+            record.clear()
+            with torch.set_grad_enabled(not last):
+                extra = {j: -b * dom.splits[j].unsqueeze(1).to(b) for j, b in betas.items()}
+                a_in, bias = backsub(self.nodes, k, C, pre, "crown", alphas, extra=extra, record=record)
+                lb = inp.concretize(a_in, bias + p.d.to(bias))
+            if not last:
+                opt.zero_grad(set_to_none=True)
+                (-lb.clamp(max=1.0).sum()).backward()  # bounds well above 0 need no more
+                opt.step()
+                with torch.no_grad():
+                    for a in alphas.values():
+                        a.clamp_(0, 1)
+                    for b in betas.values():
+                        b.clamp_(min=0)
+            best = torch.maximum(best, lb.detach())
+            if last:
+                break
+        best[empty] = float("inf")
+        worst = best.argmin(1)
+        a = a_in.detach()[torch.arange(nd), worst].view_as(dom.lower)
+        corner = torch.where(a > 0, dom.lower, dom.upper)
+        out = _Domains(dom.lower, dom.upper, best, dom.splits, pre, {j: t.detach() for j, t in alphas.items()},
+                       {j: t.detach() for j, t in betas.items()})  # fmt: skip
+        out.choice = self._choose(out, record, a_in.detach(), best)
+        return out, corner
+
+    def _choose(self, dom: _Domains, record: dict[int, torch.Tensor], a_in: torch.Tensor, lb: torch.Tensor):
+        failing = (lb <= 0).to(a_in.dtype)  # (D, S): the specs a split should help
+        if self.input_split:
+            width = (dom.upper - dom.lower).flatten(1)
+            w = (a_in.flatten(2).abs() * failing.unsqueeze(-1)).sum(1)
+            return ((w + 1e-6) * width).argmax(1)
+        scores = []
+        for j in self.relus:
+            lo, hi = (t.flatten(1) for t in dom.pre[j])
+            unstable = (lo < 0) & (hi > 0)
+            if j in dom.splits:
+                unstable &= dom.splits[j].flatten(1) == 0
+            a = record.get(j)
+            a = torch.zeros_like(lo).unsqueeze(1) if a is None else a.flatten(2)
+            weight = (a * failing.unsqueeze(-1)).sum(1)
+            intercept = -lo * hi / (hi - lo).clamp_min(1e-12)
+            score = weight.clamp(max=0).abs() * intercept + 1e-4 * weight.abs() * torch.minimum(-lo, hi)
+            scores.append(torch.where(unstable, score + 1e-12, torch.full_like(score, -1.0)))
+        best, choice = torch.cat(scores, 1).max(1)
+        return torch.where(best < 0, -1, choice)  # -1: nothing left to split
+
+    def _children(self, dom: _Domains) -> _Domains:
+        """Each domain split in two at its chosen neuron or input dimension."""
+        kids = _Domains.cat([dom, dom])
+        nd = len(dom)
+        if self.input_split:
+            lo, hi = kids.lower.flatten(1).clone(), kids.upper.flatten(1).clone()
+            rows, dim = torch.arange(2 * nd), kids.choice
+            mid = (lo[rows, dim] + hi[rows, dim]) / 2
+            hi[rows[:nd], dim[:nd]] = mid[:nd]
+            lo[rows[nd:], dim[nd:]] = mid[nd:]
+            kids.lower, kids.upper = lo.view_as(kids.lower), hi.view_as(kids.upper)
+            kids.alphas, kids.pre = {}, {}  # a smaller box: bounds from scratch
+            return kids
+        sign = torch.cat([torch.ones(nd), -torch.ones(nd)]).to(torch.int8).to(dom.lower.device)
+        offsets = torch.tensor([0, *self.sizes], device=dom.lower.device).cumsum(0)
+        for li, j in enumerate(self.relus):
+            shape = self.nodes[j].shape
+            sp = kids.splits.get(j)
+            sp = torch.zeros((2 * nd, *shape), dtype=torch.int8, device=dom.lower.device) if sp is None else sp.clone()
+            here = (kids.choice >= offsets[li]) & (kids.choice < offsets[li + 1])
+            if here.any():
+                flat = sp.view(2 * nd, -1)
+                rows = here.nonzero().flatten()
+                flat[rows, kids.choice[rows] - offsets[li]] = sign[rows]
+            kids.splits[j] = sp
+        return kids
+
+    # ------------------------------------------------------------------ the search
+    def verify(self, p: Problem, start: float | None = None) -> Outcome:
+        t0 = time.perf_counter() if start is None else start
+        s = self.s
+        numel = p.lower.numel()
+        many = sum(self.sizes) > _INPUT_SPLIT_RELUS
+        self.input_split = s.split == "input" or (s.split == "auto" and numel <= _INPUT_SPLIT_DIMS and many)
+        if not self.relus:
+            self.input_split = True  # a linear network: nothing to split but the box
+        batch = s.batch * (_INPUT_BATCH if self.input_split else 1)
+
+        def done(status, cex=None, lb=float("inf"), reason=""):
+            return Outcome(status, cex, count, time.perf_counter() - t0, lb, rounds, reason)
+
+        count, rounds, round_s = 0, 0, 0.0
+        cex = self._recheck(torch.cat([(p.lower + p.upper) / 2, p.lower, p.upper]), p)
+        if cex is None:
+            cex = self.pgd(p)
+        if cex is not None:
+            return done(FALSIFIED, cex, float("-inf"))
+        s_ = p.C.shape[0]
+        root = _Domains(p.lower, p.upper, torch.full((1, s_), float("-inf"), device=p.lower.device))
+        dom, corner = self.bound(root, p, s.first_steps)
+        count = 1
+        while True:
+            cex = self._recheck(corner, p)
+            if cex is not None:
+                return done(FALSIFIED, cex, float("-inf"))
+            open_ = (dom.lb <= 0).any(1)
+            dom = dom.take(open_.nonzero().flatten())
+            if len(dom) == 0:
+                return done(VERIFIED)
+            worst = float(dom.lb.min(1).values.min())
+            if time.perf_counter() - t0 + round_s > s.timeout:  # the next round would overrun it
+                return done(TIMEOUT, lb=worst, reason=f"{len(dom)} domains open after {s.timeout:g} s")
+            if count >= s.max_domains:
+                return done(TIMEOUT, lb=worst, reason=f"{len(dom)} domains open after bounding {count}")
+            if dom.nbytes() > s.memory:
+                return done(TIMEOUT, lb=worst, reason=f"{len(dom)} open domains fill the memory budget")
+            order = dom.lb.min(1).values.argsort()
+            pick, rest = order[:batch], order[batch:]
+            parents = dom.take(pick)
+            stuck = parents.choice < 0  # every unstable neuron split: bound again, with more steps
+            kids = self._children(parents.take((~stuck).nonzero().flatten())) if (~stuck).any() else None
+            if stuck.any():
+                again = parents.take(stuck.nonzero().flatten())
+                kids = again if kids is None else _Domains.cat([kids, again])
+            t_round = time.perf_counter()
+            bounded, corner = self.bound(kids, p, s.steps if not stuck.any() else 3 * s.steps)
+            count += len(kids)
+            rounds += 1
+            if s.attack_steps and rounds % s.attack_every == 0:
+                promising = bounded.lb.min(1).values.argsort()[: max(1, s.batch // 8)]
+                cex = self.attack(corner[promising], p, s.attack_steps)
+                if cex is not None:
+                    return done(FALSIFIED, cex, float("-inf"))
+            round_s = time.perf_counter() - t_round
+            dom = _Domains.cat([bounded, dom.take(rest)]) if len(rest) else bounded

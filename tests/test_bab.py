@@ -1,0 +1,131 @@
+"""Branch and bound (method="bab"): its answers against exact ones (a MILP on small random
+networks), every domain's bound below the exact minimum over that domain, counterexamples that
+hold up, and the zoo's MNIST network."""
+
+import pytest
+import torch
+from exact import exact_min, layers_of
+from torch import nn
+
+from advex.certify import certify, margin_spec, trace
+from advex.certify.bab import FALSIFIED, TIMEOUT, VERIFIED, Problem, Settings, Verifier, _Domains
+from advex.errors import AdvexError
+
+pytest.importorskip("scipy")
+
+
+def random_net(seed: int, din: int, hidden=(16, 16), classes: int = 3) -> nn.Sequential:
+    g = torch.Generator().manual_seed(seed)
+    dims, mods = [din, *hidden, classes], []
+    for i in range(len(dims) - 1):
+        lin = nn.Linear(dims[i], dims[i + 1])
+        with torch.no_grad():
+            lin.weight.copy_(torch.randn(lin.weight.shape, generator=g) / dims[i] ** 0.5)
+            lin.bias.copy_(torch.randn(lin.bias.shape, generator=g) * 0.3)
+        mods += [lin, nn.ReLU()]
+    return nn.Sequential(*mods[:-1]).eval()
+
+
+def hard_problem(seed: int):
+    """A random network and a point, with the L-inf radius at which its exact worst margin
+    crosses 0 (bisection on the MILP): the problems just inside and outside it are the hard ones."""
+    din = 2 + seed % 2
+    net = random_net(seed, din)
+    x0 = torch.rand(1, din, generator=torch.Generator().manual_seed(100 + seed))
+    y = int(net(x0).argmax())
+    C = margin_spec(torch.tensor([y]), 3)[0]
+    layers = layers_of(net)
+
+    def worst(eps):
+        lo, hi = (x0 - eps)[0].numpy(), (x0 + eps)[0].numpy()
+        return min(exact_min(layers, lo, hi, c.double().numpy()) for c in C)
+
+    a, b = 0.0, 1.0
+    for _ in range(10):
+        a, b = ((a + b) / 2, b) if worst((a + b) / 2) > 0 else (a, (a + b) / 2)
+    return net, x0, C, layers, worst, a
+
+
+@pytest.mark.parametrize("split", ["relu", "input"])
+def test_answers_agree_with_the_exact_milp(split):
+    decided = 0
+    for seed in range(3):
+        net, x0, C, _, worst, critical = hard_problem(seed)
+        for eps in (0.97 * critical, 1.03 * critical):
+            truth = VERIFIED if worst(eps) > 0 else FALSIFIED
+            v = Verifier(
+                trace(net, (x0.shape[1],)),
+                net,
+                Settings(timeout=300, max_domains=20_000 if split == "relu" else 5_000, split=split),
+            )
+            got = v.verify(Problem(x0 - eps, x0 + eps, C, torch.zeros(len(C))))
+            if got.status == TIMEOUT:
+                continue
+            decided += 1
+            assert got.status == truth, (seed, eps, got)
+            if got.status == FALSIFIED:  # a real counterexample: in the box, a margin <= 0
+                cex = got.counterexample
+                assert ((cex - x0).abs() <= eps + 1e-6).all()
+                assert (net(cex[None]) @ C.T).min() <= 0
+    assert decided >= 5  # of 6: the search settles near-critical problems, not only easy ones
+
+
+def test_every_domain_bound_is_below_the_exact_minimum_over_it():
+    net, x0, C, layers, _, critical = hard_problem(0)
+    eps = 0.97 * critical
+    lo, hi = x0 - eps, x0 + eps
+    p = Problem(lo, hi, C, torch.zeros(len(C)))
+    v = Verifier(trace(net, (x0.shape[1],)), net, Settings(split="relu", batch=8))
+    v.input_split = False
+    dom, _ = v.bound(_Domains(lo, hi, torch.full((1, len(C)), float("-inf"))), p, 20)
+    checked = 0
+    for _ in range(3):  # three rounds of splitting
+        keep = (dom.choice >= 0).nonzero().flatten()[:8]
+        parents = dom.take(keep)
+        kids, _ = v.bound(v._children(parents), p, 10)
+        assert (kids.lb >= torch.cat([parents.lb, parents.lb]) - 1e-6).all()  # never looser than the parent
+        for d in range(len(kids)):
+            fixed = {}
+            for layer, j in enumerate(v.relus):
+                for i in kids.splits[j][d].nonzero().flatten().tolist():
+                    fixed[(layer, i)] = int(kids.splits[j][d, i])
+            for s, c in enumerate(C):
+                exact = exact_min(layers, lo[0].numpy(), hi[0].numpy(), c.double().numpy(), fixed=fixed)
+                if exact is not None:  # an empty domain may have any bound
+                    assert float(kids.lb[d, s]) <= exact + 1e-4
+                    checked += 1
+        dom = kids
+    assert checked >= 20
+
+
+def test_bab_on_the_zoo_mnist_network_settles_more_than_alpha_crown():
+    from advex.data import load_dataset
+    from advex.models import load
+
+    model = load("mnist-small")
+    x, y = load_dataset("mnist", "test").subset(10).floats()
+    eps = 0.02
+    alpha = certify(model, x, y, eps=eps, method="alpha-crown")
+    r = certify(model, x, y, eps=eps, method="bab", bab=Settings(timeout=600, max_domains=150))
+    assert r.status is not None and len(r.status) == 10
+    assert (r.certified >= alpha.certified).all()  # what alpha-CROWN proves stays proved
+    assert r.certified.sum() > alpha.certified.sum()  # and the search proves more (image 8 here)
+    for i, point in r.counterexamples.items():  # every counterexample: in the ball and misclassified
+        assert r.status[i] == FALSIFIED
+        assert (point - x[i]).abs().max() <= eps + 1e-6 and point.min() >= 0 and point.max() <= 1
+        assert model(point[None]).argmax(1).item() != y[i].item()
+    rows = r.rows()
+    assert {row["status"] for row in rows} <= {VERIFIED, FALSIFIED, TIMEOUT}
+    assert all(row["domains"] == 0 for row, c in zip(rows, alpha.certified) if c)
+
+
+def test_bab_bad_input():
+    net = nn.Sequential(nn.Flatten(), random_net(0, 2))
+    x, y = torch.rand(2, 1, 1, 2), torch.tensor([0, 1])
+    with pytest.raises(AdvexError, match="L-inf"):
+        certify(net, x, y, eps=0.1, norm="l2", method="bab")
+    for t in (0, -1.0):
+        with pytest.raises(AdvexError, match="timeout must be"):
+            certify(net, x, y, eps=0.1, method="bab", timeout=t)
+    with pytest.raises(AdvexError, match="unknown split"):
+        certify(net, x, y, eps=0.1, method="bab", bab=Settings(split="neurons"))
