@@ -197,6 +197,8 @@ OWN = {
             ("--model", "{tmp}/custom.py:build"),
             r"the network itself \(Net\) is a module with its own",
         ),
+        ("bab-timeout-zero", ("--method", "bab", "--timeout", "0"), rf"argument --timeout: {FINITE} > 0"),
+        ("bab-l2", ("--method", "bab", "--norm", "l2"), r"--method bab verifies L-inf balls"),
         ("smoothing-without-sigma", ("--method", "smoothing"), r"--method smoothing needs --sigma"),
         ("smoothing-sigma-zero", ("--method", "smoothing", "--sigma", "0"), rf"argument --sigma: {FINITE} > 0"),
         ("smoothing-n0-zero", ("--method", "smoothing", "--sigma", "0.25", "--n0", "0"), rf"argument --n0: {INT} >= 1"),
