@@ -350,8 +350,9 @@ class Verifier:
             return done(FALSIFIED, cex, float("-inf"))
         s_ = p.C.shape[0]
         root = _Domains(p.lower, p.upper, torch.full((1, s_), float("-inf"), device=p.lower.device))
+        t_root = time.perf_counter()
         dom, corner = self.bound(root, p, s.first_steps)
-        count = 1
+        count, round_s = 1, time.perf_counter() - t_root  # a first estimate of a round's time
         while True:
             cex = self._recheck(corner, p)
             if cex is not None:
