@@ -7,7 +7,7 @@ import torch
 from exact import exact_min, layers_of
 from torch import nn
 
-from advex.certify import certify, margin_spec, trace
+from advex.certify import bounds, certify, margin_spec, trace
 from advex.certify.bab import FALSIFIED, TIMEOUT, VERIFIED, Problem, Settings, Verifier, _Domains
 from advex.errors import AdvexError
 
@@ -127,5 +127,7 @@ def test_bab_bad_input():
     for t in (0, -1.0):
         with pytest.raises(AdvexError, match="timeout must be"):
             certify(net, x, y, eps=0.1, method="bab", timeout=t)
+    with pytest.raises(AdvexError, match="use certify"):
+        bounds(net, x, eps=0.1, method="bab")
     with pytest.raises(AdvexError, match="unknown split"):
         certify(net, x, y, eps=0.1, method="bab", bab=Settings(split="neurons"))

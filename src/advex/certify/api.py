@@ -154,6 +154,9 @@ def bounds(
     faster; with the Wong-Kolter slope (which depends on the intermediate bounds) a few final
     bounds can come out slightly looser than the exact dual."""
     start = time.perf_counter()
+    if method == "bab":
+        raise AdvexError("method='bab' decides each sample, it bounds no logits: use certify(..., method='bab'); "
+                         "bounds() takes ibp, crown or alpha-crown")  # fmt: skip
     clf, x = _prepare(model, x, eps, norm, method, slope)
     lows, ups = [], []
     with frozen(clf), torch.no_grad():
