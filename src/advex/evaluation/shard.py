@@ -12,6 +12,7 @@ the results on rank 0, which alone writes.
 
 from __future__ import annotations
 
+import atexit
 import os
 from dataclasses import dataclass
 
@@ -59,7 +60,15 @@ def setup(device: torch.device) -> tuple[Processes, torch.device]:
             device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
             torch.cuda.set_device(device)
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        atexit.register(_leave)
     return Processes(dist.get_rank(), dist.get_world_size()), device
+
+
+def _leave() -> None:
+    """Leave the process group before the interpreter exits: a gloo group torn down by the
+    exit itself can abort the process ("terminate called without an active exception")."""
+    if dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def gather(procs: Processes, obj):
