@@ -131,3 +131,17 @@ def test_bab_bad_input():
         bounds(net, x, eps=0.1, method="bab")
     with pytest.raises(AdvexError, match="unknown split"):
         certify(net, x, y, eps=0.1, method="bab", bab=Settings(split="neurons"))
+
+
+def test_every_falsified_sample_has_a_counterexample_that_holds():
+    net = nn.Sequential(nn.Flatten(), random_net(1, 2))
+    x = torch.rand(12, 1, 1, 2, generator=torch.Generator().manual_seed(3))
+    y = torch.arange(12) % 3  # some labels wrong at the clean point, some right
+    r = certify(net, x, y, eps=0.2, method="bab", bab=Settings(timeout=30, max_domains=2_000))
+    wrong = net(x).argmax(1) != y
+    assert wrong.any() and (~wrong).any()
+    assert all(r.status[i] == FALSIFIED for i in wrong.nonzero().flatten().tolist())
+    assert set(r.counterexamples) == {i for i, s in enumerate(r.status) if s == FALSIFIED}
+    for i, point in r.counterexamples.items():
+        assert (point - x[i]).abs().max() <= 0.2 + 1e-6 and net(point[None]).argmax(1).item() != y[i].item()
+    assert r.certified.tolist() == [s == VERIFIED for s in r.status]
