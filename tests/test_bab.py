@@ -5,6 +5,7 @@ hold up, and the zoo's MNIST network."""
 import pytest
 import torch
 from exact import exact_min, layers_of
+from helpers import needs_data
 from torch import nn
 
 from advex.certify import bounds, certify, margin_spec, trace
@@ -98,6 +99,7 @@ def test_every_domain_bound_is_below_the_exact_minimum_over_it():
     assert checked >= 20
 
 
+@needs_data
 def test_bab_on_the_zoo_mnist_network_settles_more_than_alpha_crown():
     from advex.data import load_dataset
     from advex.models import load
