@@ -16,9 +16,10 @@ def layers_of(net: nn.Sequential) -> list[tuple[np.ndarray, np.ndarray]]:
             isinstance(m, nn.Linear)]  # fmt: skip
 
 
-def exact_min(layers, lo, hi, c, d: float = 0.0, fixed: dict | None = None) -> float | None:
+def exact_min(layers, lo, hi, c, d=0.0, fixed: dict | None = None) -> float | None:
     """min over x in [lo, hi] of c . f(x) + d, f the network of ``layers`` (a ReLU after every
-    layer but the last). ``fixed`` maps (hidden layer, neuron) to +1 (pre-activation >= 0) or -1
+    layer but the last); for c of shape (K, out) and d (K,), of the largest of the K values (a
+    VNNLIB conjunction). ``fixed`` maps (hidden layer, neuron) to +1 (pre-activation >= 0) or -1
     (<= 0): the minimum over the box's points with those activations; None if there are none."""
     fixed = fixed or {}
     names_lo, names_hi, integer = [], [], []
@@ -69,8 +70,19 @@ def exact_min(layers, lo, hi, c, d: float = 0.0, fixed: dict | None = None) -> f
         box_lo, box_hi = np.maximum(zl, 0), np.maximum(zu, 0)
         prev = h
     W, b = layers[-1]
-    objective = np.zeros(len(names_lo))
-    objective[prev] += np.asarray(c, float) @ W
+    c = np.asarray(c, float)
+    objective = np.zeros(len(names_lo) + (c.ndim == 2))
+    if c.ndim == 2:  # min t with t >= c_k . f(x) + d_k for every k
+        (t,) = add(1, [-np.inf], [np.inf])
+        objective[t] = 1.0
+        for ck, dk in zip(c, np.broadcast_to(np.asarray(d, float), len(c))):
+            coef = {t: 1.0}
+            for k, w in zip(prev, ck @ W):
+                coef[k] = -w
+            constrain(coef, ck @ b + dk, np.inf)
+        c, d, b = np.zeros(W.shape[0]), 0.0, np.zeros_like(b)
+    else:
+        objective[prev] += c @ W
     A = np.zeros((len(rows), len(names_lo)))
     for r, coef in enumerate(rows):
         for k, v in coef.items():

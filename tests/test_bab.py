@@ -147,3 +147,43 @@ def test_every_falsified_sample_has_a_counterexample_that_holds():
     for i, point in r.counterexamples.items():
         assert (point - x[i]).abs().max() <= 0.2 + 1e-6 and net(point[None]).argmax(1).item() != y[i].item()
     assert r.certified.tolist() == [s == VERIFIED for s in r.status]
+
+
+@pytest.mark.parametrize("split", ["relu", "input"])
+def test_conjunctions_agree_with_the_exact_milp(split):
+    """A VNNLIB-style property: unsafe where class a (the middle one at x0) is the smallest logit, i.e. where both
+    z_a - z_b <= 0 and z_a - z_c <= 0 (one group of two atoms); safe iff the larger of the
+    two is > 0 everywhere, the exact answer from a MILP of min over the box of their max."""
+    decided = 0
+    for seed in (3, 4):
+        din = 2
+        net = random_net(seed, din)
+        x0 = torch.rand(1, din, generator=torch.Generator().manual_seed(200 + seed))
+        z = net(x0)[0]
+        a = int(z.argsort()[1])  # the middle logit at x0
+        others = [k for k in range(3) if k != a]
+        C = torch.zeros(2, 3)
+        for r, k in enumerate(others):
+            C[r, a], C[r, k] = 1.0, -1.0
+        layers = layers_of(net)
+
+        def worst(eps, C=C, x0=x0, layers=layers):
+            return exact_min(layers, (x0 - eps)[0].numpy(), (x0 + eps)[0].numpy(), C.double().numpy(), [0.0, 0.0])
+
+        lo_, hi_ = 0.0, 2.0
+        for _ in range(10):
+            lo_, hi_ = ((lo_ + hi_) / 2, hi_) if worst((lo_ + hi_) / 2) > 0 else (lo_, (lo_ + hi_) / 2)
+        assert 0 < lo_ < 1.9  # a radius where the answer changes
+        for eps in (0.97 * lo_, 1.03 * lo_):
+            truth = VERIFIED if worst(eps) > 0 else FALSIFIED
+            v = Verifier(trace(net, (din,)), net, Settings(timeout=120, max_domains=20_000, split=split))
+            p = Problem(x0 - eps, x0 + eps, C, torch.zeros(2), groups=torch.zeros(2, dtype=torch.long))
+            got = v.verify(p)
+            if got.status == TIMEOUT:
+                continue
+            decided += 1
+            assert got.status == truth, (seed, eps, got)
+            if got.status == FALSIFIED:  # both atoms <= 0 at the counterexample
+                assert ((got.counterexample - x0).abs() <= eps + 1e-6).all()
+                assert (net(got.counterexample[None]) @ C.T).max() <= 0
+    assert decided >= 3

@@ -3,7 +3,10 @@
 
 A problem is an input box and specifications C z + d (S of them, z the logits): the property
 holds when every one is > 0 at every point of the box (for robustness, the margins z_y - z_j
-over the clipped L-inf ball). A *domain* is a part of the box: the whole box with some
+over the clipped L-inf ball). Specifications may be grouped (a VNNLIB conjunction: the
+network is unsafe where *all* of a group's atoms are <= 0); the property then holds when, at
+every point, each group has one spec > 0, proven in a domain when the largest of a group's
+lower bounds is > 0. A *domain* is a part of the box: the whole box with some
 unstable ReLUs fixed active (z >= 0) or inactive (z <= 0) (ReLU splitting), or a smaller box
 (input splitting, for low-dimensional inputs). Each round takes the open domains with the
 lowest bounds, splits each in two, and bounds all the children in one batched pass:
@@ -54,6 +57,27 @@ class Problem:
     upper: torch.Tensor
     C: torch.Tensor
     d: torch.Tensor
+    groups: torch.Tensor | None = None  # (S,) group of each spec, 0 .. G-1; None: each its own
+
+    def __post_init__(self):
+        self._mask = None
+        if self.groups is not None:
+            g = self.groups.to(device=self.C.device, dtype=torch.long)
+            self._mask = torch.arange(int(g.max()) + 1, device=g.device).unsqueeze(1) == g  # (G, S)
+
+    def worst(self, v: torch.Tensor) -> torch.Tensor:
+        """(N,) from spec values or lower bounds v (N, S): the smallest, over groups, of a
+        group's largest; the property fails (or is not yet proven) where it is <= 0."""
+        if self._mask is None:
+            return v.min(1).values
+        return v.unsqueeze(1).masked_fill(~self._mask, float("-inf")).amax(-1).min(1).values
+
+    def failing(self, v: torch.Tensor) -> torch.Tensor:
+        """(N, S) bool: the specs of the groups not yet > 0 (what a split should help)."""
+        if self._mask is None:
+            return v <= 0
+        gmax = v.unsqueeze(1).masked_fill(~self._mask, float("-inf")).amax(-1)  # (N, G)
+        return ((gmax <= 0).unsqueeze(-1) & self._mask).any(1)
 
 
 @dataclass
@@ -172,7 +196,7 @@ class Verifier:
     def _recheck(self, x: torch.Tensor, p: Problem) -> torch.Tensor | None:
         """x (N, *in) clamped into the box: the first whose spec fails in a fresh pass, else None."""
         x = torch.maximum(torch.minimum(x, p.upper), p.lower)
-        bad = (self.values(x, p) <= 0).any(1)
+        bad = p.worst(self.values(x, p)) <= 0
         return x[bad.nonzero()[0, 0]].clone() if bad.any() else None
 
     # ------------------------------------------------------------------ attack
@@ -185,9 +209,9 @@ class Verifier:
             x.requires_grad_(True)
             with torch.enable_grad():
                 v = self.forward(x) @ p.C.T + p.d
-                (g,) = torch.autograd.grad(v.min(1).values.sum(), x)
+                (g,) = torch.autograd.grad(p.worst(v).sum(), x)
             with torch.no_grad():
-                bad = (v.detach() <= 0).any(1)  # the step's own pass finds them; a fresh one confirms
+                bad = p.worst(v.detach()) <= 0  # the step's own pass finds them; a fresh one confirms
                 found = self._recheck(x.detach()[bad], p) if bad.any() else None
                 if found is not None:
                     return found
@@ -272,16 +296,17 @@ class Verifier:
             if last:
                 break
         best[empty] = float("inf")
-        worst = best.argmin(1)
+        worst = torch.where(p.failing(best), best, torch.full_like(best, float("inf"))).argmin(1)
         a = a_in.detach()[torch.arange(nd), worst].view_as(dom.lower)
         corner = torch.where(a > 0, dom.lower, dom.upper)
         out = _Domains(dom.lower, dom.upper, best, dom.splits, pre, {j: t.detach() for j, t in alphas.items()},
                        {j: t.detach() for j, t in betas.items()})  # fmt: skip
-        out.choice = self._choose(out, record, a_in.detach(), best)
+        out.choice = self._choose(out, record, a_in.detach(), p.failing(best).to(best.dtype))
         return out, corner
 
-    def _choose(self, dom: _Domains, record: dict[int, torch.Tensor], a_in: torch.Tensor, lb: torch.Tensor):
-        failing = (lb <= 0).to(a_in.dtype)  # (D, S): the specs a split should help
+    def _choose(self, dom: _Domains, record: dict[int, torch.Tensor], a_in: torch.Tensor, failing: torch.Tensor):
+        """The neuron (or input dimension) to split next in each domain; ``failing`` (D, S) marks
+        the specs a split should help."""
         if self.input_split:
             width = (dom.upper - dom.lower).flatten(1)
             w = (a_in.flatten(2).abs() * failing.unsqueeze(-1)).sum(1)
@@ -357,18 +382,18 @@ class Verifier:
             cex = self._recheck(corner, p)
             if cex is not None:
                 return done(FALSIFIED, cex, float("-inf"))
-            open_ = (dom.lb <= 0).any(1)
+            open_ = p.worst(dom.lb) <= 0
             dom = dom.take(open_.nonzero().flatten())
             if len(dom) == 0:
                 return done(VERIFIED)
-            worst = float(dom.lb.min(1).values.min())
+            worst = float(p.worst(dom.lb).min())
             if time.perf_counter() - t0 + round_s > s.timeout:  # the next round would overrun it
                 return done(TIMEOUT, lb=worst, reason=f"{len(dom)} domains open after {s.timeout:g} s")
             if count >= s.max_domains:
                 return done(TIMEOUT, lb=worst, reason=f"{len(dom)} domains open after bounding {count}")
             if dom.nbytes() > s.memory:
                 return done(TIMEOUT, lb=worst, reason=f"{len(dom)} open domains fill the memory budget")
-            order = dom.lb.min(1).values.argsort()
+            order = p.worst(dom.lb).argsort()
             pick, rest = order[:batch], order[batch:]
             parents = dom.take(pick)
             stuck = parents.choice < 0  # every unstable neuron split: bound again, with more steps
@@ -381,7 +406,7 @@ class Verifier:
             count += len(kids)
             rounds += 1
             if s.attack_steps and rounds % s.attack_every == 0:
-                promising = bounded.lb.min(1).values.argsort()[: max(1, s.batch // 8)]
+                promising = p.worst(bounded.lb).argsort()[: max(1, s.batch // 8)]
                 cex = self.attack(corner[promising], p, s.attack_steps)
                 if cex is not None:
                     return done(FALSIFIED, cex, float("-inf"))
