@@ -316,6 +316,39 @@ _DATA_CASES = [
 ]  # fmt: skip
 for _base, _argv in (("evaluate", _EVD), ("certify", _CED)):
     CASES += [Case(f"{_base}:{_id}", _argv + _extra, _expect) for _id, _extra, _expect in _DATA_CASES]
+_VE = ("verify", "--onnx", "{tmp}/net.onnx", "--vnnlib", "{tmp}/prop.vnnlib", "--timeout", "5")
+_VI = ("verify", "--instances")
+CASES += [
+    Case("verify:device-tpu", (*_VE, "--device", "tpu"), r"device 'tpu'"),
+    Case("verify:seed-abc", (*_VE, "--seed", "abc"), rf"argument --seed: {INT}"),
+    Case("verify:timeout-zero", (*_VE[:-1], "0"), rf"argument --timeout: {FINITE} > 0"),
+    Case("verify:onnx-missing", ("verify", "--onnx", "{tmp}/nowhere.onnx", *_VE[3:]),
+         r"--onnx .*nowhere.onnx: no such"),
+    Case("verify:onnx-not-onnx", ("verify", "--onnx", "{tmp}/text.png", *_VE[3:]), r"text.png is not an ONNX model"),
+    Case("verify:onnx-operator", ("verify", "--onnx", "{tmp}/softmax.onnx", *_VE[3:]),
+         r"softmax.onnx: node 'probs' \(Softmax\): operator Softmax is not supported; supported: Gemm, MatMul"),
+    Case("verify:vnnlib-parse", (*_VE[:3], "--vnnlib", "{tmp}/broken.vnnlib"), r"broken.vnnlib line 3: "),
+    Case("verify:vnnlib-box-size", (*_VE[:3], "--vnnlib", "{tmp}/prop5.vnnlib"),
+         r"prop5.vnnlib declares 5 inputs, the network takes 4"),
+    Case("verify:out-is-a-folder", (*_VE, "--out", "{tmp}/empty"), r"--out .*empty is a folder; give the result file"),
+    Case("verify:neither", ("verify", "--timeout", "5"), r"give --onnx NET.onnx and --vnnlib PROP.vnnlib, or"),
+    Case("verify:instances-and-onnx", (*_VI, "{tmp}/instances.csv", "--onnx", "{tmp}/net.onnx"), r"not both"),
+    Case("verify:instances-fields", (*_VI, "{tmp}/instances_fields.csv"),
+         r"instances_fields.csv line 2: expected onnx,vnnlib,timeout, got 2 fields"),
+    Case("verify:instances-timeout", (*_VI, "{tmp}/instances_timeout.csv"),
+         r"instances_timeout.csv line 1: the timeout must be > 0 seconds, got 0"),
+    Case("verify:instances-missing-net", (*_VI, "{tmp}/instances_missing.csv"),
+         r"instances_missing.csv line 1: the network gone.onnx does not exist"),
+    Case("verify:instances-out-is-a-file", (*_VI, "{tmp}/instances.csv", "--out", "{tmp}/taken"),
+         r"--out .*taken is an existing file"),
+    Case("models:export-not-onnx", ("models", "--export", "mnist-small", "{tmp}/out.txt"),
+         r"--export writes an .onnx file, got"),
+    Case("models:export-unknown", ("models", "--export", "nosuch", "{tmp}/out.onnx"), r"unknown model 'nosuch'"),
+    Case("models:export-not-traceable", ("models", "--export", "efficientnet-lite0", "{tmp}/e.onnx"),
+         r"efficientnet-lite0 cannot be exported to ONNX: the network itself \(EfficientNet\) is a module"),
+    Case("models:export-no-folder", ("models", "--export", "mnist-small", "{tmp}/nowhere/m.onnx"),
+         r"cannot write .*m.onnx: no directory"),
+]  # fmt: skip
 CASES += [
     Case("report:no-run", ("report", "{tmp}/empty"), r"empty holds no advex run \(none of evaluation.json, "),
     Case("report:missing", ("report", "{tmp}/nowhere"), r"nowhere does not exist"),
@@ -390,6 +423,7 @@ def prepare(tmp: Path, data: bool) -> None:
     save_patch(tmp / "patch.png", patch, mask, pixels=8, meta={"target_name": "3", "size": 0.1, "model": "mnist-small"})
     save_patch(tmp / "evil_patch.png", patch, mask, pixels=8,
                meta={"target_name": "3", "size": 0.1, "model": str(tmp / "evil.py")})  # fmt: skip
+    _verify_files(tmp)
     if data:
         from advex.defences import TrainConfig, train
 
@@ -402,3 +436,40 @@ class _Evil:
 
     def __reduce__(self):
         return (print, ("unpickled!",))
+
+
+def _verify_files(tmp: Path) -> None:
+    """A small ONNX network (4 inputs, 3 outputs) with a property, one with a Softmax, and bad
+    VNNLIB files and instance lists."""
+    import onnx
+    import torch
+    from onnx import TensorProto, helper
+
+    from advex.certify.export import export_onnx
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 3)).eval()
+    export_onnx(net, tmp / "net.onnx", (4,))
+    decl = "".join(f"(declare-const X_{i} Real)\n" for i in range(4)) + "".join(
+        f"(declare-const Y_{j} Real)\n" for j in range(3)
+    )
+    box = "".join(f"(assert (>= X_{i} 0.0))\n(assert (<= X_{i} 0.1))\n" for i in range(4))
+    (tmp / "prop.vnnlib").write_text(decl + box + "(assert (>= Y_1 Y_0))\n")
+    (tmp / "prop5.vnnlib").write_text(
+        "(declare-const X_4 Real)\n"
+        + decl
+        + box
+        + "(assert (>= X_4 0.0))\n(assert (<= X_4 0.1))\n(assert (>= Y_1 Y_0))\n"
+    )
+    (tmp / "broken.vnnlib").write_text("(declare-const X_0 Real)\n(declare-const Y_0 Real)\n(assert (<= X_0))\n")
+    g = helper.make_graph(
+        [helper.make_node("Softmax", ["x"], ["p"], name="probs")],
+        "softmax",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4])],
+        [helper.make_tensor_value_info("p", TensorProto.FLOAT, ["batch", 4])],
+    )
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)]), str(tmp / "softmax.onnx"))
+    (tmp / "instances.csv").write_text("net.onnx,prop.vnnlib,5\n")
+    (tmp / "instances_fields.csv").write_text("net.onnx,prop.vnnlib,5\nnet.onnx,prop.vnnlib\n")
+    (tmp / "instances_timeout.csv").write_text("net.onnx,prop.vnnlib,0\n")
+    (tmp / "instances_missing.csv").write_text("gone.onnx,prop.vnnlib,5\n")

@@ -18,11 +18,12 @@ from torch import nn
 from advex.certify import layers as L
 from advex.errors import AdvexError
 from advex.models import Classifier
+from advex.models.onnx import Graph, Scale, Sum
 
 SUPPORTED = (
     "Linear, Conv2d (zero padding, no dilation), ReLU, Flatten, BatchNorm1d/2d (eval), AvgPool2d, "
-    "AdaptiveAvgPool2d (to a divisor of the input), Identity, Dropout (eval), nn.Sequential, and the zoo's "
-    "Residual blocks"
+    "AdaptiveAvgPool2d (to a divisor of the input), Identity, Dropout (eval), nn.Sequential, the zoo's "
+    "Residual blocks, and networks read from ONNX"
 )
 
 
@@ -60,6 +61,17 @@ def _trace(m: nn.Module, src: int, nodes: list[L.Layer], path: str, opt: _Option
         b = _trace(m.shortcut, src, nodes, f"{path}.shortcut", opt)
         nodes.append(L.Add(inputs=(a, b), shape=nodes[a].shape, name=name))
         return len(nodes) - 1
+    if isinstance(m, Graph):  # an ONNX network: its values mapped to layers
+        at = [src]
+        for i, (op, wire) in enumerate(zip(m.ops, m.wires)):
+            sub = f"{path}.{m.names[i]}" if path else m.names[i]
+            if isinstance(op, Sum):
+                a, b = (at[j] for j in wire)
+                nodes.append(L.Add(inputs=(a, b), shape=nodes[a].shape, name=f"{sub} (Add)"))
+                at.append(len(nodes) - 1)
+            else:
+                at.append(_trace(op, at[wire[0]], nodes, sub, opt))
+        return at[m.output]
     if isinstance(m, (nn.Identity, nn.Dropout)):
         return src
     nodes.append(_layer(m, src, nodes[src].shape, name, opt))
@@ -81,6 +93,8 @@ def _layer(m: nn.Module, src: int, shape: tuple[int, ...], name: str, opt: _Opti
         return _batchnorm(m, at, shape, opt)
     if isinstance(m, nn.ReLU):
         return L.ReLU(**at, shape=shape)
+    if isinstance(m, Scale):
+        return _elementwise(opt.take(m.scale), opt.take(m.shift), at, shape)
     if isinstance(m, nn.Flatten):
         if m.start_dim != 1 or m.end_dim != -1:
             raise UnsupportedLayer(f"{name}: only Flatten(start_dim=1, end_dim=-1) is supported")
@@ -120,6 +134,15 @@ def _batchnorm(m: nn.Module, at: dict, shape: tuple[int, ...], opt: _Options) ->
     b = opt.take(m.bias) if m.bias is not None else torch.zeros_like(inv)
     scale = w * inv
     return L.Affine(**at, shape=shape, scale=scale, shift=b - mean * scale)
+
+
+def _elementwise(scale: torch.Tensor, shift: torch.Tensor, at: dict, shape: tuple[int, ...]) -> L.Affine:
+    """x * scale + shift with broadcasting, per channel (C,) when it is, else per neuron."""
+    full = [t.expand(shape).contiguous() for t in (scale, shift)]
+    flat = [t.reshape(shape[0], -1) for t in full]
+    if all(bool((f == f[:, :1]).all()) for f in flat):
+        return L.Affine(**at, shape=shape, scale=flat[0][:, 0].clone(), shift=flat[1][:, 0].clone())
+    return L.Affine(**at, shape=shape, scale=full[0], shift=full[1])
 
 
 def _avgpool(m: nn.Module, at: dict, shape: tuple[int, ...], opt: _Options) -> L.Conv:

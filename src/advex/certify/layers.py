@@ -200,19 +200,26 @@ class Conv(Layer):
 
 @dataclass(frozen=True, eq=False, kw_only=True)
 class Affine(Layer):
-    """Per-channel scale and shift: eval BatchNorm, and the input normalisation."""
+    """Scale and shift per channel (eval BatchNorm, the input normalisation) or per neuron (an
+    ONNX network's elementwise Mul/Add/Sub/Div by a constant)."""
 
-    scale: torch.Tensor  # (C,)
+    scale: torch.Tensor  # (C,) per channel, or the layer's shape per neuron
     shift: torch.Tensor
 
     per_neuron: ClassVar[bool] = True
 
     @property
+    def per_channel(self) -> bool:
+        return self.scale.dim() == 1 and self.shift.dim() == 1
+
+    @property
     def has_patch_rule(self) -> bool:
-        return len(self.shape) == 3
+        return len(self.shape) == 3 and self.per_channel
 
     def _view(self, t: torch.Tensor, ndim: int) -> torch.Tensor:
-        return t.view(-1, *([1] * (ndim - 1)))  # over (C, *spatial)
+        if t.dim() == 1:
+            return t.view(-1, *([1] * (ndim - 1)))  # over (C, *spatial)
+        return t  # the layer's own shape
 
     def forward(self, x):
         return x * self._view(self.scale, x.ndim - 1) + self._view(self.shift, x.ndim - 1)

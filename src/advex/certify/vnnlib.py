@@ -15,6 +15,7 @@ line and what is wrong.
 
 from __future__ import annotations
 
+import gzip
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -71,13 +72,22 @@ def _parse(text: str, where: str) -> list[tuple[object, int]]:
 
 
 def read_vnnlib(source: str | Path, inputs: int | None = None, outputs: int | None = None) -> Property:
-    """Read a VNNLIB file (a path, or the text itself when it holds a '(') into a
+    """Read a VNNLIB file (a path, gzipped if it ends in .gz, or the text itself when it holds a '(') into a
     :class:`Property`; ``inputs`` / ``outputs``: the network's sizes, checked against the file."""
     if isinstance(source, Path) or "(" not in str(source):
         path = Path(source)
         if not path.is_file():
             raise VnnlibError(f"VNNLIB file {path} does not exist")
-        text, where = path.read_text(), path.name
+        raw = path.read_bytes()
+        if path.suffix == ".gz":  # VNN-COMP's benchmark sets ship them gzipped
+            try:
+                raw = gzip.decompress(raw)
+            except (OSError, EOFError) as e:
+                raise VnnlibError(f"{path.name} is not a readable gzip file: {e}") from None
+        try:
+            text, where = raw.decode(), path.name
+        except UnicodeDecodeError:
+            raise VnnlibError(f"{path.name} is not a text file") from None
     else:
         text, where = str(source), "the property"
     declared: dict[str, set[int]] = {"X": set(), "Y": set()}
@@ -228,3 +238,23 @@ def _show(expr) -> str:
     if isinstance(expr, str):
         return expr
     return "(" + " ".join(_show(e) for e in expr) + ")"
+
+
+def robustness_vnnlib(x: torch.Tensor, label: int, eps: float, outputs: int) -> str:
+    """The VNNLIB text saying that every input within ``eps`` (L-inf) of ``x`` (pixels in
+    [0, 1], any shape, flattened in C-order), clipped to [0, 1], is classified ``label``: unsafe
+    where some other output is >= output ``label``. The box is written as fp32 computes it
+    (``(x - eps).clamp(0, 1)``), to the last bit, so the ONNX and PyTorch paths bound the same
+    box."""
+    x = x.detach().float().cpu().flatten()
+    if not 0 <= label < outputs:
+        raise AdvexError(f"label {label} is not one of the {outputs} outputs")
+    lo, hi = (x - eps).clamp(0, 1), (x + eps).clamp(0, 1)
+    lines = [f"; L-inf ball of radius {eps!r} around an input of {x.numel()} values, label {label}"]
+    lines += [f"(declare-const X_{i} Real)" for i in range(x.numel())]
+    lines += [f"(declare-const Y_{j} Real)" for j in range(outputs)]
+    for i, (a, b) in enumerate(zip(lo.tolist(), hi.tolist())):
+        lines += [f"(assert (>= X_{i} {a!r}))", f"(assert (<= X_{i} {b!r}))"]
+    others = " ".join(f"(and (>= Y_{j} Y_{label}))" for j in range(outputs) if j != label)
+    lines.append(f"(assert (or {others}))")
+    return "\n".join(lines) + "\n"

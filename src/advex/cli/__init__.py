@@ -15,10 +15,10 @@ import sys
 from collections.abc import Sequence
 
 from advex import __version__
-from advex.cli import attack, certify, demo, evaluate, models, onepixel, options, patch, report, train
+from advex.cli import attack, certify, demo, evaluate, models, onepixel, options, patch, report, train, verify
 from advex.errors import AdvexError
 
-COMMANDS = (demo, attack, models, onepixel, patch, evaluate, certify, train, report)
+COMMANDS = (demo, attack, models, onepixel, patch, evaluate, certify, verify, train, report)
 
 
 def build_parser() -> options.Parser:
