@@ -48,6 +48,51 @@ def test_conjunctions_linear_terms_and_their_meaning():
         assert dnf == direct
 
 
+def test_several_input_boxes_each_with_its_own_outputs():
+    """(or (and <box> <outputs>) ...), as some VNN-COMP sets write a property over several boxes;
+    a box of the file applies to all, an empty box never applies."""
+    text = """(declare-const X_0 Real)(declare-const X_1 Real)(declare-const Y_0 Real)(declare-const Y_1 Real)
+    (assert (>= X_1 0)) (assert (<= X_1 1))
+    (assert (or
+        (and (>= X_0 -1) (<= X_0 0) (>= Y_0 Y_1))
+        (and (>= X_0 0) (<= X_0 2) (<= Y_0 -3))
+        (and (>= X_0 0) (<= X_0 2) (>= Y_1 5))
+        (and (>= X_0 3) (<= X_0 2) (>= Y_1 5))
+    ))"""
+    p = read_vnnlib(text, inputs=2, outputs=2)
+    assert len(p.regions) == 2  # the two boxes; the empty third one dropped
+    a, b = p.regions
+    assert a.lower.tolist() == [-1, 0] and a.upper.tolist() == [0, 1] and len(a.unsafe) == 1
+    assert b.lower.tolist() == [0, 0] and b.upper.tolist() == [2, 1] and len(b.unsafe) == 2
+    ((c, k),) = a.unsafe[0]
+    assert c.tolist() == [-1.0, 1.0] and k == 0  # Y_1 - Y_0 <= 0
+    with pytest.raises(Exception, match="2 input boxes"):
+        _ = p.lower
+    with pytest.raises(VnnlibError, match=r"line 1: a constraint mixing inputs and outputs"):
+        read_vnnlib("(declare-const X_0 Real)(declare-const Y_0 Real)(assert (<= X_0 Y_0))")
+    with pytest.raises(VnnlibError, match=r"line 1: an input constraint must bound one X_i by a number"):
+        read_vnnlib("(declare-const X_0 Real)(declare-const X_1 Real)(declare-const Y_0 Real)"
+                    "(assert (or (and (<= (+ X_0 X_1) 1) (<= Y_0 0))))")  # fmt: skip
+
+
+def test_several_boxes_decided_box_by_box():
+    """A network and a two-box property: safe in one box, not in the other; then safe in both."""
+    from torch import nn
+
+    from advex.certify.verify import SAT, UNSAT, verify
+
+    net = nn.Sequential(nn.Linear(1, 1)).eval()
+    with torch.no_grad():
+        net[0].weight.fill_(1.0)
+        net[0].bias.fill_(0.0)  # y = x
+    head = "(declare-const X_0 Real)(declare-const Y_0 Real)"
+    both = head + "(assert (or (and (>= X_0 0) (<= X_0 1) (<= Y_0 -0.5)) (and (>= X_0 2) (<= X_0 3) (>= Y_0 2.5))))"
+    v = verify(net, read_vnnlib(both), in_shape=(1,), timeout=10)
+    assert v.result == SAT and 2.5 <= float(v.x[0]) <= 3 and float(v.y[0]) >= 2.5
+    safe = head + "(assert (or (and (>= X_0 0) (<= X_0 1) (<= Y_0 -0.5)) (and (>= X_0 2) (<= X_0 3) (>= Y_0 3.5))))"
+    assert verify(net, read_vnnlib(safe), in_shape=(1,), timeout=10).result == UNSAT
+
+
 @pytest.mark.parametrize(
     "text, message",
     [

@@ -1,16 +1,19 @@
-"""VNNLIB properties (the format of the verification competition, VNN-COMP), read into an
-input box and the unsafe output region.
+"""VNNLIB properties (the format of the verification competition, VNN-COMP), read into input
+boxes and the unsafe output region of each.
 
 A file declares the inputs ``X_0 .. X_{n-1}`` and outputs ``Y_0 .. Y_{k-1}`` as ``Real``
-constants and asserts constraints on them. The inputs' asserts give a box (one lower and one
-upper bound per input); the outputs' asserts describe where the network would be *unsafe*:
+constants and asserts constraints on them. Asserts on inputs alone give a box (one lower and
+one upper bound per input); the other asserts describe where the network would be *unsafe*:
 their conjunction, each one an atom ``(<= a b)`` / ``(>= a b)`` or an ``or`` of atoms and
-``and``s of atoms, is read as a disjunction of conjunctions (disjunctive normal form). The
-property holds when no point of the box reaches any of those conjunctions. Terms are
-variables, numbers and linear sums (``+``, ``-``, ``*`` by a number).
+``and``s of atoms, is read as a disjunction of conjunctions (disjunctive normal form). A
+conjunction may bound inputs too (VNN-COMP files that list several input boxes, each with its
+own output constraints, as ``(or (and <box> <outputs>) ...)``): it then applies inside its
+own box, intersected with the file's. The property holds when no point of a box reaches any
+of the conjunctions that apply there. Terms are variables, numbers and linear sums (``+``,
+``-``, ``*`` by a number); an input constraint must bound one input by a number.
 
-Each atom is kept as ``coef . Y + const <= 0`` (coef (k,), a float). Every error names the
-line and what is wrong.
+Each output atom is kept as ``coef . Y + const <= 0`` (coef (k,), a float). Every error names
+the line and what is wrong.
 """
 
 from __future__ import annotations
@@ -32,15 +35,49 @@ class VnnlibError(AdvexError):
     """A VNNLIB file that does not parse, or says something this reader does not support."""
 
 
+Conjunction = list[tuple[torch.Tensor, float]]  # atoms (coef (k,), const): coef . Y + const <= 0
+_MAX_CONJUNCTIONS = 100_000
+
+
 @dataclass
-class Property:
-    """The input box ``lower``/``upper`` (n,) and the unsafe region: a list of conjunctions,
-    each a list of (coef (k,), const) meaning coef . Y + const <= 0."""
+class Region:
+    """An input box ``lower``/``upper`` (n,) and the unsafe region there: a list of
+    conjunctions, each a list of (coef (k,), const) meaning coef . Y + const <= 0 (an empty
+    conjunction: every output is unsafe)."""
 
     lower: torch.Tensor
     upper: torch.Tensor
-    unsafe: list[list[tuple[torch.Tensor, float]]]
+    unsafe: list[Conjunction]
+
+
+@dataclass
+class Property:
+    """A property: its regions (most files have one: one box and the unsafe outputs there)
+    and the number of outputs it speaks of. It holds when it holds in every region."""
+
+    regions: list[Region]
     outputs: int
+
+    def _one(self) -> Region:
+        if len(self.regions) != 1:
+            raise AdvexError(f"this property has {len(self.regions)} input boxes; read them from .regions")
+        return self.regions[0]
+
+    @property
+    def lower(self) -> torch.Tensor:
+        return self._one().lower
+
+    @property
+    def upper(self) -> torch.Tensor:
+        return self._one().upper
+
+    @property
+    def unsafe(self) -> list[Conjunction]:
+        return self._one().unsafe
+
+    @property
+    def inputs(self) -> int:
+        return int(self.regions[0].lower.numel())
 
 
 def _parse(text: str, where: str) -> list[tuple[object, int]]:
@@ -92,7 +129,7 @@ def read_vnnlib(source: str | Path, inputs: int | None = None, outputs: int | No
         text, where = str(source), "the property"
     declared: dict[str, set[int]] = {"X": set(), "Y": set()}
     box: dict[int, list[float | None]] = {}
-    output_asserts: list[tuple[object, int]] = []
+    output_asserts: list[tuple[object, int]] = []  # every assert but the plain input bounds
     for expr, line in _parse(text, where):
         if not expr or not isinstance(expr[0], str):
             raise VnnlibError(f"{where} line {line}: an empty or unnamed expression")
@@ -106,10 +143,8 @@ def read_vnnlib(source: str | Path, inputs: int | None = None, outputs: int | No
             if len(expr) != 2:
                 raise VnnlibError(f"{where} line {line}: (assert ...) takes one constraint")
             vars_ = _variables(expr[1])
-            if vars_ and all(v.startswith("X") for v in vars_):
+            if vars_ and all(v.startswith("X") for v in vars_) and expr[1] and expr[1][0] in ("<=", ">="):
                 _input_bound(expr[1], box, where, line)
-            elif any(v.startswith("X") for v in vars_):
-                raise VnnlibError(f"{where} line {line}: a constraint mixing inputs and outputs is not supported")
             else:
                 output_asserts.append((expr[1], line))
         else:
@@ -122,21 +157,44 @@ def read_vnnlib(source: str | Path, inputs: int | None = None, outputs: int | No
     extra = sorted(i for i in box if i >= n)
     if extra:
         raise VnnlibError(f"{where}: X_{extra[0]} is bounded but not declared")
+    dnf: list[list] = [[]]  # conjunctions of atoms ("X", i, bound, is_upper) and ("Y", coef, const)
+    for expr, line in output_asserts:
+        terms = _dnf(expr, n, k, where, line)
+        if len(dnf) * len(terms) > _MAX_CONJUNCTIONS:
+            raise VnnlibError(f"{where} line {line}: the unsafe region has over {_MAX_CONJUNCTIONS:,} conjunctions")
+        dnf = [a + b for a in dnf for b in terms]
+    if not any(atom[0] == "Y" for conj in dnf for atom in conj):
+        raise VnnlibError(f"{where}: no constraint on the outputs, so nothing to verify")
+    regions: dict[tuple, Region] = {}
+    for conj in dnf:
+        own = {i: list(v) for i, v in box.items()}
+        for atom in conj:
+            if atom[0] == "X":
+                _tighten(own, atom[1], atom[2], atom[3])
+        lower, upper = _box(own, n, where)
+        if bool((lower > upper).any()):
+            if len(dnf) == 1:
+                i = int((lower > upper).nonzero()[0])
+                raise VnnlibError(
+                    f"{where}: input X_{i} has lower bound {lower[i]:g} above its upper bound {upper[i]:g}"
+                )
+            continue  # this conjunction's box is empty: it never applies
+        key = (tuple(lower.tolist()), tuple(upper.tolist()))
+        region = regions.setdefault(key, Region(lower, upper, []))
+        region.unsafe.append([(a[1], a[2]) for a in conj if a[0] == "Y"])
+    if not regions:
+        raise VnnlibError(f"{where}: every input box of the property is empty")
+    return Property(list(regions.values()), k)
+
+
+def _box(bounds: dict[int, list[float | None]], n: int, where: str) -> tuple[torch.Tensor, torch.Tensor]:
     lower, upper = torch.empty(n, dtype=torch.float64), torch.empty(n, dtype=torch.float64)
     for i in range(n):
-        lo, hi = box.get(i, [None, None])
+        lo, hi = bounds.get(i, [None, None])
         if lo is None or hi is None:
             raise VnnlibError(f"{where}: input X_{i} needs a lower and an upper bound (its box)")
-        if lo > hi:
-            raise VnnlibError(f"{where}: input X_{i} has lower bound {lo:g} above its upper bound {hi:g}")
         lower[i], upper[i] = lo, hi
-    unsafe: list[list[tuple[torch.Tensor, float]]] = [[]]
-    for expr, line in output_asserts:
-        terms = _dnf(expr, k, where, line)
-        unsafe = [a + b for a in unsafe for b in terms]
-    if not output_asserts:
-        raise VnnlibError(f"{where}: no constraint on the outputs, so nothing to verify")
-    return Property(lower, upper, unsafe, k)
+    return lower, upper
 
 
 def _count(ids: set[int], kind: str, where: str) -> int:
@@ -200,30 +258,48 @@ def _atom(expr, where: str, line: int) -> tuple[dict[str, float], float]:
     return coef, ka - kb
 
 
-def _input_bound(expr, box: dict, where: str, line: int) -> None:
+def _bound_of(expr, where: str, line: int) -> tuple[int, float, bool]:
+    """An input atom as (i, bound, is_upper): X_i <= bound or X_i >= bound."""
     coef, const = _atom(expr, where, line)
     coef = {v: w for v, w in coef.items() if w != 0}
-    if len(coef) != 1:
+    if len(coef) != 1 or not next(iter(coef)).startswith("X"):
         raise VnnlibError(f"{where} line {line}: an input constraint must bound one X_i by a number (a box)")
     ((v, w),) = coef.items()
-    i = int(_VAR.match(v).group(2))
-    bound = -const / w  # w X + const <= 0
+    return int(_VAR.match(v).group(2)), -const / w, w > 0  # w X + const <= 0
+
+
+def _tighten(box: dict, i: int, bound: float, upper: bool) -> None:
     lo_hi = box.setdefault(i, [None, None])
-    if w > 0:
+    if upper:
         lo_hi[1] = bound if lo_hi[1] is None else min(lo_hi[1], bound)
     else:
         lo_hi[0] = bound if lo_hi[0] is None else max(lo_hi[0], bound)
 
 
-def _dnf(expr, k: int, where: str, line: int) -> list[list[tuple[torch.Tensor, float]]]:
-    """An output constraint as a list of conjunctions of (coef (k,), const)."""
+def _input_bound(expr, box: dict, where: str, line: int) -> None:
+    _tighten(box, *_bound_of(expr, where, line))
+
+
+def _dnf(expr, n: int, k: int, where: str, line: int) -> list[list[tuple]]:
+    """A constraint as a list of conjunctions of atoms: ("Y", coef (k,), const) on the outputs,
+    ("X", i, bound, is_upper) on one input."""
     if isinstance(expr, list) and expr and expr[0] == "or":
-        return [c for e in expr[1:] for c in _dnf(e, k, where, line)]
+        return [c for e in expr[1:] for c in _dnf(e, n, k, where, line)]
     if isinstance(expr, list) and expr and expr[0] == "and":
         out: list[list] = [[]]
         for e in expr[1:]:
-            out = [a + b for a in out for b in _dnf(e, k, where, line)]
+            out = [a + b for a in out for b in _dnf(e, n, k, where, line)]
+            if len(out) > _MAX_CONJUNCTIONS:
+                raise VnnlibError(f"{where} line {line}: over {_MAX_CONJUNCTIONS:,} conjunctions")
         return out
+    vars_ = _variables(expr)
+    if any(v.startswith("X") for v in vars_):
+        if any(v.startswith("Y") for v in vars_):
+            raise VnnlibError(f"{where} line {line}: a constraint mixing inputs and outputs is not supported")
+        i, bound, upper = _bound_of(expr, where, line)
+        if i >= n:
+            raise VnnlibError(f"{where} line {line}: X_{i} is not declared")
+        return [[("X", i, bound, upper)]]
     coef, const = _atom(expr, where, line)
     vec = torch.zeros(k, dtype=torch.float64)
     for v, w in coef.items():
@@ -231,7 +307,7 @@ def _dnf(expr, k: int, where: str, line: int) -> list[list[tuple[torch.Tensor, f
         if i >= k:
             raise VnnlibError(f"{where} line {line}: {v} is not declared")
         vec[i] += w
-    return [[(vec, const)]]
+    return [[("Y", vec, const)]]
 
 
 def _show(expr) -> str:
