@@ -199,6 +199,10 @@ def certify(
     """Certify each (x, y) against every perturbation in the ``norm`` ball of radius ``eps``
     (clipped to [0, 1]) with ``method`` ("ibp", "crown", "alpha-crown", "bab").
 
+    ``method="alpha-crown"`` optimises the ReLU slopes of every bound, intermediate layers'
+    included (:mod:`advex.certify.alpha`), for the inputs CROWN does not already prove; the
+    margins of those it proves are CROWN's bounds.
+
     ``method="bab"`` (L-inf) is complete verification by branch and bound
     (:mod:`advex.certify.bab`): alpha-CROWN and PGD first, then, for each sample neither
     settles, a search of at most ``timeout`` seconds (``bab`` for its other settings) that ends
@@ -229,7 +233,7 @@ def certify(
             xb, yb = x[sl], y[sl]
             correct.append(clf(xb).argmax(1) == yb)
             lows.append(spec_bounds(nodes, InputSet.ball(xb, eps, norm), margin_spec(yb, k), method=bound_method,
-                                    slope=slope, alpha_steps=alpha_steps))  # fmt: skip
+                                    slope=slope, alpha_steps=alpha_steps, skip_proven=True))  # fmt: skip
     margins_lb = torch.cat(lows)
     ok = torch.cat(correct)
     certified = ok & (margins_lb > 0).all(1)

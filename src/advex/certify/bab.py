@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from advex.certify.alpha import Plan, alpha_crown, intermediate
 from advex.certify.bounds import InputSet, backsub, crown_intermediate
 from advex.certify.layers import Layer, relu_relaxation
 from advex.errors import AdvexError
@@ -185,6 +186,10 @@ class Verifier:
         self.nodes, self.forward, self.s = nodes, forward, settings
         self.relus = relu_indices(nodes)
         self.sizes = [int(torch.Size(nodes[j].shape).numel()) for j in self.relus]
+        self.input_split = False
+        self.deadline = float("inf")  # the optimisations stop early past it (their bounds so far are sound)
+        self.plan: Plan | None = None  # the root's: which neurons each intermediate bound tightens
+        self.shared: dict[int, dict[int, torch.Tensor]] = {}  # the root's optimised intermediate slopes
 
     # ------------------------------------------------------------------ the spec
     def values(self, x: torch.Tensor, p: Problem) -> torch.Tensor:
@@ -250,11 +255,14 @@ class Verifier:
         inp = InputSet((dom.lower + dom.upper) / 2, 0.0, "linf", dom.lower, dom.upper)
         C = p.C.to(dom.lower).expand(nd, *p.C.shape)
         fix = self._fix(dom)
-        if dom.pre and not self.s.intermediate:  # the parent's bounds, clamped by the new split
-            pre = {r: fix(r, lo, hi) for r, (lo, hi) in dom.pre.items()}
-        else:
-            with torch.no_grad():
+        with torch.no_grad():
+            if self.input_split or not dom.pre:  # a new box: CROWN, within the parent's bounds
                 _, pre = crown_intermediate(self.nodes, inp, "crown", fix=fix)
+            elif self.s.intermediate and self.plan is not None:  # above the split, with the root's slopes
+                pre = intermediate(self.nodes, inp, dom.pre, self._broadcast(nd), self.shared, fix=fix,
+                                   above=self._split_layer(dom))  # fmt: skip
+            else:  # the parent's bounds, clamped by the new split
+                pre = {r: fix(r, lo, hi) for r, (lo, hi) in dom.pre.items()}
         empty = torch.zeros(nd, dtype=torch.bool, device=dom.lower.device)
         for lo, hi in pre.values():  # bounds that cross by more than rounding: no point in the domain
             empty |= (lo > hi + 1e-5 * (1 + lo.abs() + hi.abs())).flatten(1).any(1)
@@ -277,7 +285,7 @@ class Verifier:
         k = len(self.nodes) - 1
         record: dict[int, torch.Tensor] = {}
         for step in range(steps + 1):
-            last = step == steps or opt is None
+            last = step == steps or opt is None or time.perf_counter() > self.deadline  # bounds so far stand
             record.clear()
             with torch.set_grad_enabled(not last):
                 extra = {j: -b * dom.splits[j].unsqueeze(1).to(b) for j, b in betas.items()}
@@ -303,6 +311,36 @@ class Verifier:
                        {j: t.detach() for j, t in betas.items()})  # fmt: skip
         out.choice = self._choose(out, record, a_in.detach(), p.failing(best).to(best.dtype))
         return out, corner
+
+    def _broadcast(self, nd: int) -> Plan:
+        """The root's plan for ``nd`` domains (each ReLU's unstable neurons at the root: a
+        superset of any domain's)."""
+        pl = self.plan
+        return Plan({r: t.expand(nd, -1) for r, t in pl.idx.items()},
+                    {r: t.expand(nd, -1) for r, t in pl.valid.items()}, pl.below, pl.out, pl.chains)  # fmt: skip
+
+    def _split_layer(self, dom: _Domains) -> int:
+        """The lowest ReLU layer that this batch's latest splits touch: bounds below it are the
+        parents' (clamped), those above are recomputed."""
+        if dom.choice is None or not self.relus:
+            return 0
+        offsets = torch.tensor([0, *self.sizes], device=dom.choice.device).cumsum(0)
+        layer = int(torch.searchsorted(offsets, dom.choice.clamp_min(0), right=True).min()) - 1
+        return self.relus[max(layer, 0)]
+
+    def root(self, p: Problem) -> _Domains:
+        """The whole box bounded by alpha-CROWN with every bound's slopes optimised
+        (:mod:`advex.certify.alpha`); its intermediate slopes serve every domain below it."""
+        inp = InputSet((p.lower + p.upper) / 2, 0.0, "linf", p.lower, p.upper)
+        C = p.C.to(p.lower).unsqueeze(0)
+        opt = alpha_crown(self.nodes, inp, C, steps=self.s.first_steps, lr=self.s.lr_alpha,
+                          intermediate_slopes=self.s.intermediate and not self.input_split,
+                          deadline=self.deadline)  # fmt: skip
+        k = len(self.nodes) - 1
+        self.plan = opt.plan if opt.plan is not None and opt.plan.idx else None
+        self.shared = {r: a for r, a in opt.alphas.items() if r != k}
+        lb = opt.lower + p.d.to(opt.lower)
+        return _Domains(p.lower, p.upper, lb, pre=opt.pre, alphas=dict(opt.alphas.get(k, {})))
 
     def _choose(self, dom: _Domains, record: dict[int, torch.Tensor], a_in: torch.Tensor, failing: torch.Tensor):
         """The neuron (or input dimension) to split next in each domain; ``failing`` (D, S) marks
@@ -337,8 +375,7 @@ class Verifier:
             hi[rows[:nd], dim[:nd]] = mid[:nd]
             lo[rows[nd:], dim[nd:]] = mid[nd:]
             kids.lower, kids.upper = lo.view_as(kids.lower), hi.view_as(kids.upper)
-            kids.alphas, kids.pre = {}, {}  # a smaller box: bounds from scratch
-            return kids
+            return kids  # a smaller box: its bounds recomputed within the parent's
         sign = torch.cat([torch.ones(nd), -torch.ones(nd)]).to(torch.int8).to(dom.lower.device)
         offsets = torch.tensor([0, *self.sizes], device=dom.lower.device).cumsum(0)
         for li, j in enumerate(self.relus):
@@ -357,6 +394,7 @@ class Verifier:
     def verify(self, p: Problem) -> Outcome:
         t0 = time.perf_counter()
         s = self.s
+        self.deadline = t0 + s.timeout
         numel = p.lower.numel()
         many = sum(self.sizes) > _INPUT_SPLIT_RELUS
         self.input_split = s.split == "input" or (s.split == "auto" and numel <= _INPUT_SPLIT_DIMS and many)
@@ -373,10 +411,8 @@ class Verifier:
             cex = self.pgd(p)
         if cex is not None:
             return done(FALSIFIED, cex, float("-inf"))
-        s_ = p.C.shape[0]
-        root = _Domains(p.lower, p.upper, torch.full((1, s_), float("-inf"), device=p.lower.device))
         t_root = time.perf_counter()
-        dom, corner = self.bound(root, p, s.first_steps)
+        dom, corner = self.bound(self.root(p), p, 0)
         count, round_s = 1, time.perf_counter() - t_root  # a first estimate of a round's time
         while True:
             cex = self._recheck(corner, p)

@@ -260,31 +260,47 @@ def _patch_size(nodes: list[Layer], chain: list[int]) -> int:
 
 
 def patch_bounds(
-    nodes: list[Layer], chain: list[int], p: int, idx: torch.Tensor, inp: InputSet, pre: PreBounds, slope: str
+    nodes: list[Layer],
+    chain: list[int],
+    p: int,
+    idx: torch.Tensor,
+    inp: InputSet,
+    pre: PreBounds,
+    slope: str,
+    alphas: dict[int, torch.Tensor] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Lower and upper bounds of the neurons idx (B, S) (flat indices into layer p's output),
     back-substituted as patches through ``chain`` (see :mod:`advex.certify.patches`).
 
     With the Wong-Kolter slope the lower and upper bounds share their coefficients (the
     lower and upper lines of every ReLU have the same slope), so one set of patches serves
-    both, with a bias for each; with CROWN's slopes they differ and are computed as 2S specs."""
+    both, with a bias for each; with CROWN's slopes they differ and are computed as 2S specs.
+    ``alphas`` (alpha-CROWN): ReLU index -> each of the 2S functions' lower slopes on its
+    window (B, 2S, C, K, K); a ReLU missing from the dict gets the slope rule's, stored there."""
     s = idx.shape[1]
     paired = slope == "wong-kolter"
-    P = Patches.neurons(idx, nodes[p].shape, paired, inp.x.dtype)
+    P = Patches.neurons(idx, nodes[p].shape, paired and alphas is None, inp.x.dtype)
     for j in chain:
         n = nodes[j]
-        P = n.patch_back(P, _relax(n, j, pre, slope, per_spec=False))
+        relax = _relax(n, j, pre, slope, per_spec=False)
+        if alphas is not None and n.relaxed:
+            if j not in alphas:
+                alphas[j] = P.window(relax.lower_slope).detach().clamp(0, 1)
+            P = n.patch_back(P, relax, lower=alphas[j])
+        else:
+            P = n.patch_back(P, relax)
     xl, xu = P.window(inp.lower).flatten(2), P.window(inp.upper).flatten(2)
     a = P.coef.flatten(2)
     ap, an = a.clamp(min=0), a.clamp(max=0)
     low = (ap * xl + an * xu).sum(-1)
+    paired = P.bias_hi is not None
     high = (ap * xu + an * xl).sum(-1) if paired else None
     if inp.norm == "l2":
         x0 = P.window(inp.x).flatten(2)
         centre, radius = (a * x0).sum(-1), inp.eps * a.norm(dim=-1)
         low = torch.maximum(low, centre - radius)
         high = torch.minimum(high, centre + radius) if paired else None
-    if paired:
+    if P.bias_hi is not None:
         return low + P.bias_lo, high + P.bias_hi
     low = low + P.bias_lo
     return low[:, :s], -low[:, s:]
@@ -314,12 +330,22 @@ def spec_bounds(
     alpha_steps: int = 20,
     alpha_lr: float = 0.1,
     intersect_ibp: bool = True,
+    alpha_intermediate: bool = True,
+    skip_proven: bool = False,
 ) -> torch.Tensor:
     """Lower bounds (B, S) of C z over the input set. ``intersect_ibp``: also keep IBP's
     bound wherever it is tighter (off: the pure linear-relaxation bound, e.g. to compare
-    with the Wong-Kolter dual exactly)."""
+    with the Wong-Kolter dual exactly). ``alpha_intermediate`` (alpha-CROWN): optimise the
+    slopes of every intermediate bound too (:mod:`advex.certify.alpha`), not only the final
+    layer's. ``skip_proven`` (alpha-CROWN): inputs CROWN already proves (every bound > 0) are
+    not optimised."""
     if method == "ibp":
         return ibp_spec(nodes, ibp_boxes(nodes, inp.lower, inp.upper), C)
+    if method == "alpha-crown" and alpha_intermediate:
+        from advex.certify.alpha import alpha_crown  # it builds on this module
+
+        return alpha_crown(nodes, inp, C, steps=alpha_steps, lr=alpha_lr, slope=slope, intersect_ibp=intersect_ibp,
+                           skip_proven=skip_proven).lower  # fmt: skip
     boxes, pre = crown_intermediate(nodes, inp, slope, intersect_ibp=intersect_ibp)
     k = len(nodes) - 1
     with torch.no_grad():

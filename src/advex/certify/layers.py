@@ -301,8 +301,10 @@ class ReLU(Layer):
         bias_lo, bias_hi = (neg * iu).flatten(2).sum(-1), ((A - neg) * iu).flatten(2).sum(-1)
         return [A * su], bias_lo, bias_hi
 
-    def patch_back(self, P, relax):
-        """``back`` on patches: the relaxation maps (B, C, H, W) read on each patch's window."""
+    def patch_back(self, P, relax, lower: torch.Tensor | None = None):
+        """``back`` on patches: the relaxation maps (B, C, H, W) read on each patch's window.
+        ``lower`` (B, S, C, K, K): each function's own lower slopes on its window, used where a
+        neuron is unstable (alpha-CROWN's slopes per bounded neuron)."""
         su_m, iu_m, sl_m = relax
         su, iu = P.window(su_m), P.window(iu_m)
         coef = P.coef
@@ -312,4 +314,7 @@ class ReLU(Layer):
             bias_hi = P.bias_hi + ((coef - neg) * iu).flatten(2).sum(-1)
             return replace(P, coef=coef * su, bias_lo=bias_lo, bias_hi=bias_hi)
         sl = P.window(sl_m)
+        if lower is not None:  # unstable where the upper line has an intercept or a slope in (0, 1)
+            unstable = (iu > 0) | ((su > 0) & (su < 1))
+            sl = torch.where(unstable, lower, sl)
         return replace(P, coef=(coef - neg) * sl + neg * su, bias_lo=bias_lo)
