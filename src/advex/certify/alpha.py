@@ -249,6 +249,8 @@ def alpha_crown(
     with torch.no_grad():  # the patch starts' slopes take their windows' shapes
         intermediate(nodes, inp, best_pre, plan, alphas, slope)
     params = [a.requires_grad_() for per in alphas.values() for a in per.values()]
+    if not params:  # no ReLU reaches the output: nothing to optimise
+        return Optimised(best, pre, {}, None)
     opt = torch.optim.Adam(params, lr=lr)
     for step in range(steps + 1):
         last = step == steps or (deadline is not None and time.perf_counter() > deadline)
