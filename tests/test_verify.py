@@ -142,3 +142,21 @@ def test_export_of_every_zoo_architecture_reads_back(tmp_path):
         out = tmp_path / f"{name}.onnx"
         assert main(["models", "--export", name, str(out)]) == 0
         assert load_onnx(out).in_shape in ((1, 28, 28), (3, 32, 32))
+
+
+@needs_data
+def test_an_onnx_file_is_a_model_for_every_command(tmp_path):
+    from advex.data import load_dataset
+    from advex.models import load
+
+    assert main(["models", "--export", "mnist-small-ibp-0.1", str(tmp_path / "m.onnx")]) == 0
+    x, y = load_dataset("mnist", "test").subset(20).floats()
+    zoo, onnx_model = load("mnist-small-ibp-0.1"), load(str(tmp_path / "m.onnx"))
+    assert onnx_model.channels == 1 and onnx_model.input_size == (28, 28)
+    a = certify(zoo, x, y, eps=0.1, method="crown")
+    b = certify(onnx_model, x, y, eps=0.1, method="crown")
+    assert torch.equal(a.certified, b.certified) and torch.allclose(a.lower, b.lower, atol=1e-4)
+    out = tmp_path / "run"
+    rc = main(["certify", "--model", str(tmp_path / "m.onnx"), "--dataset", "mnist", "--n", "5", "--eps", "0.1",
+               "--quiet", "--out", str(out)])  # fmt: skip
+    assert rc == 0 and (out / "certify.json").is_file()

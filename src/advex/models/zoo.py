@@ -237,9 +237,10 @@ def load(
 ) -> Classifier:
     """Load a classifier, frozen and in eval mode.
 
-    ``name`` is a zoo name (see :func:`names`), or ``FILE.py[:NAME]`` for a user's
-    Python file whose ``NAME`` (default ``model``) is an ``nn.Module``/``Classifier`` or a
-    function returning one. ``weights`` replaces the zoo weights with a user checkpoint
+    ``name`` is a zoo name (see :func:`names`), ``FILE.py[:NAME]`` for a user's Python file
+    whose ``NAME`` (default ``model``) is an ``nn.Module``/``Classifier`` or a function
+    returning one, or an ONNX network (``.onnx``, ``.onnx.gz``; pixels in [0, 1] in, logits
+    out, as ``advex models --export`` writes them). ``weights`` replaces the zoo weights with a user checkpoint
     (safetensors or a weights-only torch state dict) of the same architecture.
     ``allow_code=False`` accepts zoo names only: use it for a name read from a file
     (metadata, a journal, a config), which must never choose code to run.
@@ -265,6 +266,15 @@ def load(
             load_weights(model.net, read_state_dict(path), str(path), name)
         else:
             load_weights(model.net, read_state_dict(weights), str(weights), name)
+    elif name.endswith((".onnx", ".onnx.gz")):
+        from advex.models.onnx import load_onnx
+
+        if weights is not None:
+            raise AdvexError(f"{name} is an ONNX network, which carries its own weights; drop --weights")
+        net = load_onnx(name)
+        shape = net.in_shape
+        image = {"channels": shape[0], "input_size": tuple(shape[1:])} if len(shape) == 3 else {}
+        model = Classifier(net, name=Path(name).name.split(".")[0], **image)
     elif name.endswith(".py") or ".py:" in name:
         obj = _from_python(name)
         model = obj if isinstance(obj, Classifier) else Classifier(obj, name=Path(name.split(":")[0]).stem)
