@@ -9,8 +9,10 @@ r are computed with slopes ``alpha[r][j]`` for every ReLU j below r, one per (bo
 neuron of j), and the final specs with ``alpha[out][j]``. All of them are raised together by
 Adam on the final bound, the gradient reaching an intermediate layer's slopes through the
 relaxations its bounds define above it. Each step's intermediate bounds are intersected with
-the tightest seen so far (each was a sound bound), and the best final bound is kept, so the
-result is never looser than CROWN's.
+the tightest seen so far (each was a sound bound), the gradient passing straight through to
+the new bound (as auto_LiRPA does with its reference bounds: a plain maximum would stop the
+slopes wherever an earlier step was tighter), and the best final bound is kept, so the result
+is never looser than CROWN's.
 
 A convolutional neuron's bound is back-substituted as patches (its receptive field only, as
 CROWN does here), with its slopes on its window; other intermediate bounds are dense
@@ -155,8 +157,10 @@ def intermediate(
                 got_l, got_u = bound[:, :u], -bound[:, u:]
             flat_l, flat_u = lo.flatten(1), hi.flatten(1)
             cur_l, cur_u = flat_l.gather(1, idx), flat_u.gather(1, idx)
-            new_l = torch.where(ok, torch.maximum(cur_l, got_l), cur_l)
-            new_u = torch.where(ok, torch.minimum(cur_u, got_u), cur_u)
+            # the tighter of the two values, with the new bound's gradient (straight through): a
+            # plain max would cut the slopes off wherever an earlier step was tighter
+            new_l = torch.where(ok, got_l + (torch.maximum(cur_l, got_l) - got_l).detach(), cur_l)
+            new_u = torch.where(ok, got_u + (torch.minimum(cur_u, got_u) - got_u).detach(), cur_u)
             lo = flat_l.scatter(1, idx, new_l).view_as(lo)
             hi = flat_u.scatter(1, idx, new_u).view_as(hi)
         pre[r] = (lo, hi) if fix is None else fix(r, lo, hi)
