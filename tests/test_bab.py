@@ -47,8 +47,9 @@ def hard_problem(seed: int):
     return net, x0, C, layers, worst, a
 
 
-@pytest.mark.parametrize("split", ["relu", "input"])
+@pytest.mark.parametrize("split", ["relu", "input", "relu-babsr"])
 def test_answers_agree_with_the_exact_milp(split):
+    split, branching = (split.split("-") + ["fsb"])[:2]
     decided = 0
     for seed in range(3):
         net, x0, C, _, worst, critical = hard_problem(seed)
@@ -57,7 +58,8 @@ def test_answers_agree_with_the_exact_milp(split):
             v = Verifier(
                 trace(net, (x0.shape[1],)),
                 net,
-                Settings(timeout=300, max_domains=20_000 if split == "relu" else 5_000, split=split),
+                Settings(timeout=300, max_domains=20_000 if split == "relu" else 5_000, split=split,
+                         branching=branching),
             )
             got = v.verify(Problem(x0 - eps, x0 + eps, C, torch.zeros(len(C))))
             if got.status == TIMEOUT:
@@ -133,6 +135,8 @@ def test_bab_bad_input():
         bounds(net, x, eps=0.1, method="bab")
     with pytest.raises(AdvexError, match="unknown split"):
         certify(net, x, y, eps=0.1, method="bab", bab=Settings(split="neurons"))
+    with pytest.raises(AdvexError, match="unknown branching 'random'; use one of fsb, babsr"):
+        certify(net, x, y, eps=0.1, method="bab", bab=Settings(branching="random"))
 
 
 def test_every_falsified_sample_has_a_counterexample_that_holds():

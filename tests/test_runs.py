@@ -171,8 +171,20 @@ def test_torchrun_with_two_processes_writes_what_one_process_writes(tmp_path, ar
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     name = "evaluation.json" if args[0] == "evaluate" else "certify.json"
-    assert _results(two, name) == _results(one, name)
+    # every decision identical; bounds to float32 rounding (a process with one thread sums in
+    # another order than one with two: on some CPUs the last digit of a bound differs)
+    assert _same(_results(two, name), _results(one, name))
     assert json.loads((two / name).read_text())["run"]["processes"] == 2
+
+
+def _same(a, b) -> bool:
+    if isinstance(a, dict):
+        return isinstance(b, dict) and a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    if isinstance(a, list):
+        return isinstance(b, list) and len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+    if isinstance(a, float) and isinstance(b, float):
+        return abs(a - b) <= 1e-5 * max(1.0, abs(a), abs(b))
+    return a == b
 
 
 def test_the_progress_bar_draws_on_a_terminal_only():

@@ -9,12 +9,18 @@ loss, for certified training (IBP, CROWN-IBP, the convex dual). ``Smooth(model, 
 randomized smoothing (Cohen et al. 2019): L2 certificates for any network, from its
 behaviour under Gaussian noise.
 
+``verify(net, read_vnnlib(path))`` decides a VNN-COMP property (unsat / sat / timeout) by
+branch and bound; ``export_onnx`` writes a network as the certifiers read it.
+
 Inside: ``layers`` (each layer type with all its rules: interval, back-substitution, patches),
 ``graph`` (``trace``: an ``nn.Module`` to a list of layers), ``patches`` (receptive-field
-coefficients), ``bounds`` (IBP, CROWN, alpha-CROWN over a traced network), ``api`` (this face),
-``smoothing`` (PREDICT and CERTIFY of a smoothed classifier).
+coefficients), ``bounds`` (IBP, CROWN, final-layer alpha-CROWN over a traced network),
+``alpha`` (alpha-CROWN with every bound's slopes optimised), ``bab`` (branch and bound),
+``vnnlib`` (properties), ``verify`` (a property decided), ``export`` (ONNX out), ``api`` (this
+face), ``smoothing`` (PREDICT and CERTIFY of a smoothed classifier).
 """
 
+from advex.certify.alpha import alpha_crown
 from advex.certify.api import (
     Bounds,
     CertifyResult,
@@ -24,7 +30,10 @@ from advex.certify.api import (
     margin_spec,
     worst_case_logits,
 )
+from advex.certify.bab import BRANCHING, FALSIFIED, SPLITS, TIMEOUT, VERIFIED
+from advex.certify.bab import Settings as BabSettings
 from advex.certify.bounds import METHODS, SLOPES, TRAINING_METHODS, check_method
+from advex.certify.export import export_onnx
 from advex.certify.graph import UnsupportedLayer, batchnorm_stats, trace
 from advex.certify.smoothing import (
     ABSTAIN,
@@ -34,9 +43,28 @@ from advex.certify.smoothing import (
     binomial_pvalue,
     clopper_pearson_lower,
 )
+from advex.certify.verify import SAT, UNSAT, Verdict, verify
+from advex.certify.vnnlib import Property, Region, VnnlibError, read_vnnlib, robustness_vnnlib
 
 __all__ = [
     "ABSTAIN",
+    "BRANCHING",
+    "FALSIFIED",
+    "SAT",
+    "SPLITS",
+    "TIMEOUT",
+    "UNSAT",
+    "VERIFIED",
+    "BabSettings",
+    "Property",
+    "Region",
+    "Verdict",
+    "VnnlibError",
+    "alpha_crown",
+    "export_onnx",
+    "read_vnnlib",
+    "robustness_vnnlib",
+    "verify",
     "METHODS",
     "SLOPES",
     "TRAINING_METHODS",

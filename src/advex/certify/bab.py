@@ -43,6 +43,7 @@ from advex.errors import AdvexError
 
 VERIFIED, FALSIFIED, TIMEOUT = "verified", "falsified", "timeout"
 SPLITS = ("auto", "relu", "input")
+BRANCHING = ("fsb", "babsr")
 # "auto" splits the input box when it has at most this many dimensions and the network more
 # ReLUs than this (the ACAS Xu regime); ReLU splitting with beta-CROWN otherwise
 _INPUT_SPLIT_DIMS, _INPUT_SPLIT_RELUS = 4, 200
@@ -110,6 +111,8 @@ class Settings:
     intermediate: bool = True  # recompute intermediate bounds in every domain (off: the parent's, clamped)
     max_domains: int = 1_000_000  # domains bounded in all before giving up (a budget that does not depend on speed)
     memory: int = 2 << 30  # bytes the open domains may hold
+    branching: str = "fsb"  # "babsr": its scores alone; "fsb": the best of its top candidates, tried
+    candidates: int = 4  # fsb: candidates tried per domain
 
 
 @dataclass
@@ -171,6 +174,10 @@ def check_settings(s: Settings) -> None:
         raise AdvexError(f"unknown split {s.split!r}; use one of {', '.join(SPLITS)}")
     if s.batch < 1:
         raise AdvexError(f"the branch batch must be >= 1, got {s.batch}")
+    if s.branching not in BRANCHING:
+        raise AdvexError(f"unknown branching {s.branching!r}; use one of {', '.join(BRANCHING)}")
+    if s.candidates < 1:
+        raise AdvexError(f"fsb needs at least one candidate per domain, got {s.candidates}")
 
 
 def relu_indices(nodes: list[Layer]) -> list[int]:
@@ -309,7 +316,7 @@ class Verifier:
         corner = torch.where(a > 0, dom.lower, dom.upper)
         out = _Domains(dom.lower, dom.upper, best, dom.splits, pre, {j: t.detach() for j, t in alphas.items()},
                        {j: t.detach() for j, t in betas.items()})  # fmt: skip
-        out.choice = self._choose(out, record, a_in.detach(), p.failing(best).to(best.dtype))
+        out.choice = self._choose(out, record, a_in.detach(), p.failing(best).to(best.dtype), p, inp, C)
         return out, corner
 
     def _broadcast(self, nd: int) -> Plan:
@@ -342,9 +349,11 @@ class Verifier:
         lb = opt.lower + p.d.to(opt.lower)
         return _Domains(p.lower, p.upper, lb, pre=opt.pre, alphas=dict(opt.alphas.get(k, {})))
 
-    def _choose(self, dom: _Domains, record: dict[int, torch.Tensor], a_in: torch.Tensor, failing: torch.Tensor):
+    def _choose(self, dom: _Domains, record: dict[int, torch.Tensor], a_in: torch.Tensor, failing: torch.Tensor,
+                p: Problem, inp: InputSet, C: torch.Tensor):  # fmt: skip
         """The neuron (or input dimension) to split next in each domain; ``failing`` (D, S) marks
-        the specs a split should help."""
+        the specs a split should help. ReLUs: BaBSR's scores, and with ``branching="fsb"``
+        the best of their top candidates tried (filtered smart branching)."""
         if self.input_split:
             width = (dom.upper - dom.lower).flatten(1)
             w = (a_in.flatten(2).abs() * failing.unsqueeze(-1)).sum(1)
@@ -361,8 +370,47 @@ class Verifier:
             intercept = -lo * hi / (hi - lo).clamp_min(1e-12)
             score = weight.clamp(max=0).abs() * intercept + 1e-4 * weight.abs() * torch.minimum(-lo, hi)
             scores.append(torch.where(unstable, score + 1e-12, torch.full_like(score, -1.0)))
-        best, choice = torch.cat(scores, 1).max(1)
-        return torch.where(best < 0, -1, choice)  # -1: nothing left to split
+        scores = torch.cat(scores, 1)
+        k = min(self.s.candidates, scores.shape[1]) if self.s.branching == "fsb" else 1
+        top, cand = scores.topk(k, dim=1)
+        if k > 1:
+            tried = self._try_splits(dom, cand, p, inp, C)  # (D, k): each candidate's weaker child
+            pick = torch.where(top >= 0, tried, torch.full_like(tried, float("-inf"))).argmax(1)
+            top, cand = top.gather(1, pick[:, None]), cand.gather(1, pick[:, None])
+        return torch.where(top[:, 0] < 0, -1, cand[:, 0])  # -1: nothing left to split
+
+    def _try_splits(self, dom: _Domains, cand: torch.Tensor, p: Problem, inp: InputSet, C: torch.Tensor):
+        """Filtered smart branching (Bunel et al. 2020; De Palma et al. 2021): for the candidate
+        neurons ``cand`` (D, k) of each domain, both children's bounds by one back-substitution
+        with the domain's own slopes and multipliers (no optimisation, intermediate bounds kept,
+        the split neuron made linear); returns the weaker child's value (D, k) of each."""
+        nd, k = cand.shape
+        m = 2 * k
+        offsets = torch.tensor([0, *self.sizes], device=cand.device).cumsum(0)
+        flat = cand.repeat_interleave(2, 1).flatten()  # (D * 2k,): row d * 2k + 2c + side
+        active = torch.arange(nd * m, device=cand.device) % 2 == 0
+
+        def rep(t):
+            return t.repeat_interleave(m, 0)
+
+        pre = {}
+        for li, j in enumerate(self.relus):
+            lo, hi = (rep(t).flatten(1).clone() for t in dom.pre[j])
+            rows = ((flat >= offsets[li]) & (flat < offsets[li + 1])).nonzero().flatten()
+            if len(rows):
+                col = flat[rows] - offsets[li]
+                on = active[rows]
+                lo[rows[on], col[on]] = lo[rows[on], col[on]].clamp_min(0)
+                hi[rows[~on], col[~on]] = hi[rows[~on], col[~on]].clamp_max(0)
+            shape = dom.pre[j][0].shape[1:]
+            pre[j] = (lo.view(-1, *shape), hi.view(-1, *shape))
+        alphas = {j: rep(a) for j, a in dom.alphas.items()}
+        extra = {j: -rep(b) * rep(dom.splits[j]).unsqueeze(1).to(b) for j, b in dom.betas.items()}
+        rin = InputSet(rep(inp.x), 0.0, "linf", rep(inp.lower), rep(inp.upper))
+        with torch.no_grad():
+            a_in, bias = backsub(self.nodes, len(self.nodes) - 1, rep(C), pre, "crown", alphas, extra=extra)
+            lb = rin.concretize(a_in, bias + p.d.to(bias))
+        return p.worst(lb).view(nd, k, 2).amin(-1)
 
     def _children(self, dom: _Domains) -> _Domains:
         """Each domain split in two at its chosen neuron or input dimension."""

@@ -17,7 +17,7 @@ from advex.certify import layers as L
 from advex.certify.graph import trace
 from advex.data import atomic_write_bytes
 from advex.errors import AdvexError
-from advex.models.onnx import OnnxError, _import_onnx
+from advex.models import OnnxError, onnx_package
 
 OPSET = 13
 
@@ -25,7 +25,7 @@ OPSET = 13
 def export_onnx(model: nn.Module, path: str | Path, in_shape: tuple[int, ...]) -> Path:
     """Write ``model`` for inputs of shape ``in_shape`` (C, H, W) to the ONNX file ``path``
     (written whole or not at all); returns the path."""
-    onnx, numpy_helper = _import_onnx()
+    onnx, numpy_helper = onnx_package()
     helper = onnx.helper
     nodes = trace(model, tuple(in_shape))
     inits, graph_nodes = [], []

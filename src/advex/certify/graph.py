@@ -17,8 +17,7 @@ from torch import nn
 
 from advex.certify import layers as L
 from advex.errors import AdvexError
-from advex.models import Classifier
-from advex.models.onnx import Graph, Scale, Sum
+from advex.models import Classifier, Graph, Scale, Sum
 
 SUPPORTED = (
     "Linear, Conv2d (zero padding, no dilation), ReLU, Flatten, BatchNorm1d/2d (eval), AvgPool2d, "

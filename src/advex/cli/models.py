@@ -32,8 +32,7 @@ def run(args) -> int:
 
 
 def export(model_name: str, out: str) -> int:
-    from advex.certify import UnsupportedLayer
-    from advex.certify.export import export_onnx
+    from advex.certify import UnsupportedLayer, export_onnx
     from advex.errors import AdvexError
     from advex.models import load
 

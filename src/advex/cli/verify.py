@@ -42,16 +42,14 @@ def add_parser(sub) -> argparse.ArgumentParser:
 
 
 def run(args) -> int:
-    from advex.certify.bab import Settings
+    from advex.certify import BabSettings
 
     instances = _instances(args)
-    settings = Settings(split=args.split, batch=args.branches)
+    settings = BabSettings(split=args.split, batch=args.branches)
     if args.result is not None:
         _check_out(args, len(instances))
-    from advex.certify.verify import verify
-    from advex.certify.vnnlib import read_vnnlib
-    from advex.models import resolve_device
-    from advex.models.onnx import load_onnx
+    from advex.certify import read_vnnlib, verify
+    from advex.models import load_onnx, resolve_device
 
     device = resolve_device(args.device)
     nets, props = {}, {}

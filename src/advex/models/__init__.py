@@ -5,12 +5,17 @@ trains (``make_classifier``, ``ARCHS``, ``ibp_init``), and networks read from ON
 
 from advex.models.archs import ARCHS, Residual, ibp_init, make_classifier
 from advex.models.classifier import Classifier, as_classifier, check_labels, check_logits, check_pixels, frozen
-from advex.models.onnx import load_onnx
+from advex.models.onnx import Graph, OnnxError, Scale, Sum, load_onnx, onnx_package
 from advex.models.zoo import DEFAULT_MODEL, describe, load, load_weights, names, read_state_dict, resolve_device
 
 __all__ = [
     "ARCHS",
     "Classifier",
+    "Graph",
+    "OnnxError",
+    "Scale",
+    "Sum",
+    "onnx_package",
     "Residual",
     "ibp_init",
     "load_weights",

@@ -71,7 +71,8 @@ class Graph(nn.Module):
         return f"in_shape={self.in_shape}"
 
 
-def _import_onnx():
+def onnx_package():
+    """The ``onnx`` package and its ``numpy_helper``, or a clear error naming the install."""
     try:
         import onnx
         from onnx import numpy_helper
@@ -81,7 +82,7 @@ def _import_onnx():
 
 
 def _attrs(node) -> dict:
-    onnx, numpy_helper = _import_onnx()
+    onnx, numpy_helper = onnx_package()
     out = {}
     for a in node.attribute:
         v = onnx.helper.get_attribute_value(a)
@@ -97,7 +98,7 @@ def load_onnx(path: str | Path) -> Graph:
     """The network in the ONNX file ``path`` (gzipped if it ends in .gz) as a :class:`Graph`
     (eval mode, fp32, on the CPU).
     Its one input's first dimension is the batch."""
-    onnx, numpy_helper = _import_onnx()
+    onnx, numpy_helper = onnx_package()
     path = Path(path)
     if not path.is_file():
         raise OnnxError(f"no ONNX file at {path}")
