@@ -1,6 +1,7 @@
 """Complete verification by branch and bound (issue 18's measured section):
 
     python benchmarks/bench_bab.py [--n 1000] [--timeout 60] [--configs mnist-small-ibp-0.1@0.1,...]
+    python benchmarks/bench_bab.py --memory [--memory-config mnist-small-pgd@0.3@2]
 
 For each (zoo model, L-inf eps), ``advex certify --method crown,alpha-crown,bab`` on the first
 ``--n`` MNIST test images, as a user runs it (one process each, its wall time and peak RSS):
@@ -60,6 +61,55 @@ def one(model: str, eps: float, args, work: Path) -> dict:
     return run
 
 
+MEMORY_PROBE = """
+import resource, sys, time, torch
+from advex.certify import margin_spec, trace
+from advex.certify.bab import Problem, Settings, Verifier
+from advex.data import load_dataset
+from advex.models import frozen, load
+model, eps, index, batch, rounds = sys.argv[1], float(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
+net = load(model).eval()
+x, y = load_dataset("mnist", "test").subset(index + 1).floats()
+x, y = x[index:index + 1], y[index:index + 1]
+nodes = trace(net, tuple(x.shape[1:]))
+C = margin_spec(y, 10)[0]
+p = Problem((x - eps).clamp(0, 1), (x + eps).clamp(0, 1), C, torch.zeros(len(C)))
+with frozen(net):
+    v = Verifier(nodes, net, Settings(batch=batch, attack_steps=0))
+    v.input_split = False
+    v.deadline = float("inf")
+    dom, _ = v.bound(v.root(p), p, 0)
+    while len(dom) < batch:  # grow to a batch of domains (not measured)
+        dom, _ = v.bound(v._children(dom.take((dom.choice >= 0).nonzero().flatten())), p, v.s.steps)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    t0 = time.perf_counter()
+    for _ in range(rounds):  # rounds as the search runs them: batch parents, 2 x batch children in one pass
+        parents = dom.take(torch.arange(batch))
+        kids, _ = v.bound(v._children(parents.take((parents.choice >= 0).nonzero().flatten())), p, v.s.steps)
+    after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print(len(kids), round((time.perf_counter() - t0) / rounds, 3), before // 1024, after // 1024)
+"""
+
+
+def memory(args) -> dict:
+    """Peak memory of the batched branch evaluation: in a fresh process per batch size, the
+    growth of the peak RSS over what the root left, while rounds of ``batch`` splits (2 x batch
+    children, bounded in one pass) run, and the seconds per round."""
+    import subprocess
+
+    model, eps, index = args.memory_config.split("@")
+    rows = []
+    for batch in (16, 64, 256):
+        out = subprocess.run([sys.executable, "-c", MEMORY_PROBE, model, eps, index, str(batch), "3"],
+                             capture_output=True, text=True, check=True).stdout.split()  # fmt: skip
+        kids, per_round, before, after = int(out[0]), float(out[1]), int(out[2]), int(out[3])
+        rows.append({"batch": batch, "children_per_round": kids, "round_s": per_round, "peak_rss_before_mb": before,
+                     "peak_rss_during_mb": after, "growth_mb": after - before})  # fmt: skip
+        print(f"batch {batch}: {kids} children per round, {per_round} s a round, peak RSS {before} -> {after} MB",
+              flush=True)  # fmt: skip
+    return {"config": args.memory_config, "rows": rows}
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=1000, help="MNIST test images per config (default 1000)")
@@ -67,7 +117,13 @@ def main() -> int:
     ap.add_argument("--configs", default=CONFIGS, help=f"MODEL@EPS,... (default {CONFIGS})")
     ap.add_argument("--work", default=str(Path.home() / ".cache" / "advex" / "bench_bab"))
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "bab.json"))
+    ap.add_argument("--memory-config", default="mnist-small-pgd@0.3@2",
+                    help="MODEL@EPS@IMAGE for the memory section (default mnist-small-pgd@0.3@2, an open image)")
+    ap.add_argument("--memory", action="store_true", help="measure the batched branch evaluation's memory only")
     args = ap.parse_args()
+    if args.memory:
+        run_sections({"memory": lambda: memory(args)}, "memory", Path(args.out))
+        return 0
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     sections = {}
