@@ -204,8 +204,9 @@ def certify(
     margins of those it proves are CROWN's bounds.
 
     ``method="bab"`` (L-inf) is complete verification by branch and bound
-    (:mod:`advex.certify.bab`): alpha-CROWN and PGD first, then, for each sample neither
-    settles, a search of at most ``timeout`` seconds (``bab`` for its other settings) that ends
+    (:mod:`advex.certify.bab`): alpha-CROWN and PGD first, the Square attack on what they
+    leave open (``bab.square_queries`` queries), then, for each sample none settles, a search
+    of at most ``timeout`` seconds (``bab`` for its other settings) that ends
     it verified, falsified (a counterexample in ``counterexamples``, re-checked by a fresh fp32
     pass) or timed out; ``status`` says which. ``certified`` is the verified samples,
     ``attacked`` those not falsified.
@@ -259,6 +260,7 @@ def certify(
     search = None
     if method == "bab":
         with frozen(clf):
+            broken, x_adv = _square(clf, x, y, eps, ok & ~certified & ~broken, broken, x_adv, settings, seed)
             search = _search(clf, nodes, x, y, eps, margins_lb, ok, certified, broken, x_adv, settings)
         certified = torch.tensor([s == VERIFIED for s in search[0]])
         attacked = torch.tensor([s != FALSIFIED for s in search[0]])
@@ -275,6 +277,27 @@ def certify(
         x_adv=x_adv,
         **({} if search is None else dict(zip(("status", "search_s", "domains", "counterexamples"), search))),
     )
+
+
+def _square(clf, x, y, eps, open_, broken, x_adv, settings, seed):
+    """The Square attack (black-box: blind to masked gradients) on the samples alpha-CROWN and
+    PGD leave open, all at once, before any search: what it breaks (re-checked by a fresh
+    pass, in the ball) is falsified without a search."""
+    if not settings.square_queries or not bool(open_.any()):
+        return broken, x_adv
+    from advex.attacks import Square
+
+    idx = open_.nonzero().flatten()
+    got = Square(eps=eps, queries=settings.square_queries, seed=seed)(clf, x[idx], y[idx]).x_adv.to(x.device)
+    with torch.no_grad():
+        wrong = clf(got).argmax(1) != y[idx]
+    inside = ((got - x[idx]).flatten(1).abs().amax(1) <= eps + 1e-6) & (got.flatten(1).amin(1) >= 0)
+    hit = wrong & inside & (got.flatten(1).amax(1) <= 1)
+    if bool(hit.any()):
+        broken, x_adv = broken.clone(), x_adv.clone()
+        broken[idx[hit]] = True
+        x_adv[idx[hit].cpu()] = got[hit].cpu()
+    return broken, x_adv
 
 
 def _search(clf, nodes, x, y, eps, margins_lb, ok, certified, broken, x_adv, settings):

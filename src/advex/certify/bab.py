@@ -108,6 +108,7 @@ class Settings:
     lr_beta: float = 0.05
     attack_steps: int = 20
     attack_every: int = 1  # rounds between attacks from the most promising children
+    square_queries: int = 5000  # certify: the Square attack on what alpha-CROWN and PGD leave open (0: none)
     intermediate: bool = True  # recompute intermediate bounds in every domain (off: the parent's, clamped)
     max_domains: int = 1_000_000  # domains bounded in all before giving up (a budget that does not depend on speed)
     memory: int = 2 << 30  # bytes the open domains may hold
