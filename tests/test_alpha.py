@@ -5,6 +5,7 @@ patch path equal to the dense path, the memory fallback and the deadline."""
 import pytest
 import torch
 from exact import exact_min, layers_of
+from test_bab import random_net
 from torch import nn
 
 from advex.certify import margin_spec, trace
@@ -15,16 +16,8 @@ from advex.errors import AdvexWarning
 pytest.importorskip("scipy")
 
 
-def deep_net(seed: int, din: int = 3, width: int = 12, depth: int = 4, classes: int = 3) -> nn.Sequential:
-    g = torch.Generator().manual_seed(seed)
-    dims, mods = [din, *([width] * depth), classes], []
-    for i in range(len(dims) - 1):
-        lin = nn.Linear(dims[i], dims[i + 1])
-        with torch.no_grad():
-            lin.weight.copy_(torch.randn(lin.weight.shape, generator=g) / dims[i] ** 0.5)
-            lin.bias.copy_(torch.randn(lin.bias.shape, generator=g) * 0.3)
-        mods += [lin, nn.ReLU()]
-    return nn.Sequential(*mods[:-1]).eval()
+def deep_net(seed: int, din: int = 3, width: int = 12, depth: int = 4) -> nn.Sequential:
+    return random_net(seed, din, hidden=(width,) * depth)
 
 
 def conv_net(seed: int) -> nn.Sequential:

@@ -34,8 +34,7 @@ from advex.certify.bounds import (
     _patch_size,
     backsub,
     conv_chain,
-    crown_intermediate,
-    ibp_spec,
+    crown_bound,
     patch_bounds,
 )
 from advex.certify.layers import Layer, relu_relaxation
@@ -210,13 +209,8 @@ def alpha_crown(
     is already > 0 are not optimised (their bounds stay CROWN's; certification needs no more).
     ``deadline`` (a ``time.perf_counter()`` value): the optimisation stops there, with the best
     bounds found so far."""
-    boxes, pre = crown_intermediate(nodes, inp, slope, intersect_ibp=intersect_ibp)
+    best, pre, _ = crown_bound(nodes, inp, C, slope, intersect_ibp)
     k = len(nodes) - 1
-    with torch.no_grad():
-        a_in, bias = backsub(nodes, k, C, pre, slope)
-        best = inp.concretize(a_in, bias)
-        if intersect_ibp:
-            best = torch.maximum(best, ibp_spec(nodes, boxes, C))
     if steps <= 0 or not pre:
         return Optimised(best, pre, {}, None)
     if skip_proven:

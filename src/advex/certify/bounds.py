@@ -9,9 +9,9 @@
   slopes the bound equals the dual bound of Wong & Kolter 2018). Pre-activation bounds of
   every ReLU come from the same back-substitution (for the neurons IBP finds unstable),
   intersected with IBP's.
-- alpha-CROWN (Xu et al. 2021): the lower slopes of the final bound optimised per neuron
-  and per output by projected gradient ascent (Adam) from CROWN's; never looser than CROWN
-  (the best bound seen is kept). Intermediate bounds stay CROWN's.
+- alpha-CROWN (Xu et al. 2021): the lower slopes optimised by projected gradient ascent
+  (Adam) from CROWN's, those of every intermediate bound too (:mod:`advex.certify.alpha`,
+  which builds on this module); never looser than CROWN (the best bound seen is kept).
 
 Inputs: the L-inf ball clipped to [0, 1] (the box [max(x - eps, 0), min(x + eps, 1)]), or
 the L2 ball (CROWN and alpha-CROWN: the tighter of the L2-ball bound and the clipped-box
@@ -341,46 +341,24 @@ def spec_bounds(
     not optimised."""
     if method == "ibp":
         return ibp_spec(nodes, ibp_boxes(nodes, inp.lower, inp.upper), C)
-    if method == "alpha-crown" and alpha_intermediate:
+    if method == "alpha-crown":
         from advex.certify.alpha import alpha_crown  # it builds on this module
 
         return alpha_crown(nodes, inp, C, steps=alpha_steps, lr=alpha_lr, slope=slope, intersect_ibp=intersect_ibp,
-                           skip_proven=skip_proven).lower  # fmt: skip
+                           intermediate_slopes=alpha_intermediate, skip_proven=skip_proven).lower  # fmt: skip
+    return crown_bound(nodes, inp, C, slope, intersect_ibp)[0]
+
+
+def crown_bound(nodes: list[Layer], inp: InputSet, C: torch.Tensor, slope: str = "crown", intersect_ibp: bool = True):
+    """CROWN's lower bounds (B, S) of C z, with the intermediate bounds (``PreBounds``) and
+    the IBP boxes it computed on the way."""
     boxes, pre = crown_intermediate(nodes, inp, slope, intersect_ibp=intersect_ibp)
-    k = len(nodes) - 1
     with torch.no_grad():
-        a_in, bias = backsub(nodes, k, C, pre, slope)
+        a_in, bias = backsub(nodes, len(nodes) - 1, C, pre, slope)
         best = inp.concretize(a_in, bias)
         if intersect_ibp:
             best = torch.maximum(best, ibp_spec(nodes, boxes, C))
-    if method == "crown" or alpha_steps <= 0 or not pre:
-        return best
-    return _alpha_crown(nodes, inp, C, pre, slope, best, alpha_steps, alpha_lr)
-
-
-def _alpha_crown(nodes, inp, C, pre, slope, best, steps, lr):
-    """alpha-CROWN (Xu et al. 2021): one lower slope per (spec, neuron) of every ReLU, from
-    the slope rule's choice, raised by Adam on the bound; the best bound seen is kept."""
-    k = len(nodes) - 1
-    alphas: dict[int, torch.Tensor] = {}
-    for j, (lo, hi) in pre.items():
-        init = relu_relaxation(lo, hi, slope).lower_slope
-        alphas[j] = init.clamp(0, 1).unsqueeze(1).expand(-1, C.shape[1], *init.shape[1:]).clone().requires_grad_()
-    opt = torch.optim.Adam(list(alphas.values()), lr=lr)
-    for _ in range(steps):
-        with torch.enable_grad():
-            a_in, bias = backsub(nodes, k, C, pre, slope, alphas)
-            lb = inp.concretize(a_in, bias)
-            opt.zero_grad(set_to_none=True)
-            (-lb.sum()).backward()
-        opt.step()
-        with torch.no_grad():
-            for a in alphas.values():
-                a.clamp_(0, 1)
-            best = torch.maximum(best, lb.detach())
-    with torch.no_grad():
-        a_in, bias = backsub(nodes, k, C, pre, slope, alphas)
-        return torch.maximum(best, inp.concretize(a_in, bias))
+    return best, pre, boxes
 
 
 def check_method(method: str, norm: str, slope: str, eps: float) -> None:
