@@ -228,9 +228,11 @@ class Verifier:
                 found = self._recheck(x.detach()[bad], p) if bad.any() else None
                 if found is not None:
                     return found
+                if time.perf_counter() > self.deadline:
+                    break  # out of time: the last point is still checked
                 step = width * (0.25 * (1 - t / steps) + 0.01)
                 x = torch.maximum(torch.minimum(x.detach() - step * g.sign(), hi), lo)
-        return self._recheck(x, p)
+        return self._recheck(x.detach(), p)
 
     def pgd(self, p: Problem, restarts: int = 5, steps: int = 50, seed: int = 0) -> torch.Tensor | None:
         gen = torch.Generator(p.lower.device).manual_seed(seed)
@@ -490,7 +492,7 @@ class Verifier:
             bounded, corner = self.bound(kids, p, s.steps if not stuck.any() else 3 * s.steps)
             count += len(kids)
             rounds += 1
-            if s.attack_steps and rounds % s.attack_every == 0:
+            if s.attack_steps and rounds % s.attack_every == 0 and time.perf_counter() < self.deadline:
                 promising = p.worst(bounded.lb).argsort()[: max(1, s.batch // 8)]
                 cex = self.attack(corner[promising], p, s.attack_steps)
                 if cex is not None:
