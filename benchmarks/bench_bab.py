@@ -117,8 +117,11 @@ def main() -> int:
     ap.add_argument("--configs", default=CONFIGS, help=f"MODEL@EPS,... (default {CONFIGS})")
     ap.add_argument("--work", default=str(Path.home() / ".cache" / "advex" / "bench_bab"))
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "bab.json"))
-    ap.add_argument("--memory-config", default="mnist-small-pgd@0.3@2",
-                    help="MODEL@EPS@IMAGE for the memory section (default mnist-small-pgd@0.3@2, an open image)")
+    ap.add_argument(
+        "--memory-config",
+        default="mnist-small-pgd@0.3@2",
+        help="MODEL@EPS@IMAGE for the memory section (default mnist-small-pgd@0.3@2, an open image)",
+    )
     ap.add_argument("--memory", action="store_true", help="measure the batched branch evaluation's memory only")
     args = ap.parse_args()
     if args.memory:

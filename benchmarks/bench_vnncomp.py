@@ -9,7 +9,9 @@ ONNX networks, VNNLIB properties and ``<set>_instances.csv``), ``--results`` the
 folder of https://github.com/stanleybak/vnncomp2021_results (every tool's answer per instance).
 Neither is shipped with advex; nothing is downloaded here.
 
-For each set, ``--per-set`` instances spread evenly over its instances CSV (all with 0) go to one
+Instances whose network advex cannot read (an operator outside its set: ERAN's
+sigmoid network) are counted and set aside, their operator named. For each set, ``--per-set`` instances
+spread evenly over the rest of its instances CSV (all with 0) go to one
 ``advex verify --instances`` process (its wall time and peak RSS), with ``--timeout`` seconds each
 (default: the competition's own per-instance limit). Every answer is compared with the
 competition's: advex's unsat where a tool found sat (or sat where a tool proved unsat) is a
@@ -57,13 +59,27 @@ def pick(lines: list[list[str]], n: int) -> list[list[str]]:
     return [lines[round(i * (len(lines) - 1) / (n - 1))] for i in range(n)] if n > 1 else lines[:1]
 
 
+def _unsupported(folder: Path, nets: set[str]) -> dict[str, str]:
+    """The set's networks advex cannot read (an operator outside its set): name -> the error."""
+    from advex.models import OnnxError, load_onnx
+
+    bad = {}
+    for net in sorted(nets):
+        try:
+            load_onnx(folder / net)
+        except OnnxError as e:
+            bad[net] = str(e).split(": ", 1)[-1]
+    return bad
+
+
 def one(name: str, args, work: Path, answers) -> dict:
     folder = Path(args.root) / name
     csvs = sorted(folder.glob("*instances.csv"))
     if not csvs:
         raise SystemExit(f"{folder} holds no *instances.csv")
     lines = [r for r in csv.reader(csvs[0].open()) if len(r) == 3]
-    chosen = pick(lines, args.per_set)
+    unsupported = _unsupported(folder, {net for net, _, _ in lines})
+    chosen = pick([r for r in lines if r[0] not in unsupported], args.per_set)
     out = work / name
     out.mkdir(parents=True, exist_ok=True)
     inst = out / "instances.csv"
@@ -95,6 +111,7 @@ def one(name: str, args, work: Path, answers) -> dict:
         "set": name,
         "instances": len(per),
         "of": len(lines),
+        "unsupported": {"instances": sum(r[0] in unsupported for r in lines), "networks": unsupported},
         "timeout_s": args.timeout or "the competition's",
         "advex": counts,
         "alpha_beta_crown_2021": theirs,
@@ -104,7 +121,8 @@ def one(name: str, args, work: Path, answers) -> dict:
     }
     run.pop("stdout_tail", None)
     run.update(summary=summary, instances=per)
-    print(f"{name}: advex {counts}, alpha-beta-CROWN (2021) {theirs}, disagreements {len(disagree)} "
+    skipped = f", {summary['unsupported']['instances']} of {len(lines)} unsupported" if unsupported else ""
+    print(f"{name}: advex {counts}{skipped}, alpha-beta-CROWN (2021) {theirs}, disagreements {len(disagree)} "
           f"({run['wall_s']} s, {run['peak_rss_mb']} MB)", flush=True)  # fmt: skip
     return run
 

@@ -2,6 +2,7 @@
 minima and sampled outputs, never looser than CROWN or than final-layer alpha-CROWN, the
 patch path equal to the dense path, the memory fallback and the deadline."""
 
+import numpy as np
 import pytest
 import torch
 from exact import exact_min, layers_of
@@ -151,3 +152,24 @@ def test_skip_proven_leaves_proven_inputs_at_crown():
     full = spec_bounds(nodes, inp, C, method="alpha-crown")
     assert torch.equal(got[proven], crown[proven])
     assert torch.allclose(got[~proven], full[~proven], atol=1e-5)
+
+
+def test_a_network_ending_in_a_relu():
+    """ERAN's VNN-COMP networks end in a ReLU: bounded as an intermediate layer and passed by
+    the final back-substitution too (its slopes were once keyed alike and clashed)."""
+    torch.manual_seed(0)
+    net = nn.Sequential(*random_net(5, 3, hidden=(12, 12), classes=4), nn.ReLU()).eval()
+    x = torch.rand(1, 3, generator=torch.Generator().manual_seed(7))
+    C = margin_spec(net(x).argmax(1), 4)  # 3 specs: never twice a count of unstable neurons
+    nodes = trace(net, (3,))
+    inp = InputSet.ball(x, 0.3, "linf")
+    crown = spec_bounds(nodes, inp, C, method="crown")
+    full = alpha_crown(nodes, inp, C, steps=30)
+    assert len(nodes) - 1 in full.plan.idx  # the last ReLU's input bounds optimised too
+    assert (full.lower >= crown - 1e-6).all() and (full.lower > crown + 1e-3).any()
+    layers = [*layers_of(net), (np.eye(4), np.zeros(4))]  # the final ReLU, then the identity
+    for s, c in enumerate(C[0]):
+        exact = exact_min(layers, inp.lower[0].numpy(), inp.upper[0].numpy(), c.double().numpy())
+        assert float(full.lower[0, s]) <= exact + 1e-5
+    outs = net(inp.lower + (inp.upper - inp.lower) * torch.rand(4000, 3)) @ C[0].T
+    assert (outs >= full.lower - 1e-5).all()

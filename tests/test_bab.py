@@ -58,8 +58,9 @@ def test_answers_agree_with_the_exact_milp(split):
             v = Verifier(
                 trace(net, (x0.shape[1],)),
                 net,
-                Settings(timeout=300, max_domains=20_000 if split == "relu" else 5_000, split=split,
-                         branching=branching),
+                Settings(
+                    timeout=300, max_domains=20_000 if split == "relu" else 5_000, split=split, branching=branching
+                ),
             )
             got = v.verify(Problem(x0 - eps, x0 + eps, C, torch.zeros(len(C))))
             if got.status == TIMEOUT:

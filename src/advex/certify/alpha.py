@@ -56,8 +56,9 @@ def ancestors(nodes: list[Layer], p: int) -> set[int]:
 class Plan:
     """What one optimisation back-substitutes: for each ReLU r whose input bounds depend on a
     ReLU below, the unstable neurons it tightens (``idx`` (B, U) flat indices into its input,
-    ``valid`` (B, U) where a row has fewer) and the ReLUs below it (``below[r]``); ``out`` is
-    the final layer's index and ``below[out]`` every ReLU."""
+    ``valid`` (B, U) where a row has fewer) and the ReLUs below it (``below[r]``); ``out`` keys
+    the final specs' back-substitution (``len(nodes)``: not a layer's index, since the last layer
+    may be a ReLU bounded as an intermediate one too) and ``below[out]`` every ReLU it passes."""
 
     idx: dict[int, torch.Tensor]
     valid: dict[int, torch.Tensor]
@@ -86,8 +87,8 @@ def make_plan(nodes: list[Layer], pre: PreBounds) -> Plan:
         chain = conv_chain(nodes, p)
         if chain is not None:
             chains[r] = chain
-    out = len(nodes) - 1
-    below[out] = sorted(ancestors(nodes, out) & set(relus))
+    out, last = len(nodes), len(nodes) - 1
+    below[out] = sorted((ancestors(nodes, last) | {last}) & set(relus))
     return Plan(idx, valid, below, out, chains)
 
 
@@ -226,7 +227,7 @@ def alpha_crown(
             return Optimised(best, pre, {}, None)
     plan = make_plan(nodes, pre)
     if not intermediate_slopes:
-        plan = Plan({}, {}, {k: plan.below[k]}, k, {})
+        plan = Plan({}, {}, {plan.out: plan.below[plan.out]}, plan.out, {})
     elif memory(nodes, plan, C.shape[1]) > budget:
         b = inp.x.shape[0]
         if b > 1:  # in halves, each its own optimisation
@@ -241,7 +242,7 @@ def alpha_crown(
             AdvexWarning,
             stacklevel=2,
         )
-        plan = Plan({}, {}, {k: plan.below[k]}, k, {})
+        plan = Plan({}, {}, {plan.out: plan.below[plan.out]}, plan.out, {})
     alphas = init_slopes(pre, plan, C.shape[1], slope)
     best_pre = {j: (lo.detach(), hi.detach()) for j, (lo, hi) in pre.items()}
     with torch.no_grad():  # the patch starts' slopes take their windows' shapes
@@ -254,7 +255,7 @@ def alpha_crown(
         last = step == steps or (deadline is not None and time.perf_counter() > deadline)
         with torch.set_grad_enabled(not last):  # callers may hold no_grad
             cur = intermediate(nodes, inp, best_pre, plan, alphas, slope)
-            a_in, bias = backsub(nodes, k, C, cur, slope, alphas[k])
+            a_in, bias = backsub(nodes, k, C, cur, slope, alphas[plan.out])
             lb = inp.concretize(a_in, bias)
             if not last:
                 opt.zero_grad(set_to_none=True)
