@@ -332,6 +332,7 @@ CASES += [
          r"prop5.vnnlib declares 5 inputs, the network takes 4"),
     Case("verify:out-is-a-folder", (*_VE, "--out", "{tmp}/empty"), r"--out .*empty is a folder; give the result file"),
     Case("verify:neither", ("verify", "--timeout", "5"), r"give --onnx NET.onnx and --vnnlib PROP.vnnlib, or"),
+    Case("verify:skip-unsupported-one", (*_VE, "--skip-unsupported"), r"--skip-unsupported goes with --instances"),
     Case("verify:instances-and-onnx", (*_VI, "{tmp}/instances.csv", "--onnx", "{tmp}/net.onnx"), r"not both"),
     Case("verify:instances-fields", (*_VI, "{tmp}/instances_fields.csv"),
          r"instances_fields.csv line 2: expected onnx,vnnlib,timeout, got 2 fields"),

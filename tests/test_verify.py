@@ -107,6 +107,35 @@ def test_an_instances_csv_runs_a_benchmark_set_with_a_summary(tmp_path, capsys):
     assert [f.read_text().splitlines()[0] for f in files] == ["unsat", "sat"]
 
 
+def test_an_unsupported_network_stops_a_set_or_is_skipped(tmp_path, capsys):
+    """ERAN's VNN-COMP set mixes ReLU and sigmoid networks: by default the run stops on the one
+    advex cannot read, naming the operator, before any search; --skip-unsupported answers
+    'unknown' for its instances and decides the rest."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    net = small_net()
+    export_onnx(net, tmp_path / "net.onnx", (3,))
+    g = helper.make_graph([helper.make_node("Sigmoid", ["x"], ["y"], name="squash")], "sig",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 3])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 3])])  # fmt: skip
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)]), str(tmp_path / "sig.onnx"))
+    x = torch.tensor([0.5, 0.5, 0.5])
+    y = int(net(x[None]).argmax())
+    (tmp_path / "p.vnnlib").write_text(robustness_vnnlib(x, y, 1e-3, 3))
+    (tmp_path / "set.csv").write_text("sig.onnx,p.vnnlib,30\nnet.onnx,p.vnnlib,30\n")
+    rc = main(["verify", "--instances", str(tmp_path / "set.csv"), "--out", str(tmp_path / "a")])
+    assert rc == 2 and "operator Sigmoid is not supported" in capsys.readouterr().err
+    assert not (tmp_path / "a").exists()  # nothing written: it stopped before any search
+    rc = main(["verify", "--instances", str(tmp_path / "set.csv"), "--out", str(tmp_path / "b"), "--skip-unsupported"])
+    out = capsys.readouterr().out
+    assert rc == 0 and "sig.onnx p.vnnlib: unsupported (" in out and re.search(r"unsupported\s+1\s+50.0%", out)
+    rows = (tmp_path / "b" / "results.csv").read_text().splitlines()
+    assert [r.split(",")[3] for r in rows[1:]] == ["unsupported", "unsat"]
+    files = sorted((tmp_path / "b").glob("*.txt"))
+    assert [f.read_text() for f in files] == ["unknown\n", "unsat\n"]
+
+
 @needs_data
 def test_the_onnx_path_answers_as_the_pytorch_path_on_the_zoo(tmp_path):
     """mnist-small at eps 0.02: `advex models --export` + a VNNLIB robustness property per image,

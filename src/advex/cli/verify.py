@@ -4,7 +4,9 @@ counterexample, re-checked in a fresh fp32 pass, written in the VNN-COMP result 
 ``timeout``, by branch and bound (alpha-CROWN, beta-CROWN splits, attacks in the branches).
 ``--onnx NET --vnnlib PROP [--out result.txt]`` decides one; ``--instances FILE.csv [--out
 FOLDER]`` a benchmark set (lines ``onnx,vnnlib,timeout``, paths relative to the CSV's folder),
-with a summary table, results.csv and one result file per instance."""
+with a summary table, results.csv and one result file per instance; every file is read before any
+search, and a network advex cannot read stops the run (``--skip-unsupported``: its instances are
+answered ``unknown`` and the rest decided)."""
 
 from __future__ import annotations
 
@@ -33,6 +35,12 @@ def add_parser(sub) -> argparse.ArgumentParser:
                    help="what branches split: ReLUs (beta-CROWN), the input box, or auto (default: the input box "
                         "for at most 4 inputs)")  # fmt: skip
     p.add_argument("--branches", type=options.integer(1), default=64, help="domains split per round (default 64)")
+    p.add_argument(
+        "--skip-unsupported",
+        action="store_true",
+        help="--instances: answer 'unknown' for instances whose network advex cannot read (an operator "
+        "outside its set, named) and go on; by default the run stops on it before any search",
+    )
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N, mps or auto (default)")
     p.add_argument("--seed", type=options.seed, default=0, help="random seed (default 0)")
     p.add_argument("--out", dest="result", default=None,
@@ -49,17 +57,35 @@ def run(args) -> int:
     if args.result is not None:
         _check_out(args, len(instances))
     from advex.certify import read_vnnlib, verify
-    from advex.models import load_onnx, resolve_device
+    from advex.models import OnnxError, load_onnx, resolve_device
 
+    if args.skip_unsupported and args.instances is None:
+        raise AdvexError("--skip-unsupported goes with --instances (one instance has nothing to go on to)")
     device = resolve_device(args.device)
-    nets, props = {}, {}
+    nets, props, unreadable = {}, {}, {}
     for net_path, prop_path, _ in instances:  # every file read before any search: a bad one fails now
+        if net_path in unreadable:
+            continue
         if net_path not in nets:
-            nets[net_path] = load_onnx(net_path).to(device)
+            try:
+                nets[net_path] = load_onnx(net_path).to(device)
+            except OnnxError as e:
+                if not args.skip_unsupported:
+                    raise
+                unreadable[net_path] = str(e)
+                continue
         if prop_path not in props:
             props[prop_path] = read_vnnlib(Path(prop_path), inputs=_numel(nets[net_path].in_shape))
     rows = []
     for i, (net_path, prop_path, timeout) in enumerate(instances, 1):
+        if net_path in unreadable:
+            print(f"[{i}/{len(instances)}] {Path(net_path).name} {Path(prop_path).name}: unsupported "
+                  f"({unreadable[net_path]})", flush=True)  # fmt: skip
+            rows.append({"onnx": net_path, "vnnlib": prop_path, "timeout_s": timeout, "result": "unsupported",
+                         "time_s": 0.0, "domains": 0, "text": "unknown\n"})  # fmt: skip
+            if args.result is not None:
+                _write_set(Path(args.result), rows)
+            continue
         v = verify(nets[net_path], props[prop_path], timeout=timeout, bab=settings)
         head = f"[{i}/{len(instances)}] " if len(instances) > 1 else ""
         why = f"; {v.reason}" if v.result == "timeout" and v.reason else ""
@@ -168,7 +194,12 @@ def _summary(rows: list[dict]) -> None:
     from advex.report import print_table
 
     table = []
-    for result in ("unsat", "sat", "timeout", "all"):
+    kinds = (
+        ("unsat", "sat", "timeout", "unsupported")
+        if any(r["result"] == "unsupported" for r in rows)
+        else ("unsat", "sat", "timeout")
+    )
+    for result in (*kinds, "all"):
         these = [r for r in rows if result in (r["result"], "all")]
         t = sum(r["time_s"] for r in these)
         table.append({"result": result, "n": len(these), "share": f"{100 * len(these) / len(rows):.1f}%",
