@@ -57,14 +57,19 @@ class Plan:
     """What one optimisation back-substitutes: for each ReLU r whose input bounds depend on a
     ReLU below, the unstable neurons it tightens (``idx`` (B, U) flat indices into its input,
     ``valid`` (B, U) where a row has fewer) and the ReLUs below it (``below[r]``); ``out`` keys
-    the final specs' back-substitution (``len(nodes)``: not a layer's index, since the last layer
-    may be a ReLU bounded as an intermediate one too) and ``below[out]`` every ReLU it passes."""
+    the final specs' back-substitution (:func:`final_key`) and ``below[out]`` every ReLU it passes."""
 
     idx: dict[int, torch.Tensor]
     valid: dict[int, torch.Tensor]
     below: dict[int, list[int]]
     out: int
     chains: dict[int, list[int]]  # the starts bounded as patches: the layers down to the input
+
+
+def final_key(nodes: list[Layer]) -> int:
+    """The key of the final specs' slopes (``Plan.out``): one past the last layer, apart from
+    every layer's own (the last layer may be a ReLU, bounded as an intermediate one too)."""
+    return len(nodes)
 
 
 def make_plan(nodes: list[Layer], pre: PreBounds) -> Plan:
@@ -87,7 +92,7 @@ def make_plan(nodes: list[Layer], pre: PreBounds) -> Plan:
         chain = conv_chain(nodes, p)
         if chain is not None:
             chains[r] = chain
-    out, last = len(nodes), len(nodes) - 1
+    out, last = final_key(nodes), len(nodes) - 1
     below[out] = sorted((ancestors(nodes, last) | {last}) & set(relus))
     return Plan(idx, valid, below, out, chains)
 

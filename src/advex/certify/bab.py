@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from advex.certify.alpha import Plan, alpha_crown, intermediate
+from advex.certify.alpha import Plan, alpha_crown, final_key, intermediate
 from advex.certify.bounds import InputSet, backsub, crown_intermediate
 from advex.certify.layers import Layer, relu_relaxation
 from advex.errors import AdvexError
@@ -346,7 +346,7 @@ class Verifier:
         opt = alpha_crown(self.nodes, inp, C, steps=self.s.first_steps, lr=self.s.lr_alpha,
                           intermediate_slopes=self.s.intermediate and not self.input_split,
                           deadline=self.deadline)  # fmt: skip
-        k = len(self.nodes)  # the final specs' slopes (Plan.out)
+        k = final_key(self.nodes)
         self.plan = opt.plan if opt.plan is not None and opt.plan.idx else None
         self.shared = {r: a for r, a in opt.alphas.items() if r != k}
         lb = opt.lower + p.d.to(opt.lower)

@@ -78,21 +78,18 @@ def run(args) -> int:
             props[prop_path] = read_vnnlib(Path(prop_path), inputs=_numel(nets[net_path].in_shape))
     rows = []
     for i, (net_path, prop_path, timeout) in enumerate(instances, 1):
+        count = f"[{i}/{len(instances)}] " if len(instances) > 1 else ""
+        head = f"{count}{Path(net_path).name} {Path(prop_path).name}:"
+        row = {"onnx": net_path, "vnnlib": prop_path, "timeout_s": timeout}
         if net_path in unreadable:
-            print(f"[{i}/{len(instances)}] {Path(net_path).name} {Path(prop_path).name}: unsupported "
-                  f"({unreadable[net_path]})", flush=True)  # fmt: skip
-            rows.append({"onnx": net_path, "vnnlib": prop_path, "timeout_s": timeout, "result": "unsupported",
-                         "time_s": 0.0, "domains": 0, "text": "unknown\n"})  # fmt: skip
-            if args.result is not None:
-                _write_set(Path(args.result), rows)
-            continue
-        v = verify(nets[net_path], props[prop_path], timeout=timeout, bab=settings)
-        head = f"[{i}/{len(instances)}] " if len(instances) > 1 else ""
-        why = f"; {v.reason}" if v.result == "timeout" and v.reason else ""
-        print(f"{head}{Path(net_path).name} {Path(prop_path).name}: {v.result} in {v.time_s:.2f} s "
-              f"({v.domains} domains{why})", flush=True)  # fmt: skip
-        rows.append({"onnx": net_path, "vnnlib": prop_path, "timeout_s": timeout, "result": v.result,
-                     "time_s": round(v.time_s, 3), "domains": v.domains, "text": v.vnncomp()})  # fmt: skip
+            print(f"{head} unsupported ({unreadable[net_path]})", flush=True)
+            row.update(result="unsupported", time_s=0.0, domains=0, text="unknown\n")
+        else:
+            v = verify(nets[net_path], props[prop_path], timeout=timeout, bab=settings)
+            why = f"; {v.reason}" if v.result == "timeout" and v.reason else ""
+            print(f"{head} {v.result} in {v.time_s:.2f} s ({v.domains} domains{why})", flush=True)
+            row.update(result=v.result, time_s=round(v.time_s, 3), domains=v.domains, text=v.vnncomp())
+        rows.append(row)
         if args.instances is not None and args.result is not None:
             _write_set(Path(args.result), rows)
     if args.instances is None:
@@ -194,11 +191,7 @@ def _summary(rows: list[dict]) -> None:
     from advex.report import print_table
 
     table = []
-    kinds = (
-        ("unsat", "sat", "timeout", "unsupported")
-        if any(r["result"] == "unsupported" for r in rows)
-        else ("unsat", "sat", "timeout")
-    )
+    kinds = ["unsat", "sat", "timeout"] + (["unsupported"] if any(r["result"] == "unsupported" for r in rows) else [])
     for result in (*kinds, "all"):
         these = [r for r in rows if result in (r["result"], "all")]
         t = sum(r["time_s"] for r in these)
