@@ -12,7 +12,8 @@ target=None)`` runs :meth:`Attack.__call__`, which for every attack
    (they are returned unchanged, counted as successes, at no cost);
 4. calls the subclass's :meth:`Attack.run` on a :class:`Batch` of the rest, which returns
    an :class:`Outcome` (the adversarial images, the work spent, anything extra);
-5. predicts the adversarial images once and builds the :class:`AttackResult`.
+5. predicts the adversarial images once (unless the attack returns their logits from its
+   own last pass) and builds the :class:`AttackResult`.
 
 A subclass implements ``run`` (and, where it has one, its own success criterion
 ``adversarial`` and input checks ``check``). Universal attacks, one perturbation for many
@@ -125,12 +126,15 @@ class Outcome:
     ``evals``: forward+backward passes spent per image (None: none, e.g. a black-box
     attack, which reports its queries in ``extra``). ``success``: the attack's own verdict
     where it has one (default: its criterion on a fresh prediction of ``x_adv``).
-    ``extra``: per-image (M,) tensors or lists, and anything else, kept in the result."""
+    ``extra``: per-image (M,) tensors or lists, and anything else, kept in the result.
+    ``logits``: the fp32 logits of exactly ``x_adv`` where the attack already computed them
+    (its last forward pass); the call then spends no pass of its own on the final prediction."""
 
     x_adv: torch.Tensor
     evals: torch.Tensor | None = None
     success: torch.Tensor | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    logits: torch.Tensor | None = None
 
 
 def argmax_criterion(z: torch.Tensor, goal: torch.Tensor, targeted: bool) -> torch.Tensor:
@@ -212,7 +216,8 @@ class Attack:
         dev = clf.device
         x = x.detach().to(dev, torch.float32)
         n = x.shape[0]
-        z0 = check_logits(clf(x, sizes) if sizes is not None else clf(x), n).float()
+        ref = clf.reference  # clean predictions in fp32, whatever the attack's passes run in
+        z0 = check_logits(ref(x, sizes) if sizes is not None else ref(x), n).float()
         warn_if_probabilities(z0)
         k = z0.shape[1]
         yt = z0.argmax(1) if y is None else check_labels(y, n, k, dev)
@@ -224,7 +229,7 @@ class Attack:
         if todo.numel() == n:
             return self.run(full)
         if todo.numel() == 0:
-            return Outcome(full.x.clone())
+            return Outcome(full.x.clone(), logits=full.logits)
         out = self.run(full.subset(todo))
         x_adv = full.x.clone()
         x_adv[todo] = out.x_adv
@@ -237,16 +242,27 @@ class Attack:
             success = torch.ones(n, dtype=torch.bool, device=full.device)
             success[todo] = out.success.to(full.device)
         extra = {k: _scatter(v, todo, n) for k, v in out.extra.items()}
-        return Outcome(x_adv, evals, success, extra)
+        logits = None
+        if out.logits is not None:
+            logits = full.logits.clone()
+            logits[todo] = out.logits
+        return Outcome(x_adv, evals, success, extra, logits)
 
     def _result(self, full: Batch, todo: torch.Tensor, out: Outcome, ragged: bool, start: float) -> AttackResult:
-        za = full.logits.clone()
-        if todo.numel():
-            za[todo] = full.forward(out.x_adv[todo], todo)
+        fast = full.model.reference is not full.model  # reduced precision: re-predict in fp32
+        za = None if fast else out.logits
+        if za is None:
+            za = full.logits.clone()
+            if todo.numel():
+                sizes = None if full.sizes is None else full.sizes[todo.cpu()]
+                ref = full.model.reference
+                za[todo] = (ref(out.x_adv[todo], sizes) if sizes is not None else ref(out.x_adv[todo])).float()
         pa = za.softmax(-1)
         conf_a, label_a = pa.max(-1)
         conf0, label0 = full.logits.softmax(-1).max(-1)
         ok = full.hit(za) if out.success is None else out.success
+        if fast and out.success is not None:
+            ok = ok & full.hit(za)
         norms = perturbation_norms(out.x_adv - full.x, full.numel)
         n = len(full)
         evals = out.evals if out.evals is not None else torch.zeros(n, dtype=torch.long)

@@ -26,11 +26,13 @@ from advex.errors import AdvexError
 @dataclass
 class LoopResult:
     """What `pgd_loop` returns: the final points, which images stopped early (``done``
-    said they succeeded at that point), and forward+backward passes spent per image."""
+    said they succeeded at that point), forward+backward passes spent per image, and the
+    logits of the stopped images' points (rows of the others undefined; None if none stopped)."""
 
     x_adv: torch.Tensor
     stopped: torch.Tensor
     evals: torch.Tensor
+    logits: torch.Tensor | None = None
 
 
 def pgd_loop(
@@ -81,6 +83,7 @@ def pgd_loop(
         lo, hi = torch.maximum(-e4, -x), torch.minimum(e4, 1 - x)
     d = (x + d).clamp(0, 1) - x
     mom = torch.zeros_like(x) if momentum > 0 else None
+    logits = None
     for _ in range(steps):
         d.requires_grad_(True)
         with torch.enable_grad(), torch.autocast(dev.type, torch.bfloat16, enabled=bf16):
@@ -91,6 +94,9 @@ def pgd_loop(
         if done is not None:
             ok = done(z.detach(), rows)
             if ok.any():
+                if logits is None:
+                    logits = z.new_zeros(n, z.shape[1])
+                logits[rows[ok]] = z.detach()[ok]
                 out[rows[ok]] = xi[ok] + d[ok]
                 stopped[rows[ok]] = True
                 keep = ~ok
@@ -118,7 +124,7 @@ def pgd_loop(
             d = (xi + d).clamp(0, 1) - xi
     if rows.numel():
         out[rows] = xi + d  # none of these stopped: the last iterate
-    return LoopResult(out, stopped, evals)
+    return LoopResult(out, stopped, evals, logits)
 
 
 class PGD(Attack):
@@ -187,8 +193,9 @@ class PGD(Attack):
         best = x.clone()
         success = torch.zeros(n, dtype=torch.bool, device=dev)
         evals = torch.zeros(n, dtype=torch.long, device=dev)
+        logits = batch.logits.clone()  # of ``best``: from the pass that stopped an image, else one more
         sign = -1.0 if batch.targeted else 1.0  # targeted: descend the target's loss
-        for restart in range(self.restarts):
+        for _ in range(self.restarts):
             ids = (~success).nonzero().flatten()
             if ids.numel() == 0:
                 break
@@ -209,11 +216,15 @@ class PGD(Attack):
             )
             best[ids] = run.x_adv
             evals[ids] += run.evals
-            success[ids[run.stopped]] = True
+            stopped = ids[run.stopped]
+            success[stopped] = True
+            if stopped.numel():
+                logits[stopped] = run.logits[run.stopped]
             left = ids[~run.stopped]
-            if left.numel() and restart < self.restarts - 1:  # the next restart needs to know who is left
-                success[left[batch.hit(batch.forward(best[left], left), left)]] = True
-        return Outcome(best, evals)
+            if left.numel():  # their last iterate has not been predicted yet
+                logits[left] = batch.forward(best[left], left)
+                success[left[batch.hit(logits[left], left)]] = True
+        return Outcome(best, evals, logits=logits)
 
 
 class FGSM(PGD):
