@@ -91,82 +91,99 @@ class APGD(Attack):
         x, n, dev = batch.x, len(batch), batch.device
         gen = torch.Generator(dev).manual_seed(self.seed)
         best_adv = x.clone()
+        logits = batch.logits.clone()  # of best_adv, from the passes that chose it
         success = torch.zeros(n, dtype=torch.bool, device=dev)
         evals = torch.zeros(n, dtype=torch.long, device=dev)
         for _ in range(self.restarts):
             idx = (~success).nonzero().flatten()
             if idx.numel() == 0:
                 break
-            self._restart(batch, idx, gen, best_adv, success, evals)
-        return Outcome(best_adv, evals)
+            self._restart(batch, idx, gen, best_adv, logits, success, evals)
+        return Outcome(best_adv, evals, logits=logits)
 
-    def _restart(self, batch, idx, gen, best_adv, success, evals) -> None:
+    def _restart(self, batch, idx, gen, best_adv, logits, success, evals) -> None:
         """One run of Algorithm 1 on the images ``idx``, from a random start; writes the
         successes (at their first successful iterate) and, for failures, the highest-loss
-        point into ``best_adv``."""
+        point into ``best_adv``, with their logits into ``logits``.
+
+        The state of the images still running is kept compact (row i is image ``rows[i]``):
+        an image that finishes is dropped once, so no step indexes the whole state."""
         norm, dev = NORMS[self.norm], batch.device
         ckpts = checkpoints(self.steps)
+        rows = idx
         xi = batch.x[idx]
         e = torch.full((idx.numel(),), self.eps, device=dev)
-        m = idx.numel()
+        if self.norm == "linf":  # ball and box are one box: a single clamp
+            lo, hi = (xi - self.eps).clamp_(min=0), (xi + self.eps).clamp_(max=1)
 
-        def project(v, a):
-            return (xi[a] + norm.project(v - xi[a], e[a])).clamp(0, 1)
+            def project(v):
+                return torch.maximum(torch.minimum(v, hi), lo)
+        else:
 
-        every = torch.arange(m, device=dev)
-        cur = project(xi + norm.random(xi.shape, e, gen, dev, xi.dtype), every)
-        prev = cur.clone()
-        eta = 2 * e.clone()
-        best_loss = torch.full((m,), -math.inf, device=dev)
-        best_pt = cur.clone()
-        last_loss = torch.full((m,), -math.inf, device=dev)
-        count = torch.zeros(m, device=dev)
+            def project(v):
+                return (xi + norm.project(v - xi, e)).clamp(0, 1)
+
+        cur = project(xi + norm.random(xi.shape, e, gen, dev, xi.dtype))
+        prev = cur
+        eta = 2 * e
+        best_loss = torch.full_like(e, -math.inf)
+        best_pt, best_z = cur.clone(), None
+        last_loss = torch.full_like(e, -math.inf)
+        count = torch.zeros_like(e)
         eta_at_ck, best_at_ck, last_ck = eta.clone(), best_loss.clone(), 0
-        active = torch.ones(m, dtype=torch.bool, device=dev)
         for k in range(self.steps):
-            a = active.nonzero().flatten()
-            if a.numel() == 0:
-                break
-            xa = cur[a].requires_grad_(True)
+            xa = cur.requires_grad_(True)
             with torch.enable_grad():
-                z = batch.forward(xa, idx[a])
-                lv = self._losses(batch, z, idx[a])
+                z = batch.forward(xa, rows)
+                lv = self._losses(batch, z, rows)
                 (g,) = torch.autograd.grad(lv.sum(), xa)
-            evals[idx[a]] += 1
-            lv = lv.detach()
-            ok = batch.hit(z.detach(), idx[a])
+            cur, z, lv = cur.detach(), z.detach(), lv.detach()
+            evals[rows] += 1
+            if best_z is None:
+                best_z = z.clone()
+            ok = batch.hit(z, rows)
             if ok.any():
-                done = a[ok]
-                best_adv[idx[done]] = cur[done]
-                success[idx[done]] = True
+                best_adv[rows[ok]] = cur[ok]
+                logits[rows[ok]] = z[ok]
+                success[rows[ok]] = True
                 if self.early_stop:
-                    active[done] = False
-            count[a] += (lv > last_loss[a]).float()
-            last_loss[a] = lv
-            better = lv > best_loss[a]
-            best_loss[a] = torch.where(better, lv, best_loss[a])
-            best_pt[a[better]] = cur[a[better]]
+                    keep = ~ok
+                    if not keep.any():
+                        return
+                    rows, xi, e, cur, prev, g, z, lv = (t[keep] for t in (rows, xi, e, cur, prev, g, z, lv))
+                    eta, best_loss, best_pt, best_z, last_loss, count = (
+                        t[keep] for t in (eta, best_loss, best_pt, best_z, last_loss, count)
+                    )
+                    eta_at_ck, best_at_ck = eta_at_ck[keep], best_at_ck[keep]
+                    if self.norm == "linf":
+                        lo, hi = lo[keep], hi[keep]
+            count += lv > last_loss
+            last_loss = lv
+            better = lv > best_loss
+            best_loss = torch.where(better, lv, best_loss)
+            best_pt[better] = cur[better]
+            best_z[better] = z[better]
             # the step (momentum after the first iteration)
-            zstep = project(cur[a] + per_image(eta[a], cur) * norm.direction(g), a)
-            if k == 0:
-                nxt = zstep
-            else:
-                nxt = project(cur[a] + self.alpha * (zstep - cur[a]) + (1 - self.alpha) * (cur[a] - prev[a]), a)
-            prev[a] = cur[a]
-            cur[a] = nxt
+            zstep = project(cur + per_image(eta, cur) * norm.direction(g))
+            nxt = zstep if k == 0 else project(cur + self.alpha * (zstep - cur) + (1 - self.alpha) * (cur - prev))
+            prev, cur = cur, nxt
             if (k + 1) in ckpts:
                 cond1 = count < self.rho * (k + 1 - last_ck)
                 cond2 = (eta == eta_at_ck) & (best_loss <= best_at_ck)
-                halve = (cond1 | cond2) & active
+                halve = cond1 | cond2
                 eta = torch.where(halve, eta / 2, eta)
-                cur[halve] = best_pt[halve]
-                prev[halve] = best_pt[halve]
+                if halve.any():
+                    cur, prev = cur.clone(), prev.clone()
+                    cur[halve] = best_pt[halve]
+                    prev[halve] = best_pt[halve]
                 count.zero_()
                 eta_at_ck, best_at_ck, last_ck = eta.clone(), best_loss.clone(), k + 1
-        a = active.nonzero().flatten()
-        if a.numel():
-            ok = batch.hit(batch.forward(cur[a], idx[a]), idx[a])
-            best_adv[idx[a[ok]]] = cur[a[ok]]
-            success[idx[a[ok]]] = True
-            fail = a[~ok & ~success[idx[a]]]
-            best_adv[idx[fail]] = best_pt[fail]  # the highest-loss point of a failure
+        # the last iterate has not been predicted yet
+        z = batch.forward(cur, rows)
+        ok = batch.hit(z, rows)
+        best_adv[rows[ok]] = cur[ok]
+        logits[rows[ok]] = z[ok]
+        success[rows[ok]] = True
+        fail = ~ok & ~success[rows]  # never broken: the highest-loss point
+        best_adv[rows[fail]] = best_pt[fail]
+        logits[rows[fail]] = best_z[fail]

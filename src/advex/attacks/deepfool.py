@@ -31,6 +31,7 @@ class DeepFool(Attack):
         r_tot = torch.zeros_like(x)
         active = torch.ones(n, dtype=torch.bool, device=dev)
         evals = torch.zeros(n, dtype=torch.long, device=dev)
+        logits = z0.clone()  # of the point each image is at, once a pass has seen it
         for _ in range(self.steps):
             a = active.nonzero().flatten()
             if a.numel() == 0:
@@ -38,6 +39,7 @@ class DeepFool(Attack):
             xa = (x[a] + (1 + self.overshoot) * r_tot[a]).clamp(0, 1).requires_grad_(True)
             with torch.enable_grad():
                 z = batch.forward(xa, a)
+                logits[a] = z.detach()
                 still = z.argmax(1) == ytrue[a]
                 active[a[~still]] = False  # crossed: a forward pass told us, no gradient needed
                 if not still.any():
@@ -46,7 +48,11 @@ class DeepFool(Attack):
                 grads = [torch.autograd.grad(zc[still, j].sum(), xa, retain_graph=j < k - 1)[0] for j in range(k)]
             evals[a[still]] += 1
             r_tot[a[still]] += self._step(torch.stack(grads, 1), zc.detach())[still].view(-1, *x.shape[1:])
-        return Outcome((x + (1 + self.overshoot) * r_tot).clamp(0, 1), evals)
+        x_adv = (x + (1 + self.overshoot) * r_tot).clamp(0, 1)
+        a = active.nonzero().flatten()
+        if a.numel():  # out of steps: their last step has not been predicted yet
+            logits[a] = batch.forward(x_adv[a], a)
+        return Outcome(x_adv, evals, logits=logits)
 
     def _step(self, g: torch.Tensor, zc: torch.Tensor) -> torch.Tensor:
         """The step to the nearest linearised boundary among the candidates, per image, from

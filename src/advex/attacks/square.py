@@ -52,45 +52,58 @@ class Square(Attack):
         n, c, h, w = x.shape
         dev = x.device
         gen = torch.Generator(dev).manual_seed(self.seed)
-        queries = torch.ones(n, dtype=torch.long, device=dev)
+        queries = torch.ones(n, dtype=torch.long, device=dev)  # the start is one query
         if self.norm == "linf":  # vertical stripes
             signs = torch.randint(0, 2, (n, c, 1, w), generator=gen, device=dev).float() * 2 - 1
             best = (x + self.eps * signs).clamp(0, 1)
         else:
             best = (x + _l2_init(n, c, h, w, self.eps, gen, dev)).clamp(0, 1)
-        loss = margin(batch.forward(best), goal, targeted)
-        done = loss < 0
+        z = batch.forward(best)
+        loss = margin(z, goal, targeted)
+        logits = z.clone()  # of best
+        # the images still running, kept compact (row i is image rows[i]): a broken image is
+        # written back and dropped once, so an iteration indexes nothing else
+        run = (loss >= 0).nonzero().flatten()
+        rows, xr, br, lr_, gr = run, x[run], best[run], loss[run], goal[run]
         for it in range(1, self.queries):
-            idx = (~done).nonzero().flatten()
-            if idx.numel() == 0:
+            if rows.numel() == 0:
                 break
             p = _p_at(self.p_init, it, self.queries)
             if self.norm == "l2":
-                cand = _l2_step(x[idx], best[idx], self.eps, p, gen)
+                cand = _l2_step(xr, br, self.eps, p, gen)
             else:
-                cand = _linf_step(x[idx], best[idx], self.eps, p, gen)
-            lc = margin(batch.forward(cand, idx), goal[idx], targeted)
-            queries[idx] += 1
-            better = lc < loss[idx]
-            best[idx[better]], loss[idx[better]] = cand[better], lc[better]
-            done[idx] = loss[idx] < 0
-        return Outcome(best, extra={"queries": queries})
+                cand = _linf_step(xr, br, self.eps, p, gen)
+            zc = batch.forward(cand, rows)
+            lc = margin(zc, gr, targeted)
+            queries[rows] += 1
+            better = lc < lr_
+            if better.any():
+                br[better] = cand[better]
+                lr_[better] = lc[better]
+                logits[rows[better]] = zc[better]
+                broken = lr_ < 0
+                if broken.any():
+                    best[rows[broken]] = br[broken]
+                    keep = ~broken
+                    rows, xr, br, lr_, gr = rows[keep], xr[keep], br[keep], lr_[keep], gr[keep]
+        best[rows] = br
+        return Outcome(best, extra={"queries": queries}, logits=logits)
 
 
 def _linf_step(x: torch.Tensor, xbest: torch.Tensor, eps: float, p: float, gen: torch.Generator) -> torch.Tensor:
     """One L-inf proposal per image: a random square window of side ~sqrt(p h w) set to a
-    random +-eps per channel, the rest of the perturbation kept."""
+    random +-eps per channel, the rest of the perturbation kept. Only the windows are
+    computed (a gather and a scatter): the rest of each image is a copy of ``xbest``."""
     m, c, h, w = x.shape
     dev = x.device
     s = max(1, min(h, w, round((p * h * w) ** 0.5)))
     r0 = torch.randint(0, h - s + 1, (m,), generator=gen, device=dev)
     c0 = torch.randint(0, w - s + 1, (m,), generator=gen, device=dev)
-    rows, cols = torch.arange(h, device=dev), torch.arange(w, device=dev)
-    win = ((rows[None, :] >= r0[:, None]) & (rows[None, :] < r0[:, None] + s))[:, :, None] & (
-        (cols[None, :] >= c0[:, None]) & (cols[None, :] < c0[:, None] + s)
-    )[:, None, :]
-    vals = (torch.randint(0, 2, (m, c, 1, 1), generator=gen, device=dev).float() * 2 - 1) * eps
-    return (x + torch.where(win[:, None], vals, xbest - x)).clamp(0, 1)
+    vals = (torch.randint(0, 2, (m, c, 1), generator=gen, device=dev).float() * 2 - 1) * eps
+    off = torch.arange(s, device=dev)
+    pos = ((r0[:, None] + off)[:, :, None] * w + (c0[:, None] + off)[:, None, :]).view(m, 1, s * s).expand(m, c, -1)
+    window = (x.reshape(m, c, h * w).gather(2, pos) + vals).clamp_(0, 1)
+    return xbest.reshape(m, c, h * w).clone().scatter_(2, pos, window).view(m, c, h, w)
 
 
 # ------------------------------------------------------------------------------ L2 helpers

@@ -7,6 +7,7 @@ space and an epsilon means the same thing for every model.
 from __future__ import annotations
 
 import contextlib
+import copy
 from collections.abc import Iterator, Sequence
 
 import torch
@@ -15,6 +16,8 @@ from torch import nn
 from advex.data import resolve_class
 from advex.errors import AdvexError
 from advex.models.resize import apply_resize, resize_matrices
+
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 class Classifier(nn.Module):
@@ -35,7 +38,15 @@ class Classifier(nn.Module):
             them: the ``in_channels`` of the network's first ``Conv2d``, else the number of
             per-channel mean/std values; a network with neither takes any channel count.
         name: a label for reports.
+
+    :meth:`fast` gives a twin that runs the network in reduced precision, channels_last
+    and/or compiled; attacks use it for their passes and this fp32 classifier (the twin's
+    ``reference``) for the clean and final predictions.
     """
+
+    _fast: tuple[str, bool, bool] | None = None  # (precision, channels_last, compile) of a fast twin
+    _reference: Classifier | None = None
+    _compiled: nn.Module | None = None
 
     def __init__(
         self,
@@ -155,7 +166,44 @@ class Classifier(nn.Module):
         ``sizes`` (N, 2) gives each image's true (H, W) when ``x`` is a zero-padded
         canvas of mixed-size images (see :func:`advex.data.images.pack`).
         """
-        return self.net(self.preprocess(x, sizes))
+        x = self.preprocess(x, sizes)
+        if self._fast is None:
+            return self.net(x)
+        precision, channels_last, _ = self._fast
+        if channels_last and x.ndim == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
+        dtype = PRECISIONS[precision]
+        with torch.autocast(x.device.type, dtype or torch.float32, enabled=dtype is not None):
+            return (self.net if self._compiled is None else self._compiled)(x).float()
+
+    # ------------------------------------------------------------------ the fast path
+    def fast(self, *, precision: str = "bf16", channels_last: bool = False, compile: bool = False) -> Classifier:
+        """A twin of this classifier, sharing its network and weights, that runs the network
+        under ``precision`` autocast (``"bf16"``, ``"fp16"`` or ``"fp32"``), on channels_last
+        inputs and weights, and/or through ``torch.compile``. Its logits are fp32 tensors.
+
+        Opt-in and for GPUs first: on most CPUs bf16 is slower (docs/benchmarks.md, issue 19).
+        Every attack takes the twin; its clean and final predictions, and so its success, come
+        from this fp32 classifier (``twin.reference``), never from the reduced-precision passes.
+        ``channels_last`` converts the shared weights' memory layout (values unchanged).
+        """
+        if precision not in PRECISIONS:
+            raise AdvexError(f"unknown precision {precision!r}; use one of {', '.join(PRECISIONS)}")
+        base = self.reference
+        twin = copy.copy(base)
+        for d in ("_parameters", "_buffers", "_modules"):  # the twin's own registries, same tensors
+            object.__setattr__(twin, d, dict(getattr(base, d)))
+        if channels_last:
+            base.net.to(memory_format=torch.channels_last)
+        object.__setattr__(twin, "_fast", (precision, bool(channels_last), bool(compile)))
+        object.__setattr__(twin, "_reference", base)
+        object.__setattr__(twin, "_compiled", torch.compile(base.net) if compile else None)
+        return twin
+
+    @property
+    def reference(self) -> Classifier:
+        """The fp32 classifier this one is a fast twin of (itself if it is not one)."""
+        return self._reference if self._reference is not None else self
 
     @torch.no_grad()
     def predict(self, x: torch.Tensor, sizes: torch.Tensor | None = None, batch_size: int = 64):
@@ -169,7 +217,8 @@ class Classifier(nn.Module):
         return label, conf, p
 
     def extra_repr(self) -> str:
-        return f"name={self.name!r}, input_size={self.input_size}, classes={self.num_classes}"
+        fast = "" if self._fast is None else ", fast(precision={!r}, channels_last={}, compile={})".format(*self._fast)
+        return f"name={self.name!r}, input_size={self.input_size}, classes={self.num_classes}{fast}"
 
 
 def _infer_channels(net: nn.Module, mean, std) -> int | None:

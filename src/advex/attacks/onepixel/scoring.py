@@ -11,9 +11,10 @@ population of candidates for every image. The way to score is chosen once per at
   into them and the network runs without the model's per-pass normalisation
   (``precision="bf16"``: a bfloat16 copy of the network on bfloat16 images);
 - for one pixel on a plain CNN (see :mod:`advex.attacks.onepixel.incremental`), only the
-  activations the pixel reaches are recomputed: exact, and several times fewer operations.
+  activations the pixel reaches are recomputed: exact, and several times fewer operations;
+- a fast twin of the model (``model.fast(...)``) scores first and the fp32 original confirms.
 
-The bf16 and incremental scorers are "fast": a success or stop they find is re-scored by
+The bf16, incremental and twin scorers are "fast": a success or stop they find is re-scored by
 the exact fp32 full pass before it counts.
 """
 
@@ -84,9 +85,24 @@ def build_scorer(
     incremental: bool = True,
     batch_size: int | None = None,
 ) -> Scorer:
-    """The fastest exact-or-confirmed way to score candidates on images ``x`` (see the module doc)."""
+    """The fastest exact-or-confirmed way to score candidates on images ``x`` (see the module doc).
+    ``model`` may be a fast twin (:meth:`Classifier.fast`): it then scores first, and its fp32
+    original (``model.reference``) confirms."""
     h, w = x.shape[-2:]
     chunk = batch_size or default_chunk(x.device, x[0].numel())
+    twin, model = (model, model.reference) if model.reference is not model else (None, model)
+    if twin is not None:
+
+        def twin_logits(o, cs):
+            return twin(apply_pixels(x, cs, o)).float()
+
+        exact = _input_writer(model, model.net, model.preprocess(x)) if not model.resizes(h, w) else None
+        if exact is None:
+
+            def exact(o, cs):
+                return model(apply_pixels(x, cs, o)).float()
+
+        return Scorer(exact, chunk, twin_logits, "twin")
     if model.resizes(h, w):  # the pixels pass through the model's resize: run it whole
 
         def pixel_logits(o, cs):

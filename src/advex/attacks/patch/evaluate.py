@@ -124,7 +124,7 @@ def evaluate_patch(
     """Targeted success of ``patch`` on ``images`` at ``placements`` random (seeded)
     placements each (or at ``position``), batched; images are never seen in training."""
     start = time.perf_counter()
-    clf: Classifier = as_classifier(model)
+    clf: Classifier = as_classifier(model).reference  # a fast twin's fp32 original: judged in fp32
     if placements < 1:
         raise AdvexError(f"placements must be >= 1, got {placements}")
     if batch_size < 1:
