@@ -9,11 +9,13 @@ For each MODEL@EPS (zoo MNIST "small" networks, raw pixels): the first --n test 
 L-inf ball clipped to [0, 1], the margin specification e_y - e_j. Two pairs of runs:
 
 - ``pure``: advex ``spec_bounds(method="crown", intersect_ibp=False)`` against auto_LiRPA
-  ``compute_bounds(method="CROWN")`` (its default: no comparison with IBP): the same linear
-  relaxation, every neuron back-substituted; the bounds must agree to 1e-5.
+  ``compute_bounds(method="CROWN")`` (its default: no comparison with IBP). Not equal work:
+  advex back-substitutes every neuron, auto_LiRPA (``sparse_intermediate_bounds``, on by
+  default) only those its IBP reference leaves unstable, keeping IBP's interval for the rest;
+  where both relax the same neurons the bounds agree to ~1e-5.
 - ``with IBP``: advex's default (every bound intersected with IBP's, only the neurons IBP leaves
-  unstable back-substituted) against auto_LiRPA with ``compare_crown_with_ibp``: the same idea,
-  not the same bounds (see bench_alpha_peers.py), timed side by side.
+  unstable back-substituted) against auto_LiRPA with ``compare_crown_with_ibp``: equal work,
+  nearly the same bounds (see bench_alpha_peers.py), timed side by side.
 
 Each pair runs in alternating calls (advex, auto_LiRPA, advex, ...) --reps times after a warm-up,
 in batches of --batch images; the speed-up is the median of the per-pair ratios.
