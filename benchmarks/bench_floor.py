@@ -87,14 +87,15 @@ def pass_times(model, x, y, reps: int) -> tuple[float, float]:
 
 
 def attacks(eps: float) -> dict:
+    """label -> (attack, forward passes its method needs beyond its gradient evaluations)."""
     return {
-        "PGD-10": (PGD(eps=eps, steps=10, early_stop=False), 10, 2),
-        "PGD-10 l2": (PGD(eps=eps * 40, steps=10, norm="l2", early_stop=False), 10, 2),
-        "FGSM": (FGSM(eps=eps), 1, 2),
-        "APGD-CE-10": (APGD(eps=eps, steps=10, early_stop=False), 10, 2),
-        "CW-50": (CW(c=1.0, steps=50), 50, 1),
-        "CW-10x5": (CW(c=1.0, steps=10, search_steps=5), 50, 1),
-        "Square-100": (Square(eps=eps, queries=100), 0, 1),  # forward passes only: floor in t_f
+        "PGD-10": (PGD(eps=eps, steps=10, early_stop=False), 2),
+        "PGD-10 l2": (PGD(eps=eps * 40, steps=10, norm="l2", early_stop=False), 2),
+        "FGSM": (FGSM(eps=eps), 2),
+        "APGD-CE-10": (APGD(eps=eps, steps=10, early_stop=False), 2),
+        "CW-50": (CW(c=1.0, steps=50), 1),
+        "CW-10x5": (CW(c=1.0, steps=10, search_steps=5), 1),
+        "Square-100": (Square(eps=eps, queries=100), 1),  # forward passes only: its floor is in t_f
     }
 
 
@@ -108,7 +109,7 @@ def run_model(name: str, x, y, eps: float, reps: int, peers: bool, compile_too: 
     t_fb, t_f = pass_times(model, x, y, reps)
     row: dict = {"model": name, "batch": len(x), "t_fb_s": round(t_fb, 4), "t_f_s": round(t_f, 4), "attacks": {}}
     print(f"{name}: batch {len(x)}, forward+backward {t_fb * 1e3:.1f} ms, forward {t_f * 1e3:.1f} ms", flush=True)
-    for label, (atk, _steps, fwd) in attacks(eps).items():
+    for label, (atk, fwd) in attacks(eps).items():
         if only and label not in only:
             continue
         res = atk(model, x, y)  # warm-up, and the evaluations it spends

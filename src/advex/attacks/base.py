@@ -96,12 +96,14 @@ class Batch:
             return torch.full((len(self),), self.x[0].numel(), device=self.device)
         return (self.sizes[:, 0] * self.sizes[:, 1] * self.x.shape[1]).to(self.device)
 
-    def forward(self, x: torch.Tensor, rows: torch.Tensor | None = None) -> torch.Tensor:
-        """Logits (float32) of images ``x`` standing for the batch's ``rows``."""
+    def forward(self, x: torch.Tensor, rows: torch.Tensor | None = None, *, reference: bool = False) -> torch.Tensor:
+        """Logits (float32) of images ``x`` standing for the batch's ``rows``; ``reference``:
+        from the fp32 classifier a fast twin stands for (:meth:`Classifier.fast`)."""
+        model = self.model.reference if reference else self.model
         sizes = None
         if self.sizes is not None:
             sizes = self.sizes if rows is None else self.sizes[rows.cpu()]
-        return self.model(x, sizes).float() if sizes is not None else self.model(x).float()
+        return model(x, sizes).float() if sizes is not None else model(x).float()
 
     def hit(self, z: torch.Tensor, rows: torch.Tensor | None = None) -> torch.Tensor:
         """Success, by the attack's criterion, of logits ``z`` of the batch's ``rows``."""
@@ -254,9 +256,7 @@ class Attack:
         if za is None:
             za = full.logits.clone()
             if todo.numel():
-                sizes = None if full.sizes is None else full.sizes[todo.cpu()]
-                ref = full.model.reference
-                za[todo] = (ref(out.x_adv[todo], sizes) if sizes is not None else ref(out.x_adv[todo])).float()
+                za[todo] = full.forward(out.x_adv[todo], todo, reference=True)
         pa = za.softmax(-1)
         conf_a, label_a = pa.max(-1)
         conf0, label0 = full.logits.softmax(-1).max(-1)

@@ -114,7 +114,7 @@ class CW(Attack):
                 (g,) = torch.autograd.grad(loss.sum(), v)
             v, xa, z, loss = v.detach(), xa.detach(), z.detach(), loss.detach()
             evals += active
-            ok = ((m < 0) if self.kappa == 0 else (m <= -self.kappa)) & active
+            ok = self.adversarial(z, goal, batch.targeted) & active
             best.update(xa, z, l2sq.detach().sqrt(), ok)
             succeeded |= ok
             if not active.all():

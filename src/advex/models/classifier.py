@@ -190,9 +190,7 @@ class Classifier(nn.Module):
         if precision not in PRECISIONS:
             raise AdvexError(f"unknown precision {precision!r}; use one of {', '.join(PRECISIONS)}")
         base = self.reference
-        twin = copy.copy(base)
-        for d in ("_parameters", "_buffers", "_modules"):  # the twin's own registries, same tensors
-            object.__setattr__(twin, d, dict(getattr(base, d)))
+        twin = copy.copy(base)  # shares the network, buffers and registries; only plain attributes differ
         if channels_last:
             base.net.to(memory_format=torch.channels_last)
         object.__setattr__(twin, "_fast", (precision, bool(channels_last), bool(compile)))

@@ -96,12 +96,12 @@ def build_scorer(
         def twin_logits(o, cs):
             return twin(apply_pixels(x, cs, o)).float()
 
-        exact = _input_writer(model, model.net, model.preprocess(x)) if not model.resizes(h, w) else None
-        if exact is None:
+        if model.resizes(h, w):
 
             def exact(o, cs):
                 return model(apply_pixels(x, cs, o)).float()
-
+        else:
+            exact = _input_writer(model, model.net, model.preprocess(x))
         return Scorer(exact, chunk, twin_logits, "twin")
     if model.resizes(h, w):  # the pixels pass through the model's resize: run it whole
 
