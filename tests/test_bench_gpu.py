@@ -1,12 +1,21 @@
 """benchmarks/bench_gpu.py at its tiny sizes on the CPU: every section runs, none fails, and
-the numbers it writes are in range -- so the GPU-day command is known to work before a GPU."""
+the numbers it writes are in range -- so the GPU-day command is known to work before a GPU.
+The sections that read MNIST / CIFAR-10 are skipped where ../shared/datasets is absent."""
 
 import importlib.util
 import json
 import math
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared" / "datasets"
+needs_data = pytest.mark.skipif(
+    not ((SHARED / "mnist").is_dir() and (SHARED / "cifar10").is_dir()), reason="../shared/datasets not present"
+)
+IMAGE_SECTIONS = ["pgd", "onepixel", "patch"]  # the sample photos only: no dataset needed
+DATA_SECTIONS = ["bounds", "smoothing"]  # MNIST / CIFAR-10 from ../shared/datasets
 
 
 def load_bench():
@@ -35,19 +44,20 @@ def timed_rows(obj, path=""):
             yield from timed_rows(v, f"{path}/{k}")
 
 
-def test_tiny_run_on_cpu_writes_every_section_in_range(tmp_path):
+def tiny_run(tmp_path, sections: list[str]) -> dict:
+    """Run ``sections`` at tiny sizes on the CPU; check what every section shares; the JSON."""
     bench = load_bench()
     out = tmp_path / "gpu.json"
-    returned = bench.main(["--tiny", "--device", "cpu", "--out", str(out)])
+    returned = bench.main(["--tiny", "--device", "cpu", "--only", ",".join(sections), "--out", str(out)])
     data = json.loads(out.read_text())
     assert data["total_s"] == returned["total_s"]
     assert data["tiny"] is True and data["device"] == "cpu"
     assert "--tiny" in data["command"] and data["machine"]["torch"] and data["machine"]["cpu_count"] >= 1
-    assert set(bench.SECTIONS) <= set(data)
-    assert errors({k: data[k] for k in bench.SECTIONS}) == []
+    assert set(sections) <= set(data)
+    assert errors({k: data[k] for k in sections}) == []
 
-    rows = list(timed_rows({k: data[k] for k in bench.SECTIONS}))
-    assert {p.split("/")[1] for p, _ in rows} == set(bench.SECTIONS)
+    rows = list(timed_rows({k: data[k] for k in sections}))
+    assert {p.split("/")[1] for p, _ in rows} == set(sections)
     for path, row in rows:
         assert row["time_s"] > 0 and math.isfinite(row["time_s"]), path
         assert row["images_per_s"] > 0, path
@@ -56,7 +66,15 @@ def test_tiny_run_on_cpu_writes_every_section_in_range(tmp_path):
                 ("success_rate", "advex_success_rate", "certified", "clean_acc", "abstain", "smoothed", "final_success")
             ):
                 assert 0 <= v <= 1, (path, k, v)
+    return data
 
+
+def test_every_section_is_run_by_one_of_the_tests():
+    assert sorted(IMAGE_SECTIONS + DATA_SECTIONS) == sorted(load_bench().SECTIONS)
+
+
+def test_tiny_run_on_cpu_of_the_photo_sections(tmp_path):
+    data = tiny_run(tmp_path, IMAGE_SECTIONS)
     pgd = data["pgd"]
     assert pgd["batch"] == 4 and pgd["steps"] == 2 and pgd["image_size"] == [64, 64]
     for run in ("advex_fp32", "advex_fast"):
@@ -69,6 +87,11 @@ def test_tiny_run_on_cpu_writes_every_section_in_range(tmp_path):
     for run in ("fp32", "bf16"):
         assert 0 < one[run]["mean_queries"] <= one["budget_queries_per_photo"]
     assert data["patch"]["batch2"]["patched_images"] == 4
+
+
+@needs_data
+def test_tiny_run_on_cpu_of_the_dataset_sections(tmp_path):
+    data = tiny_run(tmp_path, DATA_SECTIONS)
     for name in ("mnist-small-ibp-0.1", "cifar10-small-ibp-8"):
         assert data["bounds"][name]["images"] == 8 and {"ibp", "crown"} <= set(data["bounds"][name])
     sm = data["smoothing"]["default_batch"]
