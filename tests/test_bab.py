@@ -102,6 +102,36 @@ def test_every_domain_bound_is_below_the_exact_minimum_over_it():
     assert checked >= 20
 
 
+def test_only_the_open_specs_are_bounded_and_their_bounds_do_not_change():
+    """A domain bounds only the specs it has not proven (the others keep the parent's bound);
+    the specs it does bound get the same bounds as when every spec is bounded (each spec has
+    its own slopes and multipliers, and the objective is a sum over specs)."""
+    net, x0, C, _, _, critical = hard_problem(1)
+    eps = critical
+    lo, hi = x0 - eps, x0 + eps
+    p = Problem(lo, hi, C, torch.zeros(len(C)))
+    v = Verifier(trace(net, (x0.shape[1],)), net, Settings(split="relu"))
+    v.input_split = False
+    root, _ = v.bound(_Domains(lo, hi, torch.full((1, len(C)), float("-inf"))), p, 20)
+    kids = v._children(root.take(torch.tensor([0])))
+    every, _ = v.bound(kids, p, 10)
+    proven = kids.lb.clone()
+    proven[:, 0] = 123.0  # spec 0 already proven in these domains
+    part, _ = v.bound(_Domains(kids.lower, kids.upper, proven, kids.splits, kids.pre, kids.alphas, kids.betas,
+                               kids.choice), p, 10)  # fmt: skip
+    assert (part.lb[:, 0] == 123.0).all()  # kept, not bounded again
+    torch.testing.assert_close(part.lb[:, 1:], every.lb[:, 1:], rtol=0, atol=1e-5)
+
+
+def test_restricting_a_problem_keeps_whole_groups():
+    C = torch.eye(5)
+    p = Problem(torch.zeros(1, 2), torch.ones(1, 2), C, torch.arange(5.0), groups=torch.tensor([0, 0, 1, 2, 2]))
+    q = p.restrict(torch.tensor([True, True, False, True, True]))
+    assert q.groups.tolist() == [0, 0, 1, 1] and q.d.tolist() == [0, 1, 3, 4]
+    v = torch.tensor([[-1.0, 2.0, -1.0, -3.0], [-1.0, -2.0, 1.0, -3.0]])
+    assert q.worst(v).tolist() == [-1.0, -1.0]  # each group's best, the worst group
+
+
 @needs_data
 def test_bab_on_the_zoo_mnist_network_settles_more_than_alpha_crown():
     from advex.data import load_dataset

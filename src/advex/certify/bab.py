@@ -74,6 +74,15 @@ class Problem:
             return v.min(1).values
         return v.unsqueeze(1).masked_fill(~self._mask, float("-inf")).amax(-1).min(1).values
 
+    def restrict(self, keep: torch.Tensor) -> Problem:
+        """The problem over the specs ``keep`` (S,) bool only, whole groups kept (where every
+        other group is proven, its counterexamples are the whole problem's)."""
+        groups = None
+        if self.groups is not None:
+            g = self.groups.to(dtype=torch.long)[keep.to(self.groups.device)]
+            groups = torch.unique(g, return_inverse=True)[1]
+        return Problem(self.lower, self.upper, self.C[keep], self.d[keep], groups)
+
     def failing(self, v: torch.Tensor) -> torch.Tensor:
         """(N, S) bool: the specs of the groups not yet > 0 (what a split should help)."""
         if self._mask is None:
@@ -145,6 +154,14 @@ class _Domains:
     def take(self, idx: torch.Tensor) -> _Domains:
         return self._map(lambda t: t[idx])
 
+    def specs(self, keep: torch.Tensor) -> _Domains:
+        """The domains over the specs ``keep`` (S,) bool only (see :meth:`Problem.restrict`)."""
+        out = _Domains(self.lower, self.upper, self.lb[:, keep], self.splits, self.pre,
+                       {j: a[:, keep] for j, a in self.alphas.items()},
+                       {j: b[:, keep] for j, b in self.betas.items()})  # fmt: skip
+        out.choice = self.choice
+        return out
+
     def nbytes(self) -> int:
         ts = [self.lower, self.upper, self.lb, *self.splits.values(), *self.alphas.values(), *self.betas.values()]
         ts += [t for p in self.pre.values() for t in p]
@@ -179,6 +196,23 @@ def check_settings(s: Settings) -> None:
         raise AdvexError(f"unknown branching {s.branching!r}; use one of {', '.join(BRANCHING)}")
     if s.candidates < 1:
         raise AdvexError(f"fsb needs at least one candidate per domain, got {s.candidates}")
+
+
+def _open_specs(failing: torch.Tensor) -> torch.Tensor:
+    """(D, S') the indices of each domain's failing specs (D, S) bool, first; S' the most any
+    domain has (at least one), rows with fewer padded with proven specs (bounded again: sound)."""
+    width = max(int(failing.sum(1).max()), 1) if failing.numel() else 1
+    return torch.argsort((~failing).to(torch.int8), dim=1, stable=True)[:, :width]
+
+
+def _specs(t: torch.Tensor, sel: torch.Tensor) -> torch.Tensor:
+    """The rows ``sel`` (D, S') of the spec dimension of t (D, S, *shape)."""
+    return t.gather(1, sel.view(*sel.shape, *[1] * (t.dim() - 2)).expand(*sel.shape, *t.shape[2:]))
+
+
+def _put_specs(full: torch.Tensor, sel: torch.Tensor, part: torch.Tensor) -> torch.Tensor:
+    """``full`` (D, S, *shape) with its rows ``sel`` (D, S') replaced by ``part`` (a new tensor)."""
+    return full.scatter(1, sel.view(*sel.shape, *[1] * (full.dim() - 2)).expand_as(part), part)
 
 
 def relu_indices(nodes: list[Layer]) -> list[int]:
@@ -259,39 +293,44 @@ class Verifier:
 
     def bound(self, dom: _Domains, p: Problem, steps: int) -> tuple[_Domains, torch.Tensor]:
         """Bound every domain of ``dom``: its new lower bounds (never below the parent's), its
-        bounds and slopes for its children, and the split each should take next. Returns the
-        bounded domains and the input points (D, *in) where each one's weakest bound is lowest."""
+        bounds and slopes for its children, and the split each should take next. Only the specs
+        each domain has not yet proven are bounded (a proven spec stays proven in every part of
+        the domain: its parent's bound holds there); the others keep their parent's bounds.
+        Returns the bounded domains and the input points (D, *in) where each one's weakest bound
+        is lowest."""
         nd = len(dom)
         inp = InputSet((dom.lower + dom.upper) / 2, 0.0, "linf", dom.lower, dom.upper)
-        C = p.C.to(dom.lower).expand(nd, *p.C.shape)
+        sel = _open_specs(p.failing(dom.lb))  # (D, S'): the specs to bound in each domain
+        C = p.C.to(dom.lower)[sel]
+        d = p.d.to(dom.lower)[sel]
         fix = self._fix(dom)
         with torch.no_grad():
             if self.input_split or not dom.pre:  # a new box: CROWN, within the parent's bounds
                 _, pre = crown_intermediate(self.nodes, inp, "crown", fix=fix)
             elif self.s.intermediate and self.plan is not None:  # above the split, with the root's slopes
-                pre = intermediate(self.nodes, inp, dom.pre, self._broadcast(nd), self.shared, fix=fix,
-                                   above=self._split_layer(dom))  # fmt: skip
+                pre = self._above_splits(dom, inp)
             else:  # the parent's bounds, clamped by the new split
                 pre = {r: fix(r, lo, hi) for r, (lo, hi) in dom.pre.items()}
         empty = torch.zeros(nd, dtype=torch.bool, device=dom.lower.device)
         for lo, hi in pre.values():  # bounds that cross by more than rounding: no point in the domain
             empty |= (lo > hi + 1e-5 * (1 + lo.abs() + hi.abs())).flatten(1).any(1)
-        s = C.shape[1]
-        alphas, betas = {}, {}
+        s = p.C.shape[0]
+        full_a, full_b, alphas, betas = {}, {}, {}, {}
         for j, (lo, hi) in pre.items():
-            init = dom.alphas.get(j)
-            if init is None:
-                init = relu_relaxation(lo, hi, "crown").lower_slope.unsqueeze(1).expand(-1, s, *lo.shape[1:])
-            alphas[j] = init.clamp(0, 1).clone().requires_grad_()
+            full = dom.alphas.get(j)
+            if full is None:
+                full = relu_relaxation(lo, hi, "crown").lower_slope.unsqueeze(1).expand(-1, s, *lo.shape[1:])
+            full_a[j] = full
+            alphas[j] = _specs(full, sel).clamp(0, 1).requires_grad_()
             if j in dom.splits:
-                b = dom.betas.get(j)
-                b = torch.zeros_like(alphas[j]) if b is None else b
-                betas[j] = b.clone().requires_grad_()
+                full = dom.betas.get(j)
+                full_b[j] = torch.zeros_like(full_a[j]) if full is None else full
+                betas[j] = _specs(full_b[j], sel).requires_grad_()
         groups = [{"params": list(alphas.values()), "lr": self.s.lr_alpha},
                   {"params": list(betas.values()), "lr": self.s.lr_beta}]  # fmt: skip
         groups = [g for g in groups if g["params"]]
         opt = torch.optim.Adam(groups) if groups and steps else None
-        best = dom.lb.clone()
+        best = dom.lb.gather(1, sel)
         k = len(self.nodes) - 1
         record: dict[int, torch.Tensor] = {}
         for step in range(steps + 1):
@@ -300,7 +339,7 @@ class Verifier:
             with torch.set_grad_enabled(not last):
                 extra = {j: -b * dom.splits[j].unsqueeze(1).to(b) for j, b in betas.items()}
                 a_in, bias = backsub(self.nodes, k, C, pre, "crown", alphas, extra=extra, record=record)
-                lb = inp.concretize(a_in, bias + p.d.to(bias))
+                lb = inp.concretize(a_in, bias + d)
             if not last:
                 opt.zero_grad(set_to_none=True)
                 (-lb.clamp(max=1.0).sum()).backward()  # bounds well above 0 need no more
@@ -313,13 +352,16 @@ class Verifier:
             best = torch.maximum(best, lb.detach())
             if last:
                 break
-        best[empty] = float("inf")
-        worst = torch.where(p.failing(best), best, torch.full_like(best, float("inf"))).argmin(1)
+        lb_all = dom.lb.scatter(1, sel, best)
+        lb_all[empty] = float("inf")
+        failing = p.failing(lb_all).gather(1, sel)
+        worst = torch.where(failing, best, torch.full_like(best, float("inf"))).argmin(1)
         a = a_in.detach()[torch.arange(nd), worst].view_as(dom.lower)
         corner = torch.where(a > 0, dom.lower, dom.upper)
-        out = _Domains(dom.lower, dom.upper, best, dom.splits, pre, {j: t.detach() for j, t in alphas.items()},
-                       {j: t.detach() for j, t in betas.items()})  # fmt: skip
-        out.choice = self._choose(out, record, a_in.detach(), p.failing(best).to(best.dtype), p, inp, C)
+        out = _Domains(dom.lower, dom.upper, lb_all, dom.splits, pre,
+                       {j: _put_specs(full_a[j], sel, t.detach()) for j, t in alphas.items()},
+                       {j: _put_specs(full_b[j], sel, t.detach()) for j, t in betas.items()})  # fmt: skip
+        out.choice = self._choose(out, record, a_in.detach(), failing.to(best.dtype), p, inp, C, sel)
         return out, corner
 
     def _broadcast(self, nd: int) -> Plan:
@@ -329,14 +371,32 @@ class Verifier:
         return Plan({r: t.expand(nd, -1) for r, t in pl.idx.items()},
                     {r: t.expand(nd, -1) for r, t in pl.valid.items()}, pl.below, pl.out, pl.chains)  # fmt: skip
 
-    def _split_layer(self, dom: _Domains) -> int:
-        """The lowest ReLU layer that this batch's latest splits touch: bounds below it are the
-        parents' (clamped), those above are recomputed."""
-        if dom.choice is None or not self.relus:
-            return 0
-        offsets = torch.tensor([0, *self.sizes], device=dom.choice.device).cumsum(0)
-        layer = int(torch.searchsorted(offsets, dom.choice.clamp_min(0), right=True).min()) - 1
-        return self.relus[max(layer, 0)]
+    def _above_splits(self, dom: _Domains, inp: InputSet):
+        """Each domain's ReLU bounds: those above the layer of its latest split recomputed with
+        the root's slopes (within the parent's, clamped by the splits); those at or below it are
+        the parent's, clamped (nothing below a split changes). Domains are grouped by that layer,
+        so a split in the last ReLU layer costs no intermediate bound at all."""
+        fix = self._fix(dom)
+        pre = {r: fix(r, lo, hi) for r, (lo, hi) in dom.pre.items()}
+        layer = torch.zeros(len(dom), dtype=torch.long, device=dom.lower.device)  # 0: recompute all
+        if dom.choice is not None and self.relus:
+            offsets = torch.tensor([0, *self.sizes], device=dom.choice.device).cumsum(0)
+            at = torch.searchsorted(offsets, dom.choice.clamp_min(0), right=True) - 1
+            layer = torch.tensor(self.relus, device=at.device)[at.clamp(0, len(self.relus) - 1)]
+            layer = torch.where(dom.choice < 0, 0, layer)
+        for above in layer.unique().tolist():
+            if not any(r > above for r in self.plan.idx):
+                continue  # nothing above this split is back-substituted
+            rows = (layer == above).nonzero().flatten()
+            sub = _Domains(dom.lower[rows], dom.upper[rows], dom.lb[rows], {j: t[rows] for j, t in dom.splits.items()},
+                           {j: (lo[rows], hi[rows]) for j, (lo, hi) in dom.pre.items()})  # fmt: skip
+            sub_inp = InputSet(inp.x[rows], 0.0, "linf", inp.lower[rows], inp.upper[rows])
+            got = intermediate(self.nodes, sub_inp, sub.pre, self._broadcast(len(rows)), self.shared,
+                               fix=self._fix(sub), above=above)  # fmt: skip
+            for r in got:
+                if r > above:
+                    pre[r][0][rows], pre[r][1][rows] = got[r]
+        return pre
 
     def root(self, p: Problem) -> _Domains:
         """The whole box bounded by alpha-CROWN with every bound's slopes optimised
@@ -353,9 +413,10 @@ class Verifier:
         return _Domains(p.lower, p.upper, lb, pre=opt.pre, alphas=dict(opt.alphas.get(k, {})))
 
     def _choose(self, dom: _Domains, record: dict[int, torch.Tensor], a_in: torch.Tensor, failing: torch.Tensor,
-                p: Problem, inp: InputSet, C: torch.Tensor):  # fmt: skip
-        """The neuron (or input dimension) to split next in each domain; ``failing`` (D, S) marks
-        the specs a split should help. ReLUs: BaBSR's scores, and with ``branching="fsb"``
+                p: Problem, inp: InputSet, C: torch.Tensor, sel: torch.Tensor):  # fmt: skip
+        """The neuron (or input dimension) to split next in each domain; ``failing`` (D, S')
+        marks which of the bounded specs ``sel`` (D, S'; coefficients C) a split should help.
+        ReLUs: BaBSR's scores, and with ``branching="fsb"``
         the best of their top candidates tried (filtered smart branching)."""
         if self.input_split:
             width = (dom.upper - dom.lower).flatten(1)
@@ -377,16 +438,18 @@ class Verifier:
         k = min(self.s.candidates, scores.shape[1]) if self.s.branching == "fsb" else 1
         top, cand = scores.topk(k, dim=1)
         if k > 1:
-            tried = self._try_splits(dom, cand, p, inp, C)  # (D, k): each candidate's weaker child
+            tried = self._try_splits(dom, cand, p, inp, C, sel)  # (D, k): each candidate's weaker child
             pick = torch.where(top >= 0, tried, torch.full_like(tried, float("-inf"))).argmax(1)
             top, cand = top.gather(1, pick[:, None]), cand.gather(1, pick[:, None])
         return torch.where(top[:, 0] < 0, -1, cand[:, 0])  # -1: nothing left to split
 
-    def _try_splits(self, dom: _Domains, cand: torch.Tensor, p: Problem, inp: InputSet, C: torch.Tensor):
+    def _try_splits(self, dom: _Domains, cand: torch.Tensor, p: Problem, inp: InputSet, C: torch.Tensor,
+                    sel: torch.Tensor):  # fmt: skip
         """Filtered smart branching (Bunel et al. 2020; De Palma et al. 2021): for the candidate
         neurons ``cand`` (D, k) of each domain, both children's bounds by one back-substitution
         with the domain's own slopes and multipliers (no optimisation, intermediate bounds kept,
-        the split neuron made linear); returns the weaker child's value (D, k) of each."""
+        the split neuron made linear; the specs ``sel`` only, the others at the domain's
+        bounds); returns the weaker child's value (D, k) of each."""
         nd, k = cand.shape
         m = 2 * k
         offsets = torch.tensor([0, *self.sizes], device=cand.device).cumsum(0)
@@ -407,12 +470,13 @@ class Verifier:
                 hi[rows[~on], col[~on]] = hi[rows[~on], col[~on]].clamp_max(0)
             shape = dom.pre[j][0].shape[1:]
             pre[j] = (lo.view(-1, *shape), hi.view(-1, *shape))
-        alphas = {j: rep(a) for j, a in dom.alphas.items()}
-        extra = {j: -rep(b) * rep(dom.splits[j]).unsqueeze(1).to(b) for j, b in dom.betas.items()}
+        alphas = {j: rep(_specs(a, sel)) for j, a in dom.alphas.items()}
+        extra = {j: -rep(_specs(b, sel)) * rep(dom.splits[j]).unsqueeze(1).to(b) for j, b in dom.betas.items()}
         rin = InputSet(rep(inp.x), 0.0, "linf", rep(inp.lower), rep(inp.upper))
         with torch.no_grad():
             a_in, bias = backsub(self.nodes, len(self.nodes) - 1, rep(C), pre, "crown", alphas, extra=extra)
-            lb = rin.concretize(a_in, bias + p.d.to(bias))
+            lb = rin.concretize(a_in, bias + rep(p.d.to(bias)[sel]))
+            lb = rep(dom.lb).scatter(1, rep(sel), lb)
         return p.worst(lb).view(nd, k, 2).amin(-1)
 
     def _children(self, dom: _Domains) -> _Domains:
@@ -465,6 +529,9 @@ class Verifier:
         t_root = time.perf_counter()
         dom, corner = self.bound(self.root(p), p, 0)
         count, round_s = 1, time.perf_counter() - t_root  # a first estimate of a round's time
+        keep = p.failing(dom.lb).any(0)
+        if not keep.all() and keep.any():  # the search needs, and stores, only what the root left open
+            p, dom = p.restrict(keep), dom.specs(keep)
         while True:
             cex = self._recheck(corner, p)
             if cex is not None:
