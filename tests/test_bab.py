@@ -47,9 +47,12 @@ def hard_problem(seed: int):
     return net, x0, C, layers, worst, a
 
 
-@pytest.mark.parametrize("split", ["relu", "input", "relu-babsr"])
+@pytest.mark.parametrize("split", ["relu", "input", "relu-babsr", "input-sensitivity"])
 def test_answers_agree_with_the_exact_milp(split):
     split, branching = (split.split("-") + ["fsb"])[:2]
+    branching, input_branching = (
+        (branching, "widest") if split == "relu" else ("fsb", branching.replace("fsb", "widest"))
+    )
     decided = 0
     for seed in range(3):
         net, x0, C, _, worst, critical = hard_problem(seed)
@@ -59,7 +62,11 @@ def test_answers_agree_with_the_exact_milp(split):
                 trace(net, (x0.shape[1],)),
                 net,
                 Settings(
-                    timeout=300, max_domains=20_000 if split == "relu" else 5_000, split=split, branching=branching
+                    timeout=300,
+                    max_domains=20_000 if split == "relu" else 5_000,
+                    split=split,
+                    branching=branching,
+                    input_branching=input_branching,
                 ),
             )
             got = v.verify(Problem(x0 - eps, x0 + eps, C, torch.zeros(len(C))))
@@ -168,6 +175,8 @@ def test_bab_bad_input():
         certify(net, x, y, eps=0.1, method="bab", bab=Settings(split="neurons"))
     with pytest.raises(AdvexError, match="unknown branching 'random'; use one of fsb, babsr"):
         certify(net, x, y, eps=0.1, method="bab", bab=Settings(branching="random"))
+    with pytest.raises(AdvexError, match="unknown input branching 'random'; use one of widest, sensitivity"):
+        certify(net, x, y, eps=0.1, method="bab", bab=Settings(input_branching="random"))
 
 
 def test_every_falsified_sample_has_a_counterexample_that_holds():

@@ -20,7 +20,9 @@ lowest bounds, splits each in two, and bounds all the children in one batched pa
   from the parent; a child's bound is never below its parent's (the better is kept);
 - the split chosen by a BaBSR-style score (Bunel et al. 2020): the intercept each unstable
   ReLU's upper line adds to the failing bounds, weighted by its coefficient there; input
-  splitting halves the dimension of largest width times coefficient;
+  splitting halves the box's widest side (as alpha-beta-CROWN does on ACAS Xu: width times
+  coefficient, ``input_branching="sensitivity"``, needed 400x more boxes there, the
+  coefficient saying little about where the ReLUs' relaxations are loose);
 - an attack in the branches: the point of the box where each child's linear bound is lowest
   is evaluated, and projected gradient steps from the most promising children search for a
   counterexample; every counterexample is re-checked by a fresh fp32 pass of the network.
@@ -44,9 +46,10 @@ from advex.errors import AdvexError
 VERIFIED, FALSIFIED, TIMEOUT = "verified", "falsified", "timeout"
 SPLITS = ("auto", "relu", "input")
 BRANCHING = ("fsb", "babsr")
+INPUT_BRANCHING = ("widest", "sensitivity")
 # "auto" splits the input box when it has at most this many dimensions and the network more
 # ReLUs than this (the ACAS Xu regime); ReLU splitting with beta-CROWN otherwise
-_INPUT_SPLIT_DIMS, _INPUT_SPLIT_RELUS = 4, 200
+_INPUT_SPLIT_DIMS, _INPUT_SPLIT_RELUS = 16, 200
 _INPUT_BATCH = 16  # input-split domains are cheap: this many times ``batch`` per round
 
 
@@ -123,6 +126,7 @@ class Settings:
     memory: int = 2 << 30  # bytes the open domains may hold
     branching: str = "fsb"  # "babsr": its scores alone; "fsb": the best of its top candidates, tried
     candidates: int = 4  # fsb: candidates tried per domain
+    input_branching: str = "widest"  # input splitting: "widest" side, or "sensitivity" (width x |coefficient|)
 
 
 @dataclass
@@ -194,6 +198,8 @@ def check_settings(s: Settings) -> None:
         raise AdvexError(f"the branch batch must be >= 1, got {s.batch}")
     if s.branching not in BRANCHING:
         raise AdvexError(f"unknown branching {s.branching!r}; use one of {', '.join(BRANCHING)}")
+    if s.input_branching not in INPUT_BRANCHING:
+        raise AdvexError(f"unknown input branching {s.input_branching!r}; use one of {', '.join(INPUT_BRANCHING)}")
     if s.candidates < 1:
         raise AdvexError(f"fsb needs at least one candidate per domain, got {s.candidates}")
 
@@ -420,6 +426,8 @@ class Verifier:
         the best of their top candidates tried (filtered smart branching)."""
         if self.input_split:
             width = (dom.upper - dom.lower).flatten(1)
+            if self.s.input_branching == "widest":
+                return width.argmax(1)
             w = (a_in.flatten(2).abs() * failing.unsqueeze(-1)).sum(1)
             return ((w + 1e-6) * width).argmax(1)
         scores = []
