@@ -9,7 +9,7 @@ from helpers import needs_data
 from torch import nn
 
 from advex.certify import bounds, certify, margin_spec, trace
-from advex.certify.bab import FALSIFIED, TIMEOUT, VERIFIED, Problem, Settings, Verifier, _Domains
+from advex.certify.bab import FALSIFIED, TIMEOUT, VERIFIED, Problem, Settings, Verifier, _Domains, _Pool
 from advex.errors import AdvexError
 
 pytest.importorskip("scipy")
@@ -47,9 +47,14 @@ def hard_problem(seed: int):
     return net, x0, C, layers, worst, a
 
 
-@pytest.mark.parametrize("split", ["relu", "input", "relu-babsr", "input-sensitivity"])
+VARIANTS = {"relu-joint": dict(separate_groups=False), "relu-intermediate": dict(intermediate=True)}
+
+
+@pytest.mark.parametrize("split", ["relu", "input", "relu-babsr", "input-sensitivity", *VARIANTS])
 def test_answers_agree_with_the_exact_milp(split):
+    extra = VARIANTS.get(split, {})
     split, branching = (split.split("-") + ["fsb"])[:2]
+    branching = "fsb" if extra else branching
     branching, input_branching = (
         (branching, "widest") if split == "relu" else ("fsb", branching.replace("fsb", "widest"))
     )
@@ -67,6 +72,7 @@ def test_answers_agree_with_the_exact_milp(split):
                     split=split,
                     branching=branching,
                     input_branching=input_branching,
+                    **extra,
                 ),
             )
             got = v.verify(Problem(x0 - eps, x0 + eps, C, torch.zeros(len(C))))
@@ -137,6 +143,43 @@ def test_restricting_a_problem_keeps_whole_groups():
     assert q.groups.tolist() == [0, 0, 1, 1] and q.d.tolist() == [0, 1, 3, 4]
     v = torch.tensor([[-1.0, 2.0, -1.0, -3.0], [-1.0, -2.0, 1.0, -3.0]])
     assert q.worst(v).tolist() == [-1.0, -1.0]  # each group's best, the worst group
+
+
+def test_each_group_gets_its_own_copy_of_the_domains_with_its_own_slopes():
+    C = torch.eye(3)
+    p = Problem(torch.zeros(1, 2), torch.ones(1, 2), C, torch.zeros(3), groups=torch.tensor([0, 0, 1]))
+    alphas = {1: torch.arange(2 * 3 * 4.0).view(2, 3, 4)}  # two domains, three specs, four neurons
+    dom = _Domains(torch.zeros(2, 2), torch.ones(2, 2), torch.tensor([[-1.0, -2.0, -3.0], [-4.0, -5.0, -6.0]]),
+                   alphas=alphas)  # fmt: skip
+    out = Verifier._per_group(dom, p)
+    inf = float("inf")
+    assert out.lb.tolist() == [[-1, -2, inf], [-4, -5, inf], [inf, inf, -3], [inf, inf, -6]]
+    assert out.own.tolist() == [[0, 1], [0, 1], [2, 2], [2, 2]]  # group 1 padded by repeating its spec
+    torch.testing.assert_close(out.alphas[1][2], alphas[1][0, [2, 2]])  # domain 0's slopes for spec 2
+    torch.testing.assert_close(out.alphas[1][1], alphas[1][1, [0, 1]])
+    assert p.worst(out.lb).tolist() == [-1, -4, -3, -6]  # each copy is judged by its own group
+
+
+def test_the_pool_gives_back_exactly_what_it_was_given():
+    def doms(values):
+        v = torch.tensor(values, dtype=torch.float32)
+        d = _Domains(v.view(-1, 1).repeat(1, 2), v.view(-1, 1).repeat(1, 2), v.view(-1, 1))
+        d.splits = {3: v.view(-1, 1).to(torch.int8)}
+        d.choice = v.long()
+        return d
+
+    pool, held = _Pool(), []
+    for batch in ([5, 1, 7], [2, 9], [4, 8, 3, 6, 0]):
+        pool.add(doms(batch))
+        held += batch
+        assert sorted(pool.lb.flatten().tolist()) == sorted(held)
+        got = pool.pop(pool.lb.flatten().topk(2, largest=False).indices)
+        for row in range(len(got)):  # each row's tensors stay together
+            assert got.lower[row, 0] == got.lb[row, 0] == got.splits[3][row, 0] == got.choice[row]
+        held = sorted(held)[2:]
+        assert sorted(pool.lb.flatten().tolist()) == held and len(pool) == len(held)
+    rest = pool.pop(torch.arange(len(pool)))
+    assert sorted(rest.choice.tolist()) == held and len(pool) == 0
 
 
 @needs_data

@@ -8,12 +8,19 @@ network is unsafe where *all* of a group's atoms are <= 0); the property then ho
 every point, each group has one spec > 0, proven in a domain when the largest of a group's
 lower bounds is > 0. A *domain* is a part of the box: the whole box with some
 unstable ReLUs fixed active (z >= 0) or inactive (z <= 0) (ReLU splitting), or a smaller box
-(input splitting, for low-dimensional inputs). Each round takes the open domains with the
-lowest bounds, splits each in two, and bounds all the children in one batched pass:
+(input splitting, for low-dimensional inputs), and, past the root, one group of specs: the
+property holds when each group is proven over the whole box, so each group the root leaves
+open is searched on its own, split where its own bound is loose (alpha-beta-CROWN's one
+search per class; a joint search must refine the box until every group is proven in every
+part). Each round takes the open domains with the lowest bounds, splits each in two, and
+bounds all the children in one batched pass:
 
-- intermediate bounds by CROWN, each ReLU's bounds intersected with its parent's and clamped
-  by the domain's splits (a split neuron is linear in its domain); a neuron whose bounds
-  cross (lower > upper) shows the domain is empty, so it is verified;
+- intermediate bounds: the root's (alpha-CROWN with optimised intermediate slopes) clamped
+  by the domain's splits (a split neuron is linear in its domain), as alpha-beta-CROWN keeps
+  them; ``intermediate=True`` recomputes them by CROWN in each domain above its split, within
+  its parent's (tighter, but it costs more than the domains it saves on the zoo's MNIST nets);
+  for input splitting, CROWN in each smaller box; a neuron whose bounds cross (lower > upper)
+  shows the domain is empty, so it is verified;
 - the final bound by alpha-CROWN with beta-CROWN's split multipliers (Wang et al. 2021): for a
   split s z_i >= 0 (s = +1 active, -1 inactive) the bound of f - beta s z_i, beta >= 0, is a
   lower bound of f over the domain; alpha and beta are raised together by Adam, warm-started
@@ -38,8 +45,8 @@ from dataclasses import dataclass, field
 
 import torch
 
-from advex.certify.alpha import Plan, alpha_crown, final_key, intermediate
-from advex.certify.bounds import InputSet, backsub, crown_intermediate
+from advex.certify.alpha import Plan, adam, alpha_crown, final_key, intermediate
+from advex.certify.bounds import InputSet, backsub, crown_intermediate, fixed_relaxations
 from advex.certify.layers import Layer, relu_relaxation
 from advex.errors import AdvexError
 
@@ -121,12 +128,13 @@ class Settings:
     attack_steps: int = 20
     attack_every: int = 1  # rounds between attacks from the most promising children
     square_queries: int = 5000  # certify: the Square attack on what alpha-CROWN and PGD leave open (0: none)
-    intermediate: bool = True  # recompute intermediate bounds in every domain (off: the parent's, clamped)
+    intermediate: bool = False  # recompute intermediate bounds in every domain (off: the root's, clamped by the splits)
     max_domains: int = 1_000_000  # domains bounded in all before giving up (a budget that does not depend on speed)
     memory: int = 2 << 30  # bytes the open domains may hold
     branching: str = "fsb"  # "babsr": its scores alone; "fsb": the best of its top candidates, tried
-    candidates: int = 4  # fsb: candidates tried per domain
+    candidates: int = 3  # fsb: candidates tried per domain
     input_branching: str = "widest"  # input splitting: "widest" side, or "sensitivity" (width x |coefficient|)
+    separate_groups: bool = True  # a domain per (part of the box, open group), each split for its own group
 
 
 @dataclass
@@ -141,6 +149,9 @@ class _Domains:
     alphas: dict[int, torch.Tensor] = field(default_factory=dict)  # ReLU -> (D, S, *shape)
     betas: dict[int, torch.Tensor] = field(default_factory=dict)
     choice: torch.Tensor | None = None  # (D,) the flat neuron (or input dimension) to split next
+    # (D, m): a domain of one group's search (``Settings.separate_groups``): the specs of its
+    # group (padded by repeating the first), the only ones its alphas and betas (D, m, ...) hold
+    own: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return self.lower.shape[0]
@@ -152,14 +163,24 @@ class _Domains:
         return _Domains(
             f(self.lower), f(self.upper), f(self.lb), each(self.splits),
             {k: (f(a), f(b)) for k, (a, b) in self.pre.items()}, each(self.alphas), each(self.betas),
-            None if self.choice is None else f(self.choice),
+            None if self.choice is None else f(self.choice), None if self.own is None else f(self.own),
         )  # fmt: skip
+
+    def _flat(self) -> dict[str, torch.Tensor]:
+        """Every tensor by a name (domains of one search share the names)."""
+        ts = {"lower": self.lower, "upper": self.upper, "lb": self.lb}
+        for name in ("splits", "alphas", "betas"):
+            ts.update({f"{name}{k}": t for k, t in getattr(self, name).items()})
+        ts.update({f"pre{k}.{i}": t for k, p in self.pre.items() for i, t in enumerate(p)})
+        ts.update({k: t for k, t in (("choice", self.choice), ("own", self.own)) if t is not None})
+        return ts
 
     def take(self, idx: torch.Tensor) -> _Domains:
         return self._map(lambda t: t[idx])
 
     def specs(self, keep: torch.Tensor) -> _Domains:
         """The domains over the specs ``keep`` (S,) bool only (see :meth:`Problem.restrict`)."""
+        assert self.own is None, "restrict a problem before splitting it by group"
         out = _Domains(self.lower, self.upper, self.lb[:, keep], self.splits, self.pre,
                        {j: a[:, keep] for j, a in self.alphas.items()},
                        {j: b[:, keep] for j, b in self.betas.items()})  # fmt: skip
@@ -186,7 +207,58 @@ class _Domains:
              for k in first.pre},
             join("alphas"), join("betas"),
             None if first.choice is None else torch.cat([p.choice for p in parts]),
+            None if first.own is None else torch.cat([p.own for p in parts]),
         )  # fmt: skip
+
+
+class _Pool:
+    """The open domains in buffers with room to grow, so that taking the weakest and adding the
+    children of a round touch those rows only (copying the whole pool each round cost as much
+    as bounding once the pool held a few thousand domains)."""
+
+    def __init__(self):
+        self.buf: _Domains | None = None
+        self.n = 0
+
+    def __len__(self) -> int:
+        return self.n
+
+    @property
+    def lb(self) -> torch.Tensor:
+        return self.buf.lb[: self.n]
+
+    def nbytes(self) -> int:
+        return 0 if self.buf is None else self.buf.nbytes()
+
+    def add(self, dom: _Domains) -> None:
+        if not len(dom):
+            return
+        if self.buf is None or self.n + len(dom) > len(self.buf):
+            cap = self.n + len(dom) + max(self.n // 2, len(dom))  # grows by half
+            grown = dom._map(lambda t: t.new_empty((cap, *t.shape[1:])))
+            if self.n:
+                old = self.buf._flat()
+                for name, t in grown._flat().items():
+                    t[: self.n] = old[name][: self.n]
+            self.buf = grown
+        theirs = dom._flat()
+        for name, t in self.buf._flat().items():
+            t[self.n : self.n + len(dom)] = theirs[name]
+        self.n += len(dom)
+
+    def pop(self, idx: torch.Tensor) -> _Domains:
+        """The domains at ``idx`` (distinct rows), removed: the last rows move into their places."""
+        out = self.buf.take(idx)
+        m = self.n - len(idx)
+        gone = torch.zeros(self.n, dtype=torch.bool, device=idx.device)
+        gone[idx] = True
+        holes = gone[:m].nonzero().flatten()
+        movers = (~gone[m:]).nonzero().flatten() + m
+        if len(holes):
+            for t in self.buf._flat().values():
+                t[holes] = t[movers]
+        self.n = m
+        return out
 
 
 def check_settings(s: Settings) -> None:
@@ -238,6 +310,7 @@ class Verifier:
         self.deadline = float("inf")  # the optimisations stop early past it (their bounds so far are sound)
         self.plan: Plan | None = None  # the root's: which neurons each intermediate bound tightens
         self.shared: dict[int, dict[int, torch.Tensor]] = {}  # the root's optimised intermediate slopes
+        self.root_pre: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}  # the root's ReLU bounds
 
     # ------------------------------------------------------------------ the spec
     def values(self, x: torch.Tensor, p: Problem) -> torch.Tensor:
@@ -306,36 +379,43 @@ class Verifier:
         is lowest."""
         nd = len(dom)
         inp = InputSet((dom.lower + dom.upper) / 2, 0.0, "linf", dom.lower, dom.upper)
-        sel = _open_specs(p.failing(dom.lb))  # (D, S'): the specs to bound in each domain
+        own = dom.own is not None  # alphas and betas hold the specs ``dom.own``, and those are bounded
+        sel = dom.own if own else _open_specs(p.failing(dom.lb))  # (D, S'): the specs to bound in each domain
         C = p.C.to(dom.lower)[sel]
         d = p.d.to(dom.lower)[sel]
         fix = self._fix(dom)
         with torch.no_grad():
-            if self.input_split or not dom.pre:  # a new box: CROWN, within the parent's bounds
+            if self.input_split or not (dom.pre or self.root_pre):  # a new box: CROWN, within the parent's bounds
                 _, pre = crown_intermediate(self.nodes, inp, "crown", fix=fix)
             elif self.s.intermediate and self.plan is not None:  # above the split, with the root's slopes
                 pre = self._above_splits(dom, inp)
-            else:  # the parent's bounds, clamped by the new split
-                pre = {r: fix(r, lo, hi) for r, (lo, hi) in dom.pre.items()}
+            else:  # the parent's bounds (or the root's, which are the same), clamped by the splits
+                pre = {r: fix(r, lo.expand(nd, *lo.shape[1:]), hi.expand(nd, *hi.shape[1:]))
+                       for r, (lo, hi) in (dom.pre or self.root_pre).items()}  # fmt: skip
         empty = torch.zeros(nd, dtype=torch.bool, device=dom.lower.device)
         for lo, hi in pre.values():  # bounds that cross by more than rounding: no point in the domain
             empty |= (lo > hi + 1e-5 * (1 + lo.abs() + hi.abs())).flatten(1).any(1)
-        s = p.C.shape[0]
+        s = sel.shape[1] if own else p.C.shape[0]
+
+        def pick(full):
+            return full if own else _specs(full, sel)
+
         full_a, full_b, alphas, betas = {}, {}, {}, {}
         for j, (lo, hi) in pre.items():
             full = dom.alphas.get(j)
             if full is None:
                 full = relu_relaxation(lo, hi, "crown").lower_slope.unsqueeze(1).expand(-1, s, *lo.shape[1:])
             full_a[j] = full
-            alphas[j] = _specs(full, sel).clamp(0, 1).requires_grad_()
+            alphas[j] = pick(full).clamp(0, 1).requires_grad_()
             if j in dom.splits:
                 full = dom.betas.get(j)
                 full_b[j] = torch.zeros_like(full_a[j]) if full is None else full
-                betas[j] = _specs(full_b[j], sel).requires_grad_()
+                betas[j] = pick(full_b[j]).requires_grad_()
         groups = [{"params": list(alphas.values()), "lr": self.s.lr_alpha},
                   {"params": list(betas.values()), "lr": self.s.lr_beta}]  # fmt: skip
         groups = [g for g in groups if g["params"]]
-        opt = torch.optim.Adam(groups) if groups and steps else None
+        opt = adam(groups) if groups and steps else None
+        fixed = fixed_relaxations(pre)  # the bounds stay: only the slopes move
         best = dom.lb.gather(1, sel)
         k = len(self.nodes) - 1
         record: dict[int, torch.Tensor] = {}
@@ -344,7 +424,7 @@ class Verifier:
             record.clear()
             with torch.set_grad_enabled(not last):
                 extra = {j: -b * dom.splits[j].unsqueeze(1).to(b) for j, b in betas.items()}
-                a_in, bias = backsub(self.nodes, k, C, pre, "crown", alphas, extra=extra, record=record)
+                a_in, bias = backsub(self.nodes, k, C, pre, "crown", alphas, extra=extra, record=record, fixed=fixed)
                 lb = inp.concretize(a_in, bias + d)
             if not last:
                 opt.zero_grad(set_to_none=True)
@@ -361,12 +441,18 @@ class Verifier:
         lb_all = dom.lb.scatter(1, sel, best)
         lb_all[empty] = float("inf")
         failing = p.failing(lb_all).gather(1, sel)
+        if own:  # a group's padding repeats its first spec: count that one once
+            failing[:, 1:] &= sel[:, 1:] != sel[:, :1]
         worst = torch.where(failing, best, torch.full_like(best, float("inf"))).argmin(1)
         a = a_in.detach()[torch.arange(nd), worst].view_as(dom.lower)
         corner = torch.where(a > 0, dom.lower, dom.upper)
+
+        def put(full, t):
+            return t.detach() if own else _put_specs(full, sel, t.detach())
+
         out = _Domains(dom.lower, dom.upper, lb_all, dom.splits, pre,
-                       {j: _put_specs(full_a[j], sel, t.detach()) for j, t in alphas.items()},
-                       {j: _put_specs(full_b[j], sel, t.detach()) for j, t in betas.items()})  # fmt: skip
+                       {j: put(full_a[j], t) for j, t in alphas.items()},
+                       {j: put(full_b[j], t) for j, t in betas.items()}, own=dom.own)  # fmt: skip
         out.choice = self._choose(out, record, a_in.detach(), failing.to(best.dtype), p, inp, C, sel)
         return out, corner
 
@@ -410,7 +496,7 @@ class Verifier:
         inp = InputSet((p.lower + p.upper) / 2, 0.0, "linf", p.lower, p.upper)
         C = p.C.to(p.lower).unsqueeze(0)
         opt = alpha_crown(self.nodes, inp, C, steps=self.s.first_steps, lr=self.s.lr_alpha,
-                          intermediate_slopes=self.s.intermediate and not self.input_split,
+                          intermediate_slopes=not self.input_split,
                           deadline=self.deadline)  # fmt: skip
         k = final_key(self.nodes)
         self.plan = opt.plan if opt.plan is not None and opt.plan.idx else None
@@ -478,14 +564,48 @@ class Verifier:
                 hi[rows[~on], col[~on]] = hi[rows[~on], col[~on]].clamp_max(0)
             shape = dom.pre[j][0].shape[1:]
             pre[j] = (lo.view(-1, *shape), hi.view(-1, *shape))
-        alphas = {j: rep(_specs(a, sel)) for j, a in dom.alphas.items()}
-        extra = {j: -rep(_specs(b, sel)) * rep(dom.splits[j]).unsqueeze(1).to(b) for j, b in dom.betas.items()}
+
+        def pick(t):
+            return rep(t if dom.own is not None else _specs(t, sel))
+
+        alphas = {j: pick(a) for j, a in dom.alphas.items()}
+        extra = {j: -pick(b) * rep(dom.splits[j]).unsqueeze(1).to(b) for j, b in dom.betas.items()}
         rin = InputSet(rep(inp.x), 0.0, "linf", rep(inp.lower), rep(inp.upper))
         with torch.no_grad():
             a_in, bias = backsub(self.nodes, len(self.nodes) - 1, rep(C), pre, "crown", alphas, extra=extra)
             lb = rin.concretize(a_in, bias + rep(p.d.to(bias)[sel]))
-            lb = rep(dom.lb).scatter(1, rep(sel), lb)
+            parent = rep(dom.lb)
+            lb = parent.scatter(1, rep(sel), torch.maximum(parent.gather(1, rep(sel)), lb))
         return p.worst(lb).view(nd, k, 2).amin(-1)
+
+    @staticmethod
+    def _per_group(dom: _Domains, p: Problem) -> _Domains:
+        """The domains ``dom`` once per group of specs, the other groups' specs marked proven
+        in each copy (+inf): the property holds where every group is proven over the whole box,
+        so each group is searched on its own, split where its own bound is loose (as
+        alpha-beta-CROWN splits a robustness property into one search per class)."""
+        dev = dom.lb.device
+        groups = torch.arange(len(p.C), device=dev) if p.groups is None else p.groups.to(dev).long()
+        ng = int(groups.max()) + 1
+        members = [(groups == g).nonzero().flatten() for g in range(ng)]
+        m = max(len(ix) for ix in members)
+        own = torch.stack([torch.cat([ix, ix[:1].expand(m - len(ix))]) for ix in members])  # (G, m)
+        own = own.repeat_interleave(len(dom), 0)  # copy g: rows g*D .. (g+1)*D-1
+        out = dom.take(torch.arange(len(dom), device=dev).repeat(ng))
+        mine = torch.zeros_like(out.lb, dtype=torch.bool).scatter(1, own, True)
+        out.lb = out.lb.masked_fill(~mine, float("inf"))
+        out.alphas = {j: _specs(a, own) for j, a in out.alphas.items()}
+        out.betas = {j: _specs(b, own) for j, b in out.betas.items()}
+        out.own = own
+        return out
+
+    def _no_splits(self, dom: _Domains) -> _Domains:
+        """``dom`` with an empty split record for every ReLU (what its children will have), so
+        that domains split and not yet split share one layout in the pool."""
+        for j in self.relus:
+            if j not in dom.splits:
+                dom.splits[j] = torch.zeros((len(dom), *self.nodes[j].shape), dtype=torch.int8, device=dom.lb.device)
+        return dom
 
     def _children(self, dom: _Domains) -> _Domains:
         """Each domain split in two at its chosen neuron or input dimension."""
@@ -535,42 +655,47 @@ class Verifier:
         if cex is not None:
             return done(FALSIFIED, cex, float("-inf"))
         t_root = time.perf_counter()
-        dom, corner = self.bound(self.root(p), p, 0)
+        root = self.root(p)
+        self.root_pre = {} if self.input_split or self.s.intermediate else root.pre  # fixed: not stored per domain
+        dom, corner = self.bound(root if self.input_split else self._no_splits(root), p, 0)
         count, round_s = 1, time.perf_counter() - t_root  # a first estimate of a round's time
         keep = p.failing(dom.lb).any(0)
         if not keep.all() and keep.any():  # the search needs, and stores, only what the root left open
             p, dom = p.restrict(keep), dom.specs(keep)
+        if s.separate_groups and keep.any() and len(p.C) > 1:
+            dom, corner = self.bound(self._per_group(dom, p), p, 0)
+            count += len(dom)
+        pool = _Pool()
         while True:
             cex = self._recheck(corner, p)
             if cex is not None:
                 return done(FALSIFIED, cex, float("-inf"))
-            open_ = p.worst(dom.lb) <= 0
-            dom = dom.take(open_.nonzero().flatten())
-            if len(dom) == 0:
+            if self.root_pre:
+                dom.pre = {}  # each domain's are the root's clamped by its splits
+            pool.add(dom.take((p.worst(dom.lb) <= 0).nonzero().flatten()))  # the open ones
+            if len(pool) == 0:
                 return done(VERIFIED)
-            worst = float(p.worst(dom.lb).min())
+            worsts = p.worst(pool.lb)
+            worst = float(worsts.min())
             if time.perf_counter() - t0 + round_s > s.timeout:  # the next round would overrun it
-                return done(TIMEOUT, lb=worst, reason=f"{len(dom)} domains open after {s.timeout:g} s")
+                return done(TIMEOUT, lb=worst, reason=f"{len(pool)} domains open after {s.timeout:g} s")
             if count >= s.max_domains:
-                return done(TIMEOUT, lb=worst, reason=f"{len(dom)} domains open after bounding {count}")
-            if dom.nbytes() > s.memory:
-                return done(TIMEOUT, lb=worst, reason=f"{len(dom)} open domains fill the memory budget")
-            order = p.worst(dom.lb).argsort()
-            pick, rest = order[:batch], order[batch:]
-            parents = dom.take(pick)
+                return done(TIMEOUT, lb=worst, reason=f"{len(pool)} domains open after bounding {count}")
+            if pool.nbytes() > s.memory:
+                return done(TIMEOUT, lb=worst, reason=f"{len(pool)} open domains fill the memory budget")
+            parents = pool.pop(worsts.topk(min(batch, len(pool)), largest=False).indices)
             stuck = parents.choice < 0  # every unstable neuron split: bound again, with more steps
             kids = self._children(parents.take((~stuck).nonzero().flatten())) if (~stuck).any() else None
             if stuck.any():
                 again = parents.take(stuck.nonzero().flatten())
                 kids = again if kids is None else _Domains.cat([kids, again])
             t_round = time.perf_counter()
-            bounded, corner = self.bound(kids, p, s.steps if not stuck.any() else 3 * s.steps)
+            dom, corner = self.bound(kids, p, s.steps if not stuck.any() else 3 * s.steps)
             count += len(kids)
             rounds += 1
             if s.attack_steps and rounds % s.attack_every == 0 and time.perf_counter() < self.deadline:
-                promising = p.worst(bounded.lb).argsort()[: max(1, s.batch // 8)]
+                promising = p.worst(dom.lb).argsort()[: max(1, s.batch // 8)]
                 cex = self.attack(corner[promising], p, s.attack_steps)
                 if cex is not None:
                     return done(FALSIFIED, cex, float("-inf"))
             round_s = time.perf_counter() - t_round
-            dom = _Domains.cat([bounded, dom.take(rest)]) if len(rest) else bounded

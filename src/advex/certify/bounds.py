@@ -69,12 +69,28 @@ class InputSet:
         return box + bias
 
 
-def _relax(n: Layer, j: int, pre: PreBounds, slope: str, alpha=None, per_spec: bool = True):
+def fixed_relaxations(pre: PreBounds) -> dict[int, tuple[Relaxation, torch.Tensor]]:
+    """Each ReLU's CROWN relaxation (B, 1, *shape) and unstable mask from bounds ``pre``, for
+    :func:`backsub` calls that reuse them with different slopes (an optimisation's steps)."""
+    out = {}
+    for j, (lo, hi) in pre.items():
+        lo, hi = lo.unsqueeze(1), hi.unsqueeze(1)
+        out[j] = (relu_relaxation(lo, hi, "crown"), (lo < 0) & (hi > 0))
+    return out
+
+
+def _relax(n: Layer, j: int, pre: PreBounds, slope: str, alpha=None, per_spec: bool = True, fixed=None):
     """The relaxation of layer j if it is a ReLU (None for a linear layer), from this call's
     bounds on its input. ``per_spec`` adds the spec dimension of dense coefficients (B, S,
-    *shape): (B, 1, *shape), or (B, S, *shape) with alpha-CROWN's slopes ``alpha``."""
+    *shape): (B, 1, *shape), or (B, S, *shape) with alpha-CROWN's slopes ``alpha``; ``fixed``:
+    :func:`fixed_relaxations` of ``pre``."""
     if not n.relaxed:
         return None
+    if fixed is not None and slope == "crown" and per_spec:
+        r, unstable = fixed[j]
+        if alpha is None:
+            return r
+        return Relaxation(r.upper_slope, r.upper_intercept, torch.where(unstable, alpha, r.upper_slope))
     lo, hi = pre[j]
     if alpha is not None:
         return relu_relaxation(lo.unsqueeze(1), hi.unsqueeze(1), slope, alpha)
@@ -118,6 +134,7 @@ def backsub(
     paired: bool = False,
     extra: dict[int, torch.Tensor] | None = None,
     record: dict[int, torch.Tensor] | None = None,
+    fixed: dict[int, tuple[Relaxation, torch.Tensor]] | None = None,
 ):
     """Back-substitute the linear function A (B, S, *shape of layer k) of layer k's output down
     to the input: returns (A_input, bias) with A z_k >= A_input x + bias over the input set.
@@ -128,7 +145,8 @@ def backsub(
 
     ``extra`` (ReLU index -> (B, S, *its shape)): added to the coefficients on that ReLU's input
     (beta-CROWN's split multipliers); ``record``: filled with the coefficients reaching each ReLU's
-    output (what branching heuristics score)."""
+    output (what branching heuristics score); ``fixed``: :func:`fixed_relaxations` of ``pre``,
+    computed once for many calls."""
     acc: dict[int, torch.Tensor] = {k: A}
     bias = torch.zeros(A.shape[:2], device=A.device, dtype=A.dtype)
     bias_hi = torch.zeros_like(bias) if paired else None
@@ -144,7 +162,7 @@ def backsub(
         else:
             if record is not None and n.relaxed:
                 record[j] = a
-            outs, b = n.back(a, _relax(n, j, pre, slope, None if alphas is None else alphas.get(j)))
+            outs, b = n.back(a, _relax(n, j, pre, slope, None if alphas is None else alphas.get(j), fixed=fixed))
             if extra is not None and j in extra:
                 outs = [outs[0] + extra[j]]
         if b is not None:
