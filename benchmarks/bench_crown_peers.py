@@ -18,7 +18,9 @@ L-inf ball clipped to [0, 1], the margin specification e_y - e_j. Two pairs of r
   nearly the same bounds (see bench_alpha_peers.py), timed side by side.
 
 Each pair runs in alternating calls (advex, auto_LiRPA, advex, ...) --reps times after a warm-up,
-in batches of --batch images; the speed-up is the median of the per-pair ratios.
+in batches of --batch images; the speed-up is the median of the per-pair ratios. Then one profiled
+call of each (``products``): the self CPU time of its matrix products (matmuls and convolutions)
+against the time of all its operators, the floor each could reach without doing fewer products.
 """
 
 from __future__ import annotations
@@ -42,6 +44,25 @@ from advex.models import load
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from bench_alpha_peers import CONFIGS, Lirpa, advex_run, lirpa_commit  # noqa: E402
+
+# The operators that multiply matrices (matmuls and convolutions): their own time in a call is the
+# floor its back-substitution cannot go below without doing fewer products.
+PRODUCTS = ("aten::mm", "aten::bmm", "aten::addmm", "aten::baddbmm", "aten::addbmm", "aten::mv", "aten::addmv",
+            "aten::dot", "aten::mkldnn_convolution", "aten::_convolution", "aten::slow_conv_transpose2d",
+            "aten::_slow_conv2d_forward", "aten::mkldnn_matmul", "aten::_nnpack_spatial_convolution")  # fmt: skip
+
+
+def products(call, *args, **kwargs) -> dict:
+    """One profiled call(*args, **kwargs): the self CPU time of the matrix products (PRODUCTS) and
+    of everything."""
+    from torch.profiler import profile
+
+    with profile() as prof:
+        call(*args, **kwargs)
+    ops = prof.key_averages()
+    total = sum(e.self_cpu_time_total for e in ops) / 1e6
+    prod = sum(e.self_cpu_time_total for e in ops if e.key in PRODUCTS) / 1e6
+    return {"products_s": round(prod, 4), "self_s": round(total, 4), "share": round(prod / total, 3)}
 
 
 def main(argv=None) -> None:
@@ -84,6 +105,8 @@ def main(argv=None) -> None:
                 ta.append(t)
                 tl.append(time.perf_counter() - t0)
                 speed.append(tl[-1] / ta[-1])
+            floor = {"advex": products(advex_run, nodes, x, eps, C, args.batch, **kw),
+                     "auto_lirpa": products(lirpa, lower, upper, C, "CROWN", args.batch)}  # fmt: skip
             diff = (b_ours - b_lirpa).abs()
             row[label] = {
                 "advex_s": round(statistics.median(ta), 4),
@@ -93,11 +116,14 @@ def main(argv=None) -> None:
                 "max_abs_diff": float(diff.max()),
                 "mean_bound_advex": round(float(b_ours.mean()), 5),
                 "mean_bound_auto_lirpa": round(float(b_lirpa.mean()), 5),
+                "products": floor,
             }
             r = row[label]
             print(
                 f"{config:26s} {label:9s} advex {r['advex_s']:.3f} s  auto_LiRPA {r['auto_lirpa_s']:.3f} s  "
-                f"speed-up {r['speedup']:.2f}x  max |diff| {r['max_abs_diff']:.1e}",
+                f"speed-up {r['speedup']:.2f}x  max |diff| {r['max_abs_diff']:.1e}  products: advex "
+                f"{floor['advex']['products_s']:.3f} of {floor['advex']['self_s']:.3f} s, auto_LiRPA "
+                f"{floor['auto_lirpa']['products_s']:.3f} of {floor['auto_lirpa']['self_s']:.3f} s",
                 flush=True,
             )
         res["rows"].append(row)

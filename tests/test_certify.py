@@ -16,6 +16,7 @@ from advex.certify import (
     trace,
     worst_case_logits,
 )
+from advex.certify.bounds import InputSet, crown_intermediate
 from advex.errors import AdvexError
 from advex.models import Classifier
 from advex.models.archs import Residual, small
@@ -316,3 +317,27 @@ def test_training_mode_batchnorm_is_bounded_with_the_batch_statistics():
         zz = fixed(pts).view(200, 8, 5)
         m = zz.gather(2, y.view(1, 8, 1).expand(200, 8, 1)) - zz
         assert (m[:, keep].view(200, 8, 4) >= lb.detach() - 1e-5).all()
+
+
+@pytest.mark.parametrize("norm", ["linf", "l2"])
+@pytest.mark.parametrize("slope", ["crown", "wong-kolter"])
+def test_patches_give_the_dense_bounds(norm, slope):
+    """Every intermediate bound computed as patches (each neuron's coefficients on its receptive
+    field, the zero padding dropped lazily) equals the dense back-substitution's, through
+    convolutions with padding and stride, per-channel affine maps, average pooling and a
+    convolution right after another."""
+    g = torch.Generator().manual_seed(3)
+    torch.manual_seed(3)
+    net = nn.Sequential(
+        nn.Conv2d(2, 4, 3, padding=1), _bn(4, g), nn.ReLU(), nn.AvgPool2d(2), nn.Conv2d(4, 6, 3, stride=2, padding=1),
+        nn.Conv2d(6, 5, 3, padding=2), nn.ReLU(), nn.Conv2d(5, 3, 4, stride=2, padding=1), nn.ReLU(), nn.Flatten(),
+        nn.Linear(3 * 2 * 2, 4),
+    ).eval()  # fmt: skip
+    x = torch.rand(5, 2, 12, 12, generator=g)
+    nodes = trace(net, (2, 12, 12))
+    inp = InputSet.ball(x, 0.05 if norm == "linf" else 0.5, norm)
+    _, dense = crown_intermediate(nodes, inp, slope, patches=False)
+    _, patched = crown_intermediate(nodes, inp, slope, patches=True)
+    assert len(patched) == 3 and any(((lo < 0) & (hi > 0)).any() for lo, hi in patched.values())
+    for r, (lo, hi) in dense.items():
+        assert torch.allclose(patched[r][0], lo, atol=1e-5) and torch.allclose(patched[r][1], hi, atol=1e-5), r

@@ -38,7 +38,7 @@ from advex.errors import AdvexError
 METHODS = ("ibp", "crown", "alpha-crown")
 SLOPES = ("crown", "wong-kolter")
 TRAINING_METHODS = ("ibp", "crown-ibp", "convex")
-_MEMORY = 1 << 30  # bytes of coefficient tensors per back-substitution chunk
+_MEMORY = 1 << 28  # bytes of coefficient tensors per back-substitution chunk (1 GiB chunks were slower here)
 
 # A call's bounds on the inputs of its ReLUs: ReLU layer index -> (lower, upper), each (B, *shape).
 # Every bound computation makes its own; the traced layers are never changed.
@@ -222,27 +222,42 @@ def _tighten(nodes, p, lo, hi, inp, pre, slope, bsz, widest, patches=True, inter
     order = torch.argsort((~unstable).to(torch.int8), dim=1, stable=True)[:, :s_max]  # unstable first
     valid = torch.arange(s_max, device=lo.device)[None] < counts[:, None]
     chain = conv_chain(nodes, p) if patches else None
-    chunk = max(1, _MEMORY // (4 * 2 * 3 * bsz * (widest if chain is None else _patch_size(nodes, chain))))
+    per_spec = 4 * 2 * 3 * (widest if chain is None else _patch_size(nodes, chain))  # bytes per image and spec
     n_out = flat_l.shape[1]
-    for s0 in range(0, s_max, chunk):
+    s0 = 0
+    while s0 < s_max:
+        # the images with a neuron left from s0 on (the others' specs would be padding), in a
+        # chunk of bounded memory
+        rows = (counts > s0).nonzero().flatten()
+        part = rows.numel() < bsz
+        chunk = max(1, _MEMORY // (per_spec * rows.numel()))
         idx = order[:, s0 : s0 + chunk]
         s = idx.shape[1]
+        sub_idx, sub_inp, sub_pre = idx, inp, pre
+        if part:
+            sub_idx = idx.index_select(0, rows)
+            sub_inp = InputSet(inp.x[rows], inp.eps, inp.norm, inp.lower[rows], inp.upper[rows])
+            sub_pre = {j: (a[rows], b[rows]) for j, (a, b) in pre.items()}
+        n = rows.numel()
         if chain is not None:
-            new_l, new_u = patch_bounds(nodes, chain, p, idx, inp, pre, slope)
+            new_l, new_u = patch_bounds(nodes, chain, p, sub_idx, sub_inp, sub_pre, slope)
         elif slope == "wong-kolter":  # one pass gives both bounds
-            eye = torch.zeros(bsz, s, n_out, device=lo.device, dtype=lo.dtype)
-            eye.scatter_(2, idx.unsqueeze(-1), 1.0)
-            a_in, b_lo, b_hi = backsub(nodes, p, eye.reshape(bsz, s, *shape), pre, slope, paired=True)
-            new_l, new_u = inp.concretize(a_in, b_lo), -inp.concretize(-a_in, -b_hi)
+            eye = torch.zeros(n, s, n_out, device=lo.device, dtype=lo.dtype)
+            eye.scatter_(2, sub_idx.unsqueeze(-1), 1.0)
+            a_in, b_lo, b_hi = backsub(nodes, p, eye.reshape(n, s, *shape), sub_pre, slope, paired=True)
+            new_l, new_u = sub_inp.concretize(a_in, b_lo), -sub_inp.concretize(-a_in, -b_hi)
         else:
-            eye = torch.zeros(bsz, s, n_out, device=lo.device, dtype=lo.dtype)
-            eye.scatter_(2, idx.unsqueeze(-1), 1.0)
-            A = torch.cat([eye, -eye], 1).reshape(bsz, 2 * s, *shape)
-            a_in, bias = backsub(nodes, p, A, pre, slope)
-            bound = inp.concretize(a_in, bias)
+            eye = torch.zeros(n, s, n_out, device=lo.device, dtype=lo.dtype)
+            eye.scatter_(2, sub_idx.unsqueeze(-1), 1.0)
+            A = torch.cat([eye, -eye], 1).reshape(n, 2 * s, *shape)
+            a_in, bias = backsub(nodes, p, A, sub_pre, slope)
+            bound = sub_inp.concretize(a_in, bias)
             new_l, new_u = bound[:, :s], -bound[:, s:]
-        ok = valid[:, s0 : s0 + chunk]
         cur_l, cur_u = flat_l.gather(1, idx), flat_u.gather(1, idx)
+        if part:  # the other images keep their bounds
+            new_l, new_u = cur_l.index_copy(0, rows, new_l), cur_u.index_copy(0, rows, new_u)
+        ok = valid[:, s0 : s0 + chunk]
+        s0 += chunk
         if intersect_ibp:
             new_l, new_u = torch.maximum(cur_l, new_l), torch.minimum(cur_u, new_u)
         # out of place: certified training differentiates through these bounds
@@ -307,7 +322,9 @@ def patch_bounds(
             P = n.patch_back(P, relax, lower=alphas[j])
         else:
             P = n.patch_back(P, relax)
-    xl, xu = P.window(inp.lower).flatten(2), P.window(inp.upper).flatten(2)
+    if inp.norm == "l2":
+        P = P.inside()  # the norm reads every coefficient (the box's windows are 0 outside)
+    xl, xu = (t.flatten(2) for t in P.windows(inp.lower, inp.upper))
     a = P.coef.flatten(2)
     ap, an = a.clamp(min=0), a.clamp(max=0)
     low = (ap * xl + an * xu).sum(-1)

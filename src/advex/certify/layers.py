@@ -167,15 +167,18 @@ class Conv(Layer):
         kh, kw = self.weight.shape[-2:]
         oph = hi - ((ho - 1) * self.stride[0] - 2 * self.padding[0] + kh)
         opw = wi - ((wo - 1) * self.stride[1] - 2 * self.padding[1] + kw)
-        a = F.conv_transpose2d(
-            A.reshape(bsz * s, cout, ho, wo), self.weight, None, self.stride, self.padding, (oph, opw), self.groups
-        )
+        # channels-last: the CPU's fast transposed convolution (2x here), and its output keeps the
+        # layout through the elementwise rules to the next convolution
+        maps = A.reshape(bsz * s, cout, ho, wo).contiguous(memory_format=torch.channels_last)
+        a = F.conv_transpose2d(maps, self.weight, None, self.stride, self.padding, (oph, opw), self.groups)
         bias = (A.sum((-2, -1)) * self.bias).sum(-1) if self.bias is not None else None
         return [a.reshape(bsz, s, cin, hi, wi)], bias
 
     def patch_back(self, P, relax=None):
         """Each (C_out, K, K) patch becomes a (C_in, (K - 1) stride + k, ...) patch of the input,
-        anchored stride times further out; entries on the zero padding are dropped."""
+        anchored stride times further out; entries on the zero padding are dropped (lazily: see
+        ``Patches.outside``)."""
+        P = P.inside()
         coef = P.coef
         bsz, n_spec = coef.shape[:2]
         bias_lo, bias_hi = P.bias_lo, P.bias_hi
@@ -194,8 +197,8 @@ class Conv(Layer):
         off = torch.arange(k, device=coef.device)
         rin = ((r0.unsqueeze(-1) + off) >= 0) & ((r0.unsqueeze(-1) + off) < hin)
         cinb = ((c0.unsqueeze(-1) + off) >= 0) & ((c0.unsqueeze(-1) + off) < win)
-        coef = coef * (rin.unsqueeze(-1) & cinb.unsqueeze(-2)).unsqueeze(2).to(coef.dtype)
-        return replace(P, coef=coef, k=k, stride=stride, pad=pad, bias_lo=bias_lo, bias_hi=bias_hi)
+        inside = (rin.unsqueeze(-1) & cinb.unsqueeze(-2)).unsqueeze(2)
+        return replace(P, coef=coef, k=k, stride=stride, pad=pad, bias_lo=bias_lo, bias_hi=bias_hi, outside=inside)
 
 
 @dataclass(frozen=True, eq=False, kw_only=True)
@@ -237,6 +240,7 @@ class Affine(Layer):
         return [a], bias
 
     def patch_back(self, P, relax=None):
+        P = P.inside()
         b = (P.coef * self.shift.view(-1, 1, 1)).flatten(2).sum(-1)
         bias_lo, bias_hi = P.bias_lo + b, P.bias_hi + b if P.bias_hi is not None else None
         return replace(P, coef=P.coef * self.scale.view(-1, 1, 1), bias_lo=bias_lo, bias_hi=bias_hi)
@@ -288,10 +292,11 @@ class ReLU(Layer):
         return box[0].clamp_min(0), box[1].clamp_min(0)
 
     def back(self, A, relax):
-        """Positive coefficients take the lower line, negative ones the upper line."""
+        """Positive coefficients take the lower line, negative ones the upper line:
+        A sl + min(A, 0) (su - sl), and the upper line's intercepts where A < 0."""
         su, iu, sl = relax
-        pos, neg = A.clamp(min=0), A.clamp(max=0)
-        return [pos * sl + neg * su], (neg * iu).flatten(2).sum(-1)
+        neg = A.clamp(max=0)
+        return [torch.addcmul(A * sl, neg, su - sl)], _dot(neg, iu)
 
     def back_paired(self, A, relax):
         """Parallel lines (lower slope = upper slope): one coefficient, the intercept in the
@@ -302,19 +307,32 @@ class ReLU(Layer):
         return [A * su], bias_lo, bias_hi
 
     def patch_back(self, P, relax, lower: torch.Tensor | None = None):
-        """``back`` on patches: the relaxation maps (B, C, H, W) read on each patch's window.
+        """``back`` on patches: the relaxation maps (B, C, H, W) read on each patch's window (0
+        outside the layer, so coefficients there vanish: ``Patches.outside`` is settled here).
         ``lower`` (B, S, C, K, K): each function's own lower slopes on its window, used where a
         neuron is unstable (alpha-CROWN's slopes per bounded neuron)."""
         su_m, iu_m, sl_m = relax
-        su, iu = P.window(su_m), P.window(iu_m)
         coef = P.coef
         neg = coef.clamp(max=0)
-        bias_lo = P.bias_lo + (neg * iu).flatten(2).sum(-1)
         if P.bias_hi is not None:  # paired
+            su, iu = P.windows(su_m, iu_m)
+            bias_lo = P.bias_lo + (neg * iu).flatten(2).sum(-1)
             bias_hi = P.bias_hi + ((coef - neg) * iu).flatten(2).sum(-1)
-            return replace(P, coef=coef * su, bias_lo=bias_lo, bias_hi=bias_hi)
-        sl = P.window(sl_m)
+            return replace(P, coef=coef * su, bias_lo=bias_lo, bias_hi=bias_hi, outside=None)
         if lower is not None:  # unstable where the upper line has an intercept or a slope in (0, 1)
+            su, iu, sl = P.windows(su_m, iu_m, sl_m)
             unstable = (iu > 0) | ((su > 0) & (su < 1))
             sl = torch.where(unstable, lower, sl)
-        return replace(P, coef=(coef - neg) * sl + neg * su, bias_lo=bias_lo)
+            gap = su - sl
+        else:
+            iu, sl, gap = P.windows(iu_m, sl_m, su_m - sl_m)
+        bias_lo = P.bias_lo + (neg * iu).flatten(2).sum(-1)
+        return replace(P, coef=torch.addcmul(coef * sl, neg, gap), bias_lo=bias_lo, outside=None)
+
+
+def _dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """sum over all but the first two dimensions of a * b, for a (B, S, *shape) and b (B, S or
+    1, *shape): a matrix-vector product where b is shared by the S functions (no temporary)."""
+    if b.shape[1] == 1 and b.shape[0] == a.shape[0]:
+        return torch.bmm(a.flatten(2), b.flatten(2).transpose(1, 2)).squeeze(-1)
+    return (a * b).flatten(2).sum(-1)

@@ -10,7 +10,7 @@ one layer; this module holds the representation and its geometry.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
@@ -23,7 +23,12 @@ class Patches:
     ``coef`` (B, S, C, K, K) are the coefficients; the window of function s of input b starts at
     (row * stride - pad, col * stride - pad) with ``pos[b, s] = row * cols + col`` the neuron it
     bounds on the ``grid`` (rows, cols) of the layer it started from. ``bias_hi`` is None unless
-    the lower and upper bounds share their coefficients (paired), then each has its bias."""
+    the lower and upper bounds share their coefficients (paired), then each has its bias.
+
+    ``outside`` (lazy zero padding): None, or a mask (B, S, 1, K, K) of the window entries that
+    lie inside the layer; ``coef`` is then still to be zeroed outside it (:meth:`inside`). A
+    ReLU's rule does that for free (its relaxation maps read as 0 on the padding), so a
+    convolution leaves the mask to the next rule instead of multiplying every coefficient."""
 
     coef: torch.Tensor
     pos: torch.Tensor
@@ -33,6 +38,7 @@ class Patches:
     k: int = 1
     stride: int = 1
     pad: int = 0
+    outside: torch.Tensor | None = None
 
     @classmethod
     def neurons(cls, idx: torch.Tensor, shape: tuple[int, int, int], paired: bool, dtype: torch.dtype) -> Patches:
@@ -54,8 +60,21 @@ class Patches:
         return cls(coef, pos if paired else torch.cat([pos, pos], 1), (h, w), bias_lo, bias_hi)
 
     def window(self, m: torch.Tensor) -> torch.Tensor:
-        """Each function's (C, K, K) window of the maps m (B, C, H, W): (B, S, C, K, K)."""
+        """Each function's (C, K, K) window of the maps m (B, C, H, W): (B, S, C, K, K), zero
+        outside the maps."""
         return windows(m, self.pos, self.grid, self.k, self.stride, self.pad)
+
+    def windows(self, *maps: torch.Tensor) -> list[torch.Tensor]:
+        """:meth:`window` of several maps of one shape, cut in one gather."""
+        c = maps[0].shape[1]
+        both = windows(torch.cat(maps, 1), self.pos, self.grid, self.k, self.stride, self.pad)
+        return [both[:, :, i * c : (i + 1) * c] for i in range(len(maps))]
+
+    def inside(self) -> Patches:
+        """These patches with every coefficient outside the layer zeroed (see ``outside``)."""
+        if self.outside is None:
+            return self
+        return replace(self, coef=self.coef * self.outside.to(self.coef.dtype), outside=None)
 
 
 def windows(m: torch.Tensor, pos: torch.Tensor, grid: tuple[int, int], k: int, stride: int, pad: int):
@@ -66,22 +85,31 @@ def windows(m: torch.Tensor, pos: torch.Tensor, grid: tuple[int, int], k: int, s
     pad_b = max(0, (rows - 1) * stride + k - h - pad)
     pad_r = max(0, (cols - 1) * stride + k - w - pad)
     mp = F.pad(m, (pad, pad_r, pad, pad_b))
-    win = F.unfold(mp, k, stride=stride)  # (B, C*k*k, L) over the anchors, row-major
-    n_cols = (mp.shape[-1] - k) // stride + 1
-    r, col = pos // cols, pos % cols
-    at = (r * n_cols + col).unsqueeze(1).expand(-1, win.shape[1], -1)
-    return win.gather(2, at).transpose(1, 2).reshape(bsz, pos.shape[1], c, k, k)
+    win = F.unfold(mp, k, stride=stride).transpose(1, 2)  # (B, L, C*k*k) over the anchors, row-major
+    n_anchor, n_cols = win.shape[1], (mp.shape[-1] - k) // stride + 1
+    at = (pos // cols) * n_cols + pos % cols + n_anchor * torch.arange(bsz, device=pos.device).unsqueeze(1)
+    # whole rows of one table: a contiguous result, no per-element index
+    return win.reshape(bsz * n_anchor, -1).index_select(0, at.flatten()).view(bsz, pos.shape[1], c, k, k)
+
+
+_MATRIX_ENTRIES = 1 << 22  # largest patch-to-patch matrix transpose_patch builds (16 MB in fp32)
 
 
 def transpose_patch(p: torch.Tensor, weight: torch.Tensor, stride: int, groups: int) -> torch.Tensor:
-    """conv_transpose2d of many small patches (N, Co, K, K): one matmul and a fold (sum of
-    overlapping kernels), much faster on a CPU than conv_transpose2d on tiny maps."""
+    """conv_transpose2d of many small patches (N, Co, K, K), much faster on a CPU than
+    conv_transpose2d on tiny maps: one matmul by the (Co K K, Ci K' K') matrix of the map itself
+    where that matrix is small, else one matmul by the weights and a fold (sum of overlapping
+    kernels; the fold runs a loop over the N patches on a CPU)."""
     n, co, k, _ = p.shape
     if groups != 1:
         return F.conv_transpose2d(p, weight, stride=stride, groups=groups)
     ci, kk = weight.shape[1], weight.shape[-1]
     if k == 1:
         return (p.reshape(n, co) @ weight.reshape(co, ci * kk * kk)).reshape(n, ci, kk, kk)
-    cols = p.flatten(2).transpose(1, 2) @ weight.reshape(co, ci * kk * kk)  # (N, K*K, Ci*k*k)
     out = (k - 1) * stride + kk
+    if co * k * k * ci * out * out <= _MATRIX_ENTRIES:
+        eye = torch.eye(co * k * k, device=p.device, dtype=p.dtype).view(-1, co, k, k)
+        matrix = F.conv_transpose2d(eye, weight.to(p.dtype), stride=stride)  # differentiable in the weights
+        return (p.reshape(n, -1) @ matrix.reshape(co * k * k, -1)).view(n, ci, out, out)
+    cols = p.flatten(2).transpose(1, 2) @ weight.reshape(co, ci * kk * kk)  # (N, K*K, Ci*k*k)
     return F.fold(cols.transpose(1, 2), (out, out), kk, stride=stride)
