@@ -182,6 +182,24 @@ def test_the_pool_gives_back_exactly_what_it_was_given():
     assert sorted(rest.choice.tolist()) == held and len(pool) == 0
 
 
+def test_the_pool_counts_the_domains_it_holds_and_grows_within_its_limit():
+    """The memory budget counts the domains held, not the room to grow, and the buffers do not
+    grow past the budget while the domains fit in it."""
+    d = _Domains(torch.zeros(10, 4), torch.ones(10, 4), torch.zeros(10, 1))
+    d.splits, d.choice = {3: torch.zeros(10, 4, dtype=torch.int8)}, torch.zeros(10, dtype=torch.long)
+    row = d.nbytes() // 10
+    free = _Pool()
+    for _ in range(3):
+        free.add(d)  # room for 20, then 30 + 10 (grows by half)
+    assert len(free.buf) == 40 and free.nbytes() == 30 * row
+    capped = _Pool(limit=35 * row)
+    for _ in range(3):
+        capped.add(d)
+    assert len(capped.buf) == 35 and capped.nbytes() == 30 * row
+    capped.add(d)  # 40 domains cannot fit in 35 rows: room for exactly as many as held
+    assert len(capped.buf) == 40 and capped.nbytes() == 40 * row > capped.limit
+
+
 @needs_data
 def test_bab_on_the_zoo_mnist_network_settles_more_than_alpha_crown():
     from advex.data import load_dataset

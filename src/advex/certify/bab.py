@@ -214,11 +214,13 @@ class _Domains:
 class _Pool:
     """The open domains in buffers with room to grow, so that taking the weakest and adding the
     children of a round touch those rows only (copying the whole pool each round cost as much
-    as bounding once the pool held a few thousand domains)."""
+    as bounding once the pool held a few thousand domains). ``limit``: bytes the buffers grow to
+    at most while the domains fit in them (the search's memory budget)."""
 
-    def __init__(self):
+    def __init__(self, limit: int | None = None):
         self.buf: _Domains | None = None
         self.n = 0
+        self.limit = limit
 
     def __len__(self) -> int:
         return self.n
@@ -228,13 +230,17 @@ class _Pool:
         return self.buf.lb[: self.n]
 
     def nbytes(self) -> int:
-        return 0 if self.buf is None else self.buf.nbytes()
+        """Bytes of the domains held (the rows in use, not the room to grow)."""
+        return 0 if self.buf is None else self.buf.nbytes() * self.n // max(len(self.buf), 1)
 
     def add(self, dom: _Domains) -> None:
         if not len(dom):
             return
         if self.buf is None or self.n + len(dom) > len(self.buf):
-            cap = self.n + len(dom) + max(self.n // 2, len(dom))  # grows by half
+            need = self.n + len(dom)
+            cap = need + max(self.n // 2, len(dom))  # grows by half, within the limit while it can
+            if self.limit is not None:
+                cap = max(need, min(cap, self.limit // max(dom.nbytes() // len(dom), 1)))
             grown = dom._map(lambda t: t.new_empty((cap, *t.shape[1:])))
             if self.n:
                 old = self.buf._flat()
@@ -665,7 +671,7 @@ class Verifier:
         if s.separate_groups and keep.any() and len(p.C) > 1:
             dom, corner = self.bound(self._per_group(dom, p), p, 0)
             count += len(dom)
-        pool = _Pool()
+        pool = _Pool(s.memory)
         while True:
             cex = self._recheck(corner, p)
             if cex is not None:
