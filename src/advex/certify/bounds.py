@@ -224,6 +224,21 @@ def _tighten(nodes, p, lo, hi, inp, pre, slope, bsz, widest, patches=True, inter
     chain = conv_chain(nodes, p) if patches else None
     per_spec = 4 * 2 * 3 * (widest if chain is None else _patch_size(nodes, chain))  # bytes per image and spec
     n_out = flat_l.shape[1]
+    if chain is not None and slope == "crown" and 2 * s_max >= n_out and len(shape) == 3:
+        # most neurons of some image need a bound: bound every neuron, position by position,
+        # each window cut once for a position's channels instead of once per neuron
+        c, area = shape[0], shape[1] * shape[2]
+        step = max(1, _MEMORY // (per_spec * c * bsz))
+        for first in range(0, area, step):
+            last = min(area, first + step)
+            new_l, new_u = patch_bounds(nodes, chain, p, None, inp, pre, slope, positions=(first, last))
+            cols = torch.arange(first, last, device=lo.device)[:, None] + area * torch.arange(c, device=lo.device)
+            idx = cols.flatten().expand(bsz, -1)  # (position, channel) -> channel * area + position
+            cur_l, cur_u = flat_l.gather(1, idx), flat_u.gather(1, idx)
+            if intersect_ibp:
+                new_l, new_u = torch.maximum(cur_l, new_l), torch.minimum(cur_u, new_u)
+            flat_l, flat_u = flat_l.scatter(1, idx, new_l), flat_u.scatter(1, idx, new_u)
+        return flat_l.view_as(lo), flat_u.view_as(hi)
     s0 = 0
     while s0 < s_max:
         # the images with a neuron left from s0 on (the others' specs would be padding), in a
@@ -296,11 +311,12 @@ def patch_bounds(
     nodes: list[Layer],
     chain: list[int],
     p: int,
-    idx: torch.Tensor,
+    idx: torch.Tensor | None,
     inp: InputSet,
     pre: PreBounds,
     slope: str,
     alphas: dict[int, torch.Tensor] | None = None,
+    positions: tuple[int, int] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Lower and upper bounds of the neurons idx (B, S) (flat indices into layer p's output),
     back-substituted as patches through ``chain`` (see :mod:`advex.certify.patches`).
@@ -309,10 +325,16 @@ def patch_bounds(
     lower and upper lines of every ReLU have the same slope), so one set of patches serves
     both, with a bias for each; with CROWN's slopes they differ and are computed as 2S specs.
     ``alphas`` (alpha-CROWN): ReLU index -> each of the 2S functions' lower slopes on its
-    window (B, 2S, C, K, K); a ReLU missing from the dict gets the slope rule's, stored there."""
-    s = idx.shape[1]
+    window (B, 2S, C, K, K); a ReLU missing from the dict gets the slope rule's, stored there.
+    ``positions`` (first, last), CROWN's slope, instead of ``idx``: every neuron of those
+    positions, in the order (position, channel), each window cut once per position."""
     paired = slope == "wong-kolter"
-    P = Patches.neurons(idx, nodes[p].shape, paired and alphas is None, inp.x.dtype)
+    if positions is not None:
+        if paired or alphas is not None:
+            raise ValueError("positions: CROWN's own slopes only")
+        P = Patches.positions(inp.x.shape[0], *positions, nodes[p].shape, inp.x.dtype, inp.x.device)
+    else:
+        P = Patches.neurons(idx, nodes[p].shape, paired and alphas is None, inp.x.dtype)
     for j in chain:
         n = nodes[j]
         relax = _relax(n, j, pre, slope, per_spec=False)
@@ -324,21 +346,33 @@ def patch_bounds(
             P = n.patch_back(P, relax)
     if inp.norm == "l2":
         P = P.inside()  # the norm reads every coefficient (the box's windows are 0 outside)
-    xl, xu = (t.flatten(2) for t in P.windows(inp.lower, inp.upper))
-    a = P.coef.flatten(2)
-    ap, an = a.clamp(min=0), a.clamp(max=0)
-    low = (ap * xl + an * xu).sum(-1)
+    xl, xu = P.windows(inp.lower, inp.upper)
+    a = P.runs(P.coef)
+    an, width = a.clamp(max=0), xu - xl
+    low = _rowdot(a, xl) + _rowdot(an, width)  # a+ xl + a- xu
     paired = P.bias_hi is not None
-    high = (ap * xu + an * xl).sum(-1) if paired else None
+    high = _rowdot(a, xu) - _rowdot(an, width) if paired else None  # a+ xu + a- xl
     if inp.norm == "l2":
-        x0 = P.window(inp.x).flatten(2)
-        centre, radius = (a * x0).sum(-1), inp.eps * a.norm(dim=-1)
+        (x0,) = P.windows(inp.x)
+        centre, radius = _rowdot(a, x0), inp.eps * a.norm(dim=-1)
         low = torch.maximum(low, centre - radius)
         high = torch.minimum(high, centre + radius) if paired else None
-    if P.bias_hi is not None:
-        return low + P.bias_lo, high + P.bias_hi
-    low = low + P.bias_lo
+    low = low.flatten(1) + P.bias_lo
+    if paired:
+        return low, high.flatten(1) + P.bias_hi
+    if positions is not None:  # per position: C lower bounds, then C negated upper ones
+        runs = low.view(low.shape[0], -1, 2, P.group // 2)
+        return runs[:, :, 0].flatten(1), -runs[:, :, 1].flatten(1)
+    s = low.shape[1] // 2
     return low[:, :s], -low[:, s:]
+
+
+def _rowdot(a: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """(B, R, G) sums of a (B, R, G, D) times w (B, R, 1, D): one matrix-vector product per run
+    where runs are long (no temporary), elementwise otherwise."""
+    if a.shape[2] > 1:
+        return torch.matmul(a, w.transpose(-1, -2)).squeeze(-1)
+    return (a * w).sum(-1)
 
 
 # ---------------------------------------------------------------------------- final bounds

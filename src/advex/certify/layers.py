@@ -312,22 +312,26 @@ class ReLU(Layer):
         ``lower`` (B, S, C, K, K): each function's own lower slopes on its window, used where a
         neuron is unstable (alpha-CROWN's slopes per bounded neuron)."""
         su_m, iu_m, sl_m = relax
-        coef = P.coef
+        coef = P.runs(P.coef)  # (B, runs, G, C K K): the windows broadcast over each run
         neg = coef.clamp(max=0)
         if P.bias_hi is not None:  # paired
             su, iu = P.windows(su_m, iu_m)
-            bias_lo = P.bias_lo + (neg * iu).flatten(2).sum(-1)
-            bias_hi = P.bias_hi + ((coef - neg) * iu).flatten(2).sum(-1)
-            return replace(P, coef=coef * su, bias_lo=bias_lo, bias_hi=bias_hi, outside=None)
+            bias_lo = P.bias_lo + (neg * iu).sum(-1).flatten(1)
+            bias_hi = P.bias_hi + ((coef - neg) * iu).sum(-1).flatten(1)
+            return replace(P, coef=(coef * su).view_as(P.coef), bias_lo=bias_lo, bias_hi=bias_hi, outside=None)
         if lower is not None:  # unstable where the upper line has an intercept or a slope in (0, 1)
             su, iu, sl = P.windows(su_m, iu_m, sl_m)
             unstable = (iu > 0) | ((su > 0) & (su < 1))
-            sl = torch.where(unstable, lower, sl)
+            sl = torch.where(unstable, P.runs(lower), sl)
             gap = su - sl
         else:
             iu, sl, gap = P.windows(iu_m, sl_m, su_m - sl_m)
-        bias_lo = P.bias_lo + (neg * iu).flatten(2).sum(-1)
-        return replace(P, coef=torch.addcmul(coef * sl, neg, gap), bias_lo=bias_lo, outside=None)
+        if P.group > 1:  # one matrix-vector product per run
+            bias = torch.matmul(neg, iu.transpose(-1, -2)).flatten(1)
+        else:
+            bias = (neg * iu).sum(-1).flatten(1)
+        coef = torch.addcmul(coef * sl, neg, gap).view_as(P.coef)
+        return replace(P, coef=coef, bias_lo=P.bias_lo + bias, outside=None)
 
 
 def _dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

@@ -28,7 +28,12 @@ class Patches:
     ``outside`` (lazy zero padding): None, or a mask (B, S, 1, K, K) of the window entries that
     lie inside the layer; ``coef`` is then still to be zeroed outside it (:meth:`inside`). A
     ReLU's rule does that for free (its relaxation maps read as 0 on the padding), so a
-    convolution leaves the mask to the next rule instead of multiplying every coefficient."""
+    convolution leaves the mask to the next rule instead of multiplying every coefficient.
+
+    ``group`` G: the functions come in runs of G that share one window (function s has the
+    anchor of function s - s % G): every neuron of a few positions, the channels of a position
+    together. The rules then cut one window per run and broadcast it over the run's G
+    functions instead of copying it G times (:meth:`windows`, :meth:`runs`)."""
 
     coef: torch.Tensor
     pos: torch.Tensor
@@ -39,6 +44,7 @@ class Patches:
     stride: int = 1
     pad: int = 0
     outside: torch.Tensor | None = None
+    group: int = 1
 
     @classmethod
     def neurons(cls, idx: torch.Tensor, shape: tuple[int, int, int], paired: bool, dtype: torch.dtype) -> Patches:
@@ -59,16 +65,36 @@ class Patches:
         bias_hi = torch.zeros(bsz, n_spec, device=dev, dtype=dt) if paired else None
         return cls(coef, pos if paired else torch.cat([pos, pos], 1), (h, w), bias_lo, bias_hi)
 
+    @classmethod
+    def positions(cls, bsz: int, first: int, last: int, shape: tuple[int, int, int], dtype, device) -> Patches:
+        """Every neuron of positions first..last - 1 (row * cols + col) of a (C, H, W) layer, both
+        bounds: per position, C functions for the lower bounds then C negated ones for the upper
+        (as lower bounds of -z), in runs of 2C sharing the position's window (``group``)."""
+        c, h, w = shape
+        n_pos = last - first
+        eye = torch.eye(c, device=device, dtype=dtype)
+        coef = torch.cat([eye, -eye]).view(1, 1, 2 * c, c, 1, 1).expand(bsz, n_pos, -1, -1, -1, -1)
+        pos = torch.arange(first, last, device=device).repeat_interleave(2 * c).expand(bsz, -1)
+        zeros = torch.zeros(bsz, n_pos * 2 * c, device=device, dtype=dtype)
+        return cls(coef.reshape(bsz, n_pos * 2 * c, c, 1, 1), pos, (h, w), zeros, None, group=2 * c)
+
+    def runs(self, t: torch.Tensor) -> torch.Tensor:
+        """A per-function tensor (B, S, ...) as (B, S / G, G, rest flattened): to broadcast against
+        :meth:`windows`."""
+        return t.reshape(t.shape[0], t.shape[1] // self.group, self.group, -1)
+
     def window(self, m: torch.Tensor) -> torch.Tensor:
         """Each function's (C, K, K) window of the maps m (B, C, H, W): (B, S, C, K, K), zero
         outside the maps."""
         return windows(m, self.pos, self.grid, self.k, self.stride, self.pad)
 
     def windows(self, *maps: torch.Tensor) -> list[torch.Tensor]:
-        """:meth:`window` of several maps of one shape, cut in one gather."""
+        """The windows of several maps of one shape, cut in one gather, one per run of ``group``
+        functions: each (B, S / G, 1, C K K), to broadcast against :meth:`runs` of the functions."""
         c = maps[0].shape[1]
-        both = windows(torch.cat(maps, 1), self.pos, self.grid, self.k, self.stride, self.pad)
-        return [both[:, :, i * c : (i + 1) * c] for i in range(len(maps))]
+        anchors = self.pos[:, :: self.group]
+        both = windows(torch.cat(maps, 1), anchors, self.grid, self.k, self.stride, self.pad)
+        return [both[:, :, i * c : (i + 1) * c].flatten(2).unsqueeze(2) for i in range(len(maps))]
 
     def inside(self) -> Patches:
         """These patches with every coefficient outside the layer zeroed (see ``outside``)."""
