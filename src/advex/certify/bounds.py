@@ -32,7 +32,7 @@ from dataclasses import dataclass
 import torch
 
 from advex.certify.layers import Conv, Layer, Linear, Relaxation, relu_relaxation
-from advex.certify.patches import Patches
+from advex.certify.patches import Patches, rowdot
 from advex.errors import AdvexError
 
 METHODS = ("ibp", "crown", "alpha-crown")
@@ -234,10 +234,7 @@ def _tighten(nodes, p, lo, hi, inp, pre, slope, bsz, widest, patches=True, inter
             new_l, new_u = patch_bounds(nodes, chain, p, None, inp, pre, slope, positions=(first, last))
             cols = torch.arange(first, last, device=lo.device)[:, None] + area * torch.arange(c, device=lo.device)
             idx = cols.flatten().expand(bsz, -1)  # (position, channel) -> channel * area + position
-            cur_l, cur_u = flat_l.gather(1, idx), flat_u.gather(1, idx)
-            if intersect_ibp:
-                new_l, new_u = torch.maximum(cur_l, new_l), torch.minimum(cur_u, new_u)
-            flat_l, flat_u = flat_l.scatter(1, idx, new_l), flat_u.scatter(1, idx, new_u)
+            flat_l, flat_u = _put(flat_l, flat_u, idx, new_l, new_u, intersect_ibp)
         return flat_l.view_as(lo), flat_u.view_as(hi)
     s0 = 0
     while s0 < s_max:
@@ -268,17 +265,24 @@ def _tighten(nodes, p, lo, hi, inp, pre, slope, bsz, widest, patches=True, inter
             a_in, bias = backsub(nodes, p, A, sub_pre, slope)
             bound = sub_inp.concretize(a_in, bias)
             new_l, new_u = bound[:, :s], -bound[:, s:]
-        cur_l, cur_u = flat_l.gather(1, idx), flat_u.gather(1, idx)
         if part:  # the other images keep their bounds
-            new_l, new_u = cur_l.index_copy(0, rows, new_l), cur_u.index_copy(0, rows, new_u)
-        ok = valid[:, s0 : s0 + chunk]
+            new_l = flat_l.gather(1, idx).index_copy(0, rows, new_l)
+            new_u = flat_u.gather(1, idx).index_copy(0, rows, new_u)
+        flat_l, flat_u = _put(flat_l, flat_u, idx, new_l, new_u, intersect_ibp, valid[:, s0 : s0 + chunk])
         s0 += chunk
-        if intersect_ibp:
-            new_l, new_u = torch.maximum(cur_l, new_l), torch.minimum(cur_u, new_u)
-        # out of place: certified training differentiates through these bounds
-        flat_l = flat_l.scatter(1, idx, torch.where(ok, new_l, cur_l))
-        flat_u = flat_u.scatter(1, idx, torch.where(ok, new_u, cur_u))
     return flat_l.view_as(lo), flat_u.view_as(hi)
+
+
+def _put(flat_l, flat_u, idx, new_l, new_u, intersect_ibp: bool, ok=None):
+    """flat_l, flat_u (B, N) with the columns idx (B, S) replaced by new_l, new_u where ``ok``
+    (B, S; None: everywhere), intersected with the bounds there if ``intersect_ibp``. Out of
+    place: certified training differentiates through these bounds."""
+    cur_l, cur_u = flat_l.gather(1, idx), flat_u.gather(1, idx)
+    if intersect_ibp:
+        new_l, new_u = torch.maximum(cur_l, new_l), torch.minimum(cur_u, new_u)
+    if ok is not None:
+        new_l, new_u = torch.where(ok, new_l, cur_l), torch.where(ok, new_u, cur_u)
+    return flat_l.scatter(1, idx, new_l), flat_u.scatter(1, idx, new_u)
 
 
 # ---------------------------------------------------------------------------- patches
@@ -349,12 +353,12 @@ def patch_bounds(
     xl, xu = P.windows(inp.lower, inp.upper)
     a = P.runs(P.coef)
     an, width = a.clamp(max=0), xu - xl
-    low = _rowdot(a, xl) + _rowdot(an, width)  # a+ xl + a- xu
+    low = rowdot(a, xl) + rowdot(an, width)  # a+ xl + a- xu
     paired = P.bias_hi is not None
-    high = _rowdot(a, xu) - _rowdot(an, width) if paired else None  # a+ xu + a- xl
+    high = rowdot(a, xu) - rowdot(an, width) if paired else None  # a+ xu + a- xl
     if inp.norm == "l2":
         (x0,) = P.windows(inp.x)
-        centre, radius = _rowdot(a, x0), inp.eps * a.norm(dim=-1)
+        centre, radius = rowdot(a, x0), inp.eps * a.norm(dim=-1)
         low = torch.maximum(low, centre - radius)
         high = torch.minimum(high, centre + radius) if paired else None
     low = low.flatten(1) + P.bias_lo
@@ -365,14 +369,6 @@ def patch_bounds(
         return runs[:, :, 0].flatten(1), -runs[:, :, 1].flatten(1)
     s = low.shape[1] // 2
     return low[:, :s], -low[:, s:]
-
-
-def _rowdot(a: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-    """(B, R, G) sums of a (B, R, G, D) times w (B, R, 1, D): one matrix-vector product per run
-    where runs are long (no temporary), elementwise otherwise."""
-    if a.shape[2] > 1:
-        return torch.matmul(a, w.transpose(-1, -2)).squeeze(-1)
-    return (a * w).sum(-1)
 
 
 # ---------------------------------------------------------------------------- final bounds

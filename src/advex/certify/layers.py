@@ -32,7 +32,7 @@ from typing import ClassVar, NamedTuple
 import torch
 import torch.nn.functional as F
 
-from advex.certify.patches import Patches, transpose_patch
+from advex.certify.patches import Patches, rowdot, transpose_patch
 
 Box = tuple[torch.Tensor, torch.Tensor]
 
@@ -316,8 +316,8 @@ class ReLU(Layer):
         neg = coef.clamp(max=0)
         if P.bias_hi is not None:  # paired
             su, iu = P.windows(su_m, iu_m)
-            bias_lo = P.bias_lo + (neg * iu).sum(-1).flatten(1)
-            bias_hi = P.bias_hi + ((coef - neg) * iu).sum(-1).flatten(1)
+            bias_lo = P.bias_lo + rowdot(neg, iu).flatten(1)
+            bias_hi = P.bias_hi + rowdot(coef - neg, iu).flatten(1)
             return replace(P, coef=(coef * su).view_as(P.coef), bias_lo=bias_lo, bias_hi=bias_hi, outside=None)
         if lower is not None:  # unstable where the upper line has an intercept or a slope in (0, 1)
             su, iu, sl = P.windows(su_m, iu_m, sl_m)
@@ -326,12 +326,8 @@ class ReLU(Layer):
             gap = su - sl
         else:
             iu, sl, gap = P.windows(iu_m, sl_m, su_m - sl_m)
-        if P.group > 1:  # one matrix-vector product per run
-            bias = torch.matmul(neg, iu.transpose(-1, -2)).flatten(1)
-        else:
-            bias = (neg * iu).sum(-1).flatten(1)
         coef = torch.addcmul(coef * sl, neg, gap).view_as(P.coef)
-        return replace(P, coef=coef, bias_lo=P.bias_lo + bias, outside=None)
+        return replace(P, coef=coef, bias_lo=P.bias_lo + rowdot(neg, iu).flatten(1), outside=None)
 
 
 def _dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

@@ -118,6 +118,15 @@ def windows(m: torch.Tensor, pos: torch.Tensor, grid: tuple[int, int], k: int, s
     return win.reshape(bsz * n_anchor, -1).index_select(0, at.flatten()).view(bsz, pos.shape[1], c, k, k)
 
 
+def rowdot(a: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """(B, R, G) sums of a (B, R, G, D) times w (B, R, 1, D) -- functions in runs of G against
+    one window per run (:meth:`Patches.runs`, :meth:`Patches.windows`): one matrix-vector
+    product per run where runs are long (no temporary), elementwise otherwise."""
+    if a.shape[2] > 1:
+        return torch.matmul(a, w.transpose(-1, -2)).squeeze(-1)
+    return (a * w).sum(-1)
+
+
 _MATRIX_ENTRIES = 1 << 22  # largest patch-to-patch matrix transpose_patch builds (16 MB in fp32)
 
 
