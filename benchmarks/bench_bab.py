@@ -1,6 +1,7 @@
 """Complete verification by branch and bound (issue 18's measured section):
 
     python benchmarks/bench_bab.py [--n 1000] [--timeout 60] [--configs mnist-small-ibp-0.1@0.1,...]
+    python benchmarks/bench_bab.py --configs mnist-small-pgd@0.3 --indices 200:400   # a slice of them
     python benchmarks/bench_bab.py --memory [--memory-config mnist-small-pgd@0.3@6]
 
 For each (zoo model, L-inf eps), ``advex certify --method crown,alpha-crown,bab`` on the first
@@ -8,7 +9,9 @@ For each (zoo model, L-inf eps), ``advex certify --method crown,alpha-crown,bab`
 what CROWN, alpha-CROWN and PGD settle, and what branch and bound settles with ``--timeout``
 seconds per image they leave open -- verified / falsified / timed out, and the search's
 seconds per instance. The issue's full run (1,000 images, 60 s) can take hours per model on
-two CPU cores; ``--n`` and ``--timeout`` make smaller runs, recorded with their settings.
+two CPU cores; ``--n`` and ``--timeout`` make smaller runs, recorded with their settings, and
+``--indices A:B`` runs test images A to B-1 only (entry ``MODEL@EPS@A:B``), so a long run can be
+made in slices whose counts add up.
 
 Writes benchmarks/results/bab.json (each config replaces its own entry).
 """
@@ -28,8 +31,9 @@ CONFIGS = "mnist-small-ibp-0.1@0.1,mnist-small-pgd@0.1,mnist-small-pgd@0.3,mnist
 
 
 def one(model: str, eps: float, args, work: Path) -> dict:
-    out = work / f"{model}-{eps:g}-n{args.n}-t{args.timeout:g}"
-    run = advex("certify", "--model", model, "--dataset", "mnist", "--n", str(args.n), "--eps", f"{eps:g}",
+    which = ["--indices", args.indices] if args.indices else ["--n", str(args.n)]
+    out = work / f"{model}-{eps:g}-{args.indices.replace(':', '-') if args.indices else f'n{args.n}'}-t{args.timeout:g}"
+    run = advex("certify", "--model", model, "--dataset", "mnist", *which, "--eps", f"{eps:g}",
                 "--method", "crown,alpha-crown,bab", "--timeout", f"{args.timeout:g}", "--quiet",
                 "--out", str(out))  # fmt: skip
     got = json.loads((out / "certify.json").read_text())
@@ -56,7 +60,9 @@ def one(model: str, eps: float, args, work: Path) -> dict:
     found["open_before_bab"] = round(open_before, 4)
     found["settled_of_open"] = None if open_before <= 0 else round((open_before - bab["timed_out"]) / open_before, 4)
     run.pop("stdout_tail", None)
-    run.update(images=args.n, timeout_s=args.timeout, results=found)
+    run.update(images=len(got["results"][0]["per_sample"]), timeout_s=args.timeout, results=found)
+    if args.indices:
+        run["indices"] = args.indices
     print(f"{model} eps {eps:g}: {json.dumps(found)} ({run['wall_s']} s, {run['peak_rss_mb']} MB)", flush=True)
     return run
 
@@ -118,6 +124,7 @@ def memory(args) -> dict:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=1000, help="MNIST test images per config (default 1000)")
+    ap.add_argument("--indices", help="A:B: MNIST test images A to B-1 instead of the first --n")
     ap.add_argument("--timeout", type=float, default=60.0, help="seconds of search per open image (default 60)")
     ap.add_argument("--configs", default=CONFIGS, help=f"MODEL@EPS,... (default {CONFIGS})")
     ap.add_argument("--work", default=str(Path.home() / ".cache" / "advex" / "bench_bab"))
@@ -137,8 +144,9 @@ def main() -> int:
     sections = {}
     for c in args.configs.split(","):
         model, eps = c.split("@")
-        sections[c] = lambda model=model, eps=float(eps): one(model, eps, args, work)
-    run_sections(sections, args.configs, Path(args.out))
+        name = f"{c}@{args.indices}" if args.indices else c
+        sections[name] = lambda model=model, eps=float(eps): one(model, eps, args, work)
+    run_sections(sections, ",".join(sections), Path(args.out))
     return 0
 
 

@@ -96,9 +96,11 @@ def evaluate(model, x, y, x_adv, target, pixels: int) -> dict:
 
 
 ADVEX_VARIANTS = {
-    "advex": {},  # the paper's DE (rand1, F = 0.5), fp32
+    "advex": {},  # defaults: the paper's DE (rand1, F = 0.5) for 1 pixel, best1 for more; fp32
+    "advex-rand1": {"strategy": "rand1"},  # the paper's mutation whatever the pixels
     "advex-best1": {"strategy": "best1"},  # the mutation the peers (SciPy's default) use
     "advex-bf16": {"precision": "bf16"},  # opt-in bf16 scoring, successes re-checked in fp32
+    "advex-full": {"incremental": False},  # defaults, full forward passes only (no incremental scoring)
 }
 
 

@@ -34,7 +34,9 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--population", type=options.integer(4), default=400, help="DE population per image (default 400)")
     p.add_argument("--iterations", type=options.integer(1), default=100, help="DE generations at most (default 100)")
     p.add_argument("--F", type=options.number(0, 2, above=True), default=0.5, help="DE mutation scale (default 0.5)")
-    p.add_argument("--strategy", choices=["rand1", "best1"], default="rand1", help="DE mutation (default: rand1)")
+    p.add_argument(
+        "--strategy", choices=["rand1", "best1"], help="DE mutation (default: rand1 for 1 pixel, best1 for more)"
+    )
     p.add_argument(
         "--threshold",
         type=options.number(0, 1),

@@ -1,6 +1,6 @@
 """The one-pixel attack (Su, Vargas & Sakurai 2019): differential evolution over a few pixels
 (``attack``), how candidates are scored (``scoring``: full, bf16 or incremental, chosen
-once), and the exact incremental forward pass for one pixel on a plain CNN
+once), and the exact incremental forward pass for a few pixels on a plain CNN
 (``incremental``)."""
 
 from advex.attacks.onepixel.attack import OnePixel, apply_changes

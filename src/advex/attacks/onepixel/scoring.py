@@ -10,8 +10,10 @@ population of candidates for every image. The way to score is chosen once per at
 - otherwise the normalised images are made once, normalised colours are written straight
   into them and the network runs without the model's per-pass normalisation
   (``precision="bf16"``: a bfloat16 copy of the network on bfloat16 images);
-- for one pixel on a plain CNN (see :mod:`advex.attacks.onepixel.incremental`), only the
-  activations the pixel reaches are recomputed: exact, and several times fewer operations;
+- for a few pixels on a plain CNN (see :mod:`advex.attacks.onepixel.incremental`), only the
+  activations the pixels reach are recomputed: exact, and several times fewer operations
+  (one pixel; less with more, and not used where the pixels' windows would cover most of
+  the network's last convolution output);
 - a fast twin of the model (``model.fast(...)``) scores first and the fp32 original confirms.
 
 The bf16, incremental and twin scorers are "fast": a success or stop they find is re-scored by
@@ -119,16 +121,16 @@ def build_scorer(
 
     xn = model.preprocess(x)  # the network's input, made once
     exact = _input_writer(model, model.net, xn)
-    local = LocalForward.build(model.net, xn) if incremental and pixels == 1 else None
-    if local is not None:
+    local = LocalForward.build(model.net, xn) if incremental else None
+    if local is not None and local.pays(pixels):
 
         def incremental_logits(o, cs):
-            rows = cs[:, 0, 0].floor().long().clamp_(0, h - 1)
-            cols = cs[:, 0, 1].floor().long().clamp_(0, w - 1)
-            return local(o, rows, cols, model.normalise(quantize(cs[:, 0, 2:]), -1)).float()
+            rows = cs[..., 0].floor().long().clamp_(0, h - 1)
+            cols = cs[..., 1].floor().long().clamp_(0, w - 1)
+            return local(o, rows, cols, model.normalise(quantize(cs[..., 2:]), -1)).float()
 
-        # no full images are built: large chunks pay
-        return Scorer(exact, batch_size or 8192, incremental_logits, "incremental")
+        # no full images are built: large chunks pay (up to ~8192 windows)
+        return Scorer(exact, batch_size or 8192 // pixels, incremental_logits, "incremental")
     if precision == "bf16":
         net16 = copy.deepcopy(model.net).to(torch.bfloat16).eval()
         return Scorer(exact, chunk, _input_writer(model, net16, xn.to(torch.bfloat16)), "bf16")
