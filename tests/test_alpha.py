@@ -137,6 +137,31 @@ def test_memory_fallback_and_deadline():
     assert (late.lower >= crown - 1e-6).all() and (late.lower <= final + 1e-6).all()
 
 
+def test_cpu_batches_split_at_their_own_target_with_the_same_bounds(monkeypatch, recwarn):
+    import advex.certify.alpha as alpha
+
+    net = conv_net(2)
+    x = torch.rand(4, 1, 12, 12, generator=torch.Generator().manual_seed(5))
+    C = margin_spec(net(x).argmax(1), 3)
+    nodes = trace(net, (1, 12, 12))
+    inp = InputSet.ball(x, 0.08, "linf")
+    whole = alpha_crown(nodes, inp, C)
+    assert whole.plan is not None  # one optimisation: its slopes come back
+    calls = []
+    real = alpha.alpha_crown
+
+    def counted(*a, **kw):
+        calls.append(a[1].x.shape[0])
+        return real(*a, **kw)
+
+    monkeypatch.setattr(alpha, "alpha_crown", counted)
+    monkeypatch.setattr(alpha, "CPU_BATCH_MEMORY", 1)  # every batch over the CPU's target
+    split = counted(nodes, inp, C)
+    assert calls == [4, 2, 1, 1, 2, 1, 1]  # halves down to single inputs
+    assert torch.allclose(split.lower, whole.lower, atol=1e-5)
+    assert not [w for w in recwarn if issubclass(w.category, AdvexWarning)]  # each input in full
+
+
 def test_skip_proven_leaves_proven_inputs_at_crown():
     net = conv_net(3)
     x = torch.rand(6, 1, 12, 12, generator=torch.Generator().manual_seed(3))
