@@ -223,8 +223,9 @@ def alpha_crown(
     """Lower bounds (B, S) of C z over the input set with every back-substitution's slopes
     optimised (see the module's docstring), and the tightest intermediate bounds found.
     ``intermediate_slopes=False``: the final back-substitution's slopes only. A batch whose
-    slopes would take more than ``budget`` bytes is split; one input that alone would is bounded
-    with final-layer slopes (a warning says so). ``skip_proven``: inputs whose every CROWN bound
+    slopes would take more than ``budget`` bytes (on a CPU, ``CPU_BATCH_MEMORY``) is bounded in
+    halves; one input that alone would take more than ``budget`` is bounded with final-layer
+    slopes (a warning says so). ``skip_proven``: inputs whose every CROWN bound
     is already > 0 are not optimised (their bounds stay CROWN's; certification needs no more).
     ``deadline`` (a ``time.perf_counter()`` value): the optimisation stops there, with the best
     bounds found so far."""
