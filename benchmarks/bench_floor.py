@@ -5,7 +5,9 @@
 
 The floor of an attack that spends ``E`` gradient evaluations (forward + backward with respect to
 the input, the batch it runs on) is ``E * t_fb``, with ``t_fb`` the time of one such pass of the
-same batch (10 in a row, divided by 10), measured again right before each timed call of the attack.
+same batch (10 in a row, divided by 10), measured again right before each timed call of the attack,
+in the memory layout advex's attacks run in (channels-last where `Classifier.prefers_channels_last`:
+EfficientNet-Lite0 here; the contiguous floor, torchattacks' layout, is recorded beside it).
 ``ratio`` = the median over ``--reps`` calls of attack wall time / floor: 1.05 means 5% of
 bookkeeping (clean and final predictions, projections, the optimiser) on top of the passes.
 ``ratio_fwd`` counts the clean and final predictions (no-grad forward passes, ``t_f`` each) as part
@@ -70,11 +72,12 @@ def median_time(fn, reps: int) -> float:
 
 def pass_times(model, x, y, reps: int) -> tuple[float, float]:
     """(forward+backward w.r.t. the input, no-grad forward) of batch x: the median over
-    ``reps`` runs of 10 passes in a row, divided by 10 (an attack makes its passes in a row)."""
+    ``reps`` runs of 10 passes in a row, divided by 10 (an attack makes its passes in a row).
+    In the memory layout x has (attacks run channels-last where the model prefers it)."""
 
     def fb():
         for _ in range(10):
-            xa = x.clone().requires_grad_(True)
+            xa = x.clone(memory_format=torch.preserve_format).requires_grad_(True)
             with torch.enable_grad():
                 torch.autograd.grad(F.cross_entropy(model(xa), y, reduction="sum"), xa)
 
@@ -106,9 +109,27 @@ def run_model(name: str, x, y, eps: float, reps: int, peers: bool, compile_too: 
     with torch.no_grad():  # only images the model gets right: every image is attacked
         keep = model(x).argmax(1) == y
     x, y = x[keep], y[keep]
-    t_fb, t_f = pass_times(model, x, y, reps)
-    row: dict = {"model": name, "batch": len(x), "t_fb_s": round(t_fb, 4), "t_f_s": round(t_f, 4), "attacks": {}}
-    print(f"{name}: batch {len(x)}, forward+backward {t_fb * 1e3:.1f} ms, forward {t_f * 1e3:.1f} ms", flush=True)
+    # the floor in the layout advex's attacks run their passes in (channels-last where the model
+    # prefers it), and the contiguous one a plain loop (and torchattacks) runs
+    cl = model.prefers_channels_last(x)
+    xl = x.contiguous(memory_format=torch.channels_last) if cl else x
+    t_fb, t_f = pass_times(model, xl, y, reps)
+    t_fb_c, t_f_c = pass_times(model, x, y, reps) if cl else (t_fb, t_f)
+    row: dict = {
+        "model": name,
+        "batch": len(x),
+        "channels_last": cl,
+        "t_fb_s": round(t_fb, 4),
+        "t_f_s": round(t_f, 4),
+        "t_fb_contiguous_s": round(t_fb_c, 4),
+        "t_f_contiguous_s": round(t_f_c, 4),
+        "attacks": {},
+    }
+    print(
+        f"{name}: batch {len(x)}, {'channels-last' if cl else 'contiguous'} forward+backward {t_fb * 1e3:.1f} ms, "
+        f"forward {t_f * 1e3:.1f} ms (contiguous {t_fb_c * 1e3:.1f} / {t_f_c * 1e3:.1f} ms)",
+        flush=True,
+    )
     for label, (atk, fwd) in attacks(eps).items():
         if only and label not in only:
             continue
@@ -117,7 +138,7 @@ def run_model(name: str, x, y, eps: float, reps: int, peers: bool, compile_too: 
         evals = float((res.extra["queries"] if square else res.grad_evals).float().mean())
         times, ratios, ratios_fwd = [], [], []
         for _ in range(reps):  # the floor measured again right before each timed call: drift cancels
-            tfb, tf = pass_times(model, x, y, 1)
+            tfb, tf = pass_times(model, xl, y, 1)
             t0 = time.perf_counter()
             atk(model, x, y)
             t = time.perf_counter() - t0
@@ -191,12 +212,12 @@ def run_model(name: str, x, y, eps: float, reps: int, peers: bool, compile_too: 
             t = statistics.median(times)
             row["torchattacks_pgd10"] = {
                 "time_s": round(t, 4),
-                "ratio": round(t / (10 * t_fb), 3),
+                "ratio": round(t / (10 * t_fb_c), 3),  # of the contiguous floor: its layout
                 "advex_speedup": round(statistics.median(speed), 3),
                 "advex_speedups": [round(v, 3) for v in speed],
             }
             print(
-                f"  torchattacks PGD-10 {t:7.3f} s  x floor {t / (10 * t_fb):.3f}  "
+                f"  torchattacks PGD-10 {t:7.3f} s  x contiguous floor {t / (10 * t_fb_c):.3f}  "
                 f"advex {statistics.median(speed):.2f}x as fast (alternating calls)",
                 flush=True,
             )

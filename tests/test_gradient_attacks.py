@@ -165,3 +165,74 @@ def test_attacks_leave_a_plain_module_in_its_own_mode():
     net[2].train()  # one submodule in its own mode
     PGD(eps=0.1, steps=2)(net, torch.rand(2, 3, 2, 2))
     assert not net.training and not net[1].training and net[2].training
+
+
+def _first_conv_layouts(model):
+    """Records, for each pass, whether the network's first convolution read a channels-last input."""
+    seen = []
+    conv = next(m for m in model.net.modules() if isinstance(m, nn.Conv2d))
+    hook = conv.register_forward_pre_hook(
+        lambda m, a: seen.append(a[0].is_contiguous(memory_format=torch.channels_last) and not a[0].is_contiguous())
+    )
+    return seen, hook
+
+
+def test_passes_run_channels_last_where_it_pays_with_the_same_result(imagenet_model, monkeypatch):
+    from advex.data.images import sample_photos
+    from advex.models import Classifier
+
+    ims = [p.pixels for p in sample_photos()[:2]]
+    x = torch.stack([torch.nn.functional.interpolate(im[None], size=(224, 224), mode="bilinear")[0] for im in ims])
+    x = x.expand(-1, 3, -1, -1).clamp(0, 1).contiguous()
+    atk = PGD(eps=0.5 / 255, steps=4, early_stop=False)
+    assert imagenet_model.prefers_channels_last(x)  # CPU, 3 channels, dozens of convolutions
+    seen, hook = _first_conv_layouts(imagenet_model)
+    try:
+        cl = atk(imagenet_model, x)
+        assert seen and all(seen)  # the clean prediction, every step, the final prediction
+        seen.clear()
+        monkeypatch.setattr(Classifier, "prefers_channels_last", lambda self, x: False)
+        plain = atk(imagenet_model, x)
+        assert seen and not any(seen)
+    finally:
+        hook.remove()
+    assert cl.x_adv.is_contiguous() and cl.x_adv.shape == x.shape
+    assert torch.equal(cl.label, plain.label) and torch.equal(cl.success, plain.success)
+    assert torch.allclose(cl.confidence, plain.confidence, atol=1e-4)
+    # the same steps up to float rounding: a step's sign differs only where a gradient entry is
+    # within rounding of 0 (2.6% of these photos' values, as between 1 and 2 threads)
+    assert (cl.x_adv - plain.x_adv).abs().gt(1e-5).float().mean() < 0.1
+    assert torch.allclose(cl.confidence_adv, plain.confidence_adv, atol=0.02)
+
+
+def test_small_or_grey_networks_stay_contiguous_and_a_view_falls_back(tiny_model):
+    from advex.models import Classifier
+
+    x = torch.rand(4, 3, 8, 8)
+    assert not tiny_model.prefers_channels_last(x)  # one convolution: it would not pay
+    assert not Classifier(Viewing()).prefers_channels_last(torch.rand(4, 1, 8, 8))  # one channel
+
+    # three convolutions, then a .view() that a channels-last activation cannot take
+    model = Classifier(Viewing(channels=3))
+    assert model.prefers_channels_last(x)
+    with pytest.raises(RuntimeError, match="view"):
+        model(x.contiguous(memory_format=torch.channels_last))
+    seen, hook = _first_conv_layouts(model)
+    res = PGD(eps=0.1, steps=3)(model, x)
+    hook.remove()
+    assert seen[0] and len(seen) > 1 and not any(seen[1:])  # tried once, then contiguous for the whole call
+    assert res.linf.max() <= 0.1 + 1e-6 and res.grad_evals.min() >= 1
+
+
+class Viewing(nn.Module):
+    """Three convolutions, then a ``.view`` of the activations (which channels-last input breaks)."""
+
+    def __init__(self, channels: int = 1):
+        super().__init__()
+        self.convs = nn.Sequential(nn.Conv2d(channels, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 4, 3, padding=1))
+        self.last = nn.Conv2d(4, 4, 3, padding=1)
+        self.fc = nn.Linear(4 * 8 * 8, 3)
+
+    def forward(self, x):
+        h = self.last(torch.relu(self.convs(x)))
+        return self.fc(h.view(h.shape[0], -1))

@@ -219,7 +219,16 @@ class Attack:
         x = x.detach().to(dev, torch.float32)
         n = x.shape[0]
         ref = clf.reference  # clean predictions in fp32, whatever the attack's passes run in
-        z0 = check_logits(ref(x, sizes) if sizes is not None else ref(x), n).float()
+        z0 = None
+        if sizes is None and clf.prefers_channels_last(x):  # the attack's images, and so its passes, channels-last
+            xc = x.contiguous(memory_format=torch.channels_last)
+            try:
+                z0, x = ref(xc), xc
+            except RuntimeError:  # e.g. a network that .view()s its activations: contiguous it is
+                z0 = None
+        if z0 is None:
+            z0 = ref(x, sizes) if sizes is not None else ref(x)
+        z0 = check_logits(z0, n).float()
         warn_if_probabilities(z0)
         k = z0.shape[1]
         yt = z0.argmax(1) if y is None else check_labels(y, n, k, dev)
@@ -269,7 +278,8 @@ class Attack:
         extra = dict(out.extra)
         if full.targeted:
             extra.setdefault("target_confidence", pa.gather(1, full.target[:, None]).squeeze(1))
-        x_adv = unpack(out.x_adv, full.sizes) if ragged else out.x_adv
+        # contiguous, whatever memory layout the passes ran in
+        x_adv = unpack(out.x_adv, full.sizes) if ragged else out.x_adv.contiguous()
         return AttackResult(
             x_adv=x_adv,
             success=ok.cpu(),
