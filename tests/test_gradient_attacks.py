@@ -213,15 +213,19 @@ def test_small_or_grey_networks_stay_contiguous_and_a_view_falls_back(tiny_model
     assert not Classifier(Viewing()).prefers_channels_last(torch.rand(4, 1, 8, 8))  # one channel
 
     # three convolutions, then a .view() that a channels-last activation cannot take
-    model = Classifier(Viewing(channels=3))
-    assert model.prefers_channels_last(x)
+    net = Viewing(channels=3)
     with pytest.raises(RuntimeError, match="view"):
-        model(x.contiguous(memory_format=torch.channels_last))
+        net(x.contiguous(memory_format=torch.channels_last))
+    model = Classifier(net)
+    assert model.prefers_channels_last(x)
     seen, hook = _first_conv_layouts(model)
     res = PGD(eps=0.1, steps=3)(model, x)
     hook.remove()
     assert seen[0] and len(seen) > 1 and not any(seen[1:])  # tried once, then contiguous for the whole call
     assert res.linf.max() <= 0.1 + 1e-6 and res.grad_evals.min() >= 1
+    assert not model.prefers_channels_last(x)  # remembered
+    # and the classifier takes a channels-last batch from anyone: the same logits
+    assert torch.allclose(model(x.contiguous(memory_format=torch.channels_last)), net(x), atol=1e-6)
 
 
 class Viewing(nn.Module):
@@ -236,3 +240,16 @@ class Viewing(nn.Module):
     def forward(self, x):
         h = self.last(torch.relu(self.convs(x)))
         return self.fc(h.view(h.shape[0], -1))
+
+
+def test_an_error_not_caused_by_the_layout_is_raised_as_it_is():
+    from advex.models import Classifier
+
+    class Broken(Viewing):
+        def forward(self, x):
+            raise RuntimeError("broken network")
+
+    model = Classifier(Broken(channels=3))
+    with pytest.raises(RuntimeError, match="broken network"):
+        model(torch.rand(2, 3, 8, 8).contiguous(memory_format=torch.channels_last))
+    assert model.prefers_channels_last(torch.rand(2, 3, 8, 8))  # not blamed on the layout

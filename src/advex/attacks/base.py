@@ -219,16 +219,11 @@ class Attack:
         x = x.detach().to(dev, torch.float32)
         n = x.shape[0]
         ref = clf.reference  # clean predictions in fp32, whatever the attack's passes run in
-        z0 = None
-        if sizes is None and clf.prefers_channels_last(x):  # the attack's images, and so its passes, channels-last
-            xc = x.contiguous(memory_format=torch.channels_last)
-            try:
-                z0, x = ref(xc), xc
-            except RuntimeError:  # e.g. a network that .view()s its activations: contiguous it is
-                z0 = None
-        if z0 is None:
-            z0 = ref(x, sizes) if sizes is not None else ref(x)
-        z0 = check_logits(z0, n).float()
+        if sizes is None:  # the attack's images, and so all its passes, in the network's fast layout
+            x = clf.fast_layout(x)
+        z0 = check_logits(ref(x, sizes) if sizes is not None else ref(x), n).float()
+        if sizes is None and not clf.prefers_channels_last(x):  # e.g. it turned out to .view() its activations
+            x = x.contiguous()
         warn_if_probabilities(z0)
         k = z0.shape[1]
         yt = z0.argmax(1) if y is None else check_labels(y, n, k, dev)

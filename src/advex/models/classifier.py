@@ -129,7 +129,30 @@ class Classifier(nn.Module):
         rounding (the convolutions may sum in another order)."""
         if x.device.type != "cpu" or x.ndim != 4 or x.shape[1] < 3 or self.resizes(*x.shape[-2:]):
             return False
+        if self.reference.__dict__.get("_channels_last_fails"):
+            return False
         return sum(isinstance(m, nn.Conv2d) for m in self.net.modules()) >= 3
+
+    def fast_layout(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` as a channels-last copy where :meth:`prefers_channels_last`, else ``x`` itself:
+        what an attack feeds the network on. A network that turns out not to take channels-last
+        input (a ``.view()`` of its activations raises) is run on a contiguous copy instead, and
+        is not given channels-last images again."""
+        return x.contiguous(memory_format=torch.channels_last) if self.prefers_channels_last(x) else x
+
+    def _run(self, net: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        """``net(x)``; where a channels-last ``x`` makes it raise, once more on a contiguous copy,
+        remembered (see :meth:`fast_layout`)."""
+        if x.ndim != 4 or x.is_contiguous() or not x.is_contiguous(memory_format=torch.channels_last):
+            return net(x)
+        if self.reference.__dict__.get("_channels_last_fails"):
+            return net(x.contiguous())
+        try:
+            return net(x)
+        except RuntimeError:
+            out = net(x.contiguous())  # raises again if the layout was not the cause
+            self.reference.__dict__["_channels_last_fails"] = True
+            return out
 
     def fit_input(self, x: torch.Tensor, sizes: torch.Tensor | None = None) -> torch.Tensor:
         """Crop and resize pixels to the network's input size, if it has one (no normalisation)."""
@@ -181,13 +204,13 @@ class Classifier(nn.Module):
         """
         x = self.preprocess(x, sizes)
         if self._fast is None:
-            return self.net(x)
+            return self._run(self.net, x)
         precision, channels_last, _ = self._fast
         if channels_last and x.ndim == 4:
             x = x.contiguous(memory_format=torch.channels_last)
         dtype = PRECISIONS[precision]
         with torch.autocast(x.device.type, dtype or torch.float32, enabled=dtype is not None):
-            return (self.net if self._compiled is None else self._compiled)(x).float()
+            return self._run(self.net if self._compiled is None else self._compiled, x).float()
 
     # ------------------------------------------------------------------ the fast path
     def fast(self, *, precision: str = "bf16", channels_last: bool = False, compile: bool = False) -> Classifier:
