@@ -1,6 +1,8 @@
 """Certification: bounds that contain every sampled and attacked output, tightness order,
 exactness where it must be exact, the soundness alarm, and bad input."""
 
+import sys
+
 import pytest
 import torch
 from torch import nn
@@ -321,12 +323,13 @@ def test_training_mode_batchnorm_is_bounded_with_the_batch_statistics():
 
 @pytest.mark.parametrize("norm", ["linf", "l2"])
 @pytest.mark.parametrize("slope", ["crown", "wong-kolter"])
-def test_patches_give_the_dense_bounds(norm, slope):
+def test_patches_give_the_dense_bounds(norm, slope, monkeypatch):
     """Every intermediate bound computed as patches (each neuron's coefficients on its receptive
     field, the zero padding dropped lazily, neurons one by one or every channel of a position
     at once) equals the dense back-substitution's, through
     convolutions with padding and stride, per-channel affine maps, average pooling and a
-    convolution right after another."""
+    convolution right after another; and so do both in the smallest chunks (one position or one
+    neuron at a time, each chunk's windows cut from its own rows of the maps)."""
     g = torch.Generator().manual_seed(3)
     torch.manual_seed(3)
     net = nn.Sequential(
@@ -349,3 +352,8 @@ def test_patches_give_the_dense_bounds(norm, slope):
     _, patched = crown_intermediate(nodes, inp, slope, patches=True)
     for r, (lo, hi) in dense.items():
         assert (patched[r][0] >= lo - 1e-5).all() and (patched[r][1] <= hi + 1e-5).all(), r
+    monkeypatch.setitem(sys.modules["advex.certify.bounds"]._MEMORY, "cpu", 1)
+    for patches, whole in ((False, dense), (True, patched)):
+        _, chunked = crown_intermediate(nodes, inp, slope, patches=patches)
+        for r, (lo, hi) in whole.items():
+            assert torch.allclose(chunked[r][0], lo, atol=1e-5) and torch.allclose(chunked[r][1], hi, atol=1e-5), r

@@ -191,10 +191,11 @@ class Optimised:
 
 
 MEMORY = 3 << 30  # bytes the slopes of one optimisation may take before a batch is split
-# On a CPU a batch is split sooner: halves of 0.75 GiB ran faster and in half the memory
-# (mnist-small-pgd, 100 images: 83 s and 1.9 GB against 130 s and 4.4 GB, same bounds;
-# docs/benchmarks.md). One input is still bounded in full up to ``budget``.
-CPU_BATCH_MEMORY = 3 << 28
+# On a CPU a batch is split sooner: smaller batches keep their tensors in memory the allocator
+# reuses instead of pages mapped fresh and faulted in on every step (mnist-small-pgd at 0.1, 50
+# images: 13.5-14.4 s with 128 or 256 MB, 18.7-21.0 s with 512 MB, 10-11 s of it the kernel's;
+# same bounds; docs/benchmarks.md). One input is still bounded in full up to ``budget``.
+CPU_BATCH_MEMORY = 1 << 27
 
 
 def adam(params, **kw) -> torch.optim.Adam:

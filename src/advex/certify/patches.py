@@ -111,9 +111,13 @@ def windows(m: torch.Tensor, pos: torch.Tensor, grid: tuple[int, int], k: int, s
     pad_b = max(0, (rows - 1) * stride + k - h - pad)
     pad_r = max(0, (cols - 1) * stride + k - w - pad)
     mp = F.pad(m, (pad, pad_r, pad, pad_b))
+    # only the rows of anchors asked for are unfolded (a chunk of a few positions, not the map)
+    row = pos // cols
+    first, last = (int(r) for r in torch.aminmax(row)) if row.numel() else (0, 0)
+    mp = mp[:, :, first * stride : last * stride + k]
     win = F.unfold(mp, k, stride=stride).transpose(1, 2)  # (B, L, C*k*k) over the anchors, row-major
     n_anchor, n_cols = win.shape[1], (mp.shape[-1] - k) // stride + 1
-    at = (pos // cols) * n_cols + pos % cols + n_anchor * torch.arange(bsz, device=pos.device).unsqueeze(1)
+    at = (row - first) * n_cols + pos % cols + n_anchor * torch.arange(bsz, device=pos.device).unsqueeze(1)
     # whole rows of one table: a contiguous result, no per-element index
     return win.reshape(bsz * n_anchor, -1).index_select(0, at.flatten()).view(bsz, pos.shape[1], c, k, k)
 
