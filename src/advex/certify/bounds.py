@@ -229,11 +229,17 @@ def _tighten(nodes, p, lo, hi, inp, pre, slope, bsz, widest, patches=True, inter
     s_max = int(counts.max()) if counts.numel() else 0
     if s_max == 0:
         return lo, hi
-    order = torch.argsort((~unstable).to(torch.int8), dim=1, stable=True)[:, :s_max]  # unstable first
+    # unstable first, position by position (every channel of a position, then the next): a chunk's
+    # neurons then lie on a few rows of the map, the only ones its windows are cut from
+    n_out = flat_l.shape[1]
+    rank = torch.arange(n_out, device=lo.device)
+    if len(shape) == 3:
+        area = shape[1] * shape[2]
+        rank = (rank % area) * shape[0] + rank // area
+    order = torch.argsort((~unstable) * n_out + rank, dim=1)[:, :s_max]
     valid = torch.arange(s_max, device=lo.device)[None] < counts[:, None]
     chain = conv_chain(nodes, p) if patches else None
     per_spec = 4 * 2 * 3 * (widest if chain is None else _patch_size(nodes, chain))  # bytes per image and spec
-    n_out = flat_l.shape[1]
     if chain is not None and slope == "crown" and 2 * s_max >= n_out and len(shape) == 3:
         # most neurons of some image need a bound: bound every neuron, position by position,
         # each window cut once for a position's channels instead of once per neuron
