@@ -352,7 +352,7 @@ def test_patches_give_the_dense_bounds(norm, slope, monkeypatch):
     _, patched = crown_intermediate(nodes, inp, slope, patches=True)
     for r, (lo, hi) in dense.items():
         assert (patched[r][0] >= lo - 1e-5).all() and (patched[r][1] <= hi + 1e-5).all(), r
-    monkeypatch.setitem(sys.modules["advex.certify.bounds"]._MEMORY, "cpu", 1)
+    monkeypatch.setattr(sys.modules["advex.certify.bounds"], "CPU_CHUNK_MEMORY", 1)
     for patches, whole in ((False, dense), (True, patched)):
         _, chunked = crown_intermediate(nodes, inp, slope, patches=patches)
         for r, (lo, hi) in whole.items():
