@@ -180,7 +180,8 @@ def _write(args, model, attack, done, source, target, images: str, skipped, wall
         {
             "model": model.name, "attack": repr(attack), "images": images, "success_rate": float(ok.float().mean()),
             "successes": int(ok.sum()), "attacked": len(rows), "mean_queries": float(queries.mean()),
-            "mean_queries_successful": mq, "batch_size": done.batch_size, "skipped": [list(s) for s in skipped],
+            "mean_queries_successful": mq, "mean_scored": _mean_scored(rows), "batch_size": done.batch_size,
+            "skipped": [list(s) for s in skipped],
             "results": rows,
             "run": {"wall_s": round(wall, 1), "attack_time_s": round(attack_s, 2),
                     "time_per_image_s": round(attack_s / len(rows), 4), "processes": processes,
@@ -192,6 +193,12 @@ def _write(args, model, attack, done, source, target, images: str, skipped, wall
     _print(rows, ok, queries, mq, attack_s)
     common.warn_skipped(skipped)
     print(f"wrote {out}/onepixel.json and {out}/figure.png")
+
+
+def _mean_scored(rows) -> float:
+    """Candidates the model scored per image (DE's repeats take their first's fitness);
+    a journal written before advex counted them has queries only."""
+    return sum(r.get("scored", r["queries"]) for r in rows) / len(rows)
 
 
 def _print(rows, ok, queries, mq, seconds: float) -> None:
@@ -218,5 +225,6 @@ def _print(rows, ok, queries, mq, seconds: float) -> None:
         f"\nsuccess {int(ok.sum())}/{len(rows)} ({100 * float(ok.float().mean()):.1f}%), mean queries "
         f"{float(queries.mean()):.0f}"
         + (f" ({mq:.0f} on successes)" if mq is not None else "")
+        + f", {_mean_scored(rows):.0f} scored by the model"
         + f"; attack {seconds:.1f} s ({1000 * seconds / len(rows):.0f} ms per image)"
     )

@@ -18,6 +18,12 @@ Batched: the populations of all unfinished images are one tensor; one forward pa
 chunks of ``batch_size`` images) scores every candidate of every image, and an image
 leaves the batch the generation it succeeds. Peers run SciPy-style DE one image at a time.
 
+A candidate is scored only if it is new: once its coordinates are floored and its colours
+rounded, a child often is the very image of its parent, of another member (a converged
+population is mostly copies of its best) or of another child, and then takes that one's
+fitness instead of a model query. The search is unchanged; on cifar10-small with 3 pixels
+fewer than one candidate in seven is new by generation 50, one in fifty by 100.
+
 Two deliberate differences from SciPy's DE (which Su et al.'s code called): generations
 are synchronous (every child is scored against its parent at once, which is what makes
 the whole population one forward pass), and a mutated coordinate outside the image is
@@ -33,6 +39,7 @@ import torch
 
 from advex.attacks.base import Attack, Batch, Outcome
 from advex.attacks.onepixel.scoring import Judge, Scorer, apply_pixels, build_scorer
+from advex.data.images import to_uint8
 from advex.errors import AdvexError
 
 
@@ -48,6 +55,26 @@ def distinct_others(m: int, p: int, k: int, gen: torch.Generator, dev) -> torch.
         out.append(v)
         taken = torch.cat([taken, v[..., None]], -1)
     return torch.stack(out, -1)
+
+
+def row_hash(keys: torch.Tensor) -> torch.Tensor:
+    """A 64-bit hash of each row of ``keys`` (R, L) int64: a multiply-xor mix (products wrap)."""
+    h = torch.zeros(keys.shape[0], dtype=torch.long, device=keys.device)
+    for col in keys.unbind(1):
+        h = (h ^ col) * 0x5851F42D4C957F2D
+        h = h ^ (h >> 29)
+    return h
+
+
+def first_copies(keys: torch.Tensor) -> torch.Tensor:
+    """For each row of ``keys`` (R, L) int64, the index of the first row equal to it (its own
+    index if none comes before). Rows are grouped by a 64-bit hash and every row is compared
+    with its group's first, so a hash collision leaves a row on its own, never merged wrongly."""
+    r = keys.shape[0]
+    _, group = torch.unique(row_hash(keys), return_inverse=True)
+    idx = torch.arange(r, device=keys.device)
+    first = torch.full((r,), r, device=keys.device).scatter_reduce_(0, group, idx, "amin")[group]
+    return torch.where((keys.index_select(0, first) == keys).all(1), first, idx)
 
 
 class OnePixel(Attack):
@@ -83,9 +110,11 @@ class OnePixel(Attack):
             whole. Successes are confirmed by a full pass.
         seed: seed of the attack's own generator (results are deterministic).
 
-    ``result.extra`` holds ``queries`` (images the model scored per image), ``generations``
-    and ``pixels``: for each image, the changed pixels as dicts with ``row``, ``col``,
-    ``old`` and ``new`` colours (0-255).
+    ``result.extra`` holds ``queries`` (candidates DE evaluated per image: the population at
+    every generation it ran, as the paper and SciPy count them), ``scored`` (of those, the
+    ones the model scored: a candidate the same 8-bit image as one already scored takes its
+    fitness), ``generations`` and ``pixels``: for each image, the changed pixels as dicts with
+    ``row``, ``col``, ``old`` and ``new`` colours (0-255).
     """
 
     def __init__(
@@ -192,16 +221,16 @@ class OnePixel(Attack):
         de = _Evolution(self, n, c, h, w, x.device)
         best = de.search(scorer, self._judge(batch))
         x_adv = apply_pixels(x, best)
-        return Outcome(
-            x_adv, extra={"queries": de.queries, "generations": de.gens, "pixels": changed_pixels(x, x_adv, best)}
-        )
+        extra = {"queries": de.queries, "scored": de.scored, "generations": de.gens}
+        return Outcome(x_adv, extra=extra | {"pixels": changed_pixels(x, x_adv, best)})
 
 
 @dataclass
 class _Evolution:
     """Differential evolution for n images at once (populations of ``attack.population``
     candidates of ``attack.pixels`` (row, col, colour) tuples), with the bookkeeping:
-    queries and generations per image, and the fittest successful candidate so far."""
+    candidates evaluated, candidates scored and generations per image, and the fittest
+    successful candidate so far."""
 
     attack: OnePixel
     n: int
@@ -216,6 +245,7 @@ class _Evolution:
         self.gen = torch.Generator(self.dev).manual_seed(a.seed)
         self.scale = torch.tensor([self.h, self.w] + [1.0] * self.c, device=self.dev)
         self.queries = torch.zeros(self.n, dtype=torch.long, device=self.dev)
+        self.scored = torch.zeros(self.n, dtype=torch.long, device=self.dev)
         self.gens = torch.zeros(self.n, dtype=torch.long, device=self.dev)
         self.best = torch.zeros(self.n, self.d, self.dim, device=self.dev)  # the candidate each image returns
         self.best_fit = torch.full((self.n,), torch.inf, device=self.dev)  # of its fittest success so far
@@ -243,27 +273,52 @@ class _Evolution:
                 if act.numel() == 0:
                     break
             child = self.mutate(pop, fit)
-            f_c, leave = self.evaluate(scorer, judge, act, child)
+            f_c, leave = self.evaluate(scorer, judge, act, child, (pop, fit))
             win = f_c < fit  # a child replaces its parent only if it is fitter
             pop = torch.where(win[..., None, None], child, pop)
             fit = torch.where(win, f_c, fit)
         return self.best
 
-    def evaluate(self, scorer: Scorer, judge: Judge, act: torch.Tensor, cand: torch.Tensor):
+    def evaluate(self, scorer: Scorer, judge: Judge, act: torch.Tensor, cand: torch.Tensor, known=None):
         """Score the (m, p, d, dim) candidates of images ``act``: fitness, and which stop;
-        keep each image's fittest success."""
+        keep each image's fittest success. Only new candidates are scored: one that is the
+        same image as a member of the population ``known`` (pop, fit) takes its fitness (and
+        can be neither a first success nor a stop: that member's were counted when it was
+        scored), one that repeats an earlier candidate takes that one's result."""
         m, p = act.numel(), self.p
-        f, hit, stop = scorer(act.repeat_interleave(p), cand.view(m * p, self.d, self.dim), judge)
-        f, hit, stop = f.view(m, p), hit.view(m, p), stop.view(m, p)
+        owner = act.repeat_interleave(p)
+        cand = cand.reshape(m * p, self.d, self.dim)
+        keys, f = self.keys(owner, cand), torch.zeros(m * p, device=self.dev)
+        if known is not None:  # the members first, with their fitness
+            keys = torch.cat([self.keys(owner, known[0].reshape(m * p, self.d, self.dim)), keys])
+            f = torch.cat([known[1].reshape(-1), f])
+        rows = torch.arange(keys.shape[0] - m * p, keys.shape[0], device=self.dev)  # the candidates' rows
+        first = first_copies(keys)[rows]  # the row each candidate takes its result from
+        new = (first == rows).nonzero().flatten()
+        hit = torch.zeros(keys.shape[0], dtype=torch.bool, device=self.dev)
+        stop = torch.zeros_like(hit)
+        if new.numel():
+            f[rows[new]], hit[rows[new]], stop[rows[new]] = scorer(owner[new], cand[new], judge)
+        f, hit, stop = f[first].view(m, p), hit[first].view(m, p), stop[first].view(m, p)
         self.queries[act] += p
+        self.scored.index_add_(0, owner[new], torch.ones_like(new))
         fj, j = torch.where(hit, f, torch.inf).min(1)
         better = fj < self.best_fit[act]
         if better.any():
             idx = act[better]
-            self.best[idx] = cand[better, j[better]]
+            self.best[idx] = cand.view(m, p, self.d, self.dim)[better, j[better]]
             self.best_fit[idx] = fj[better]
             self.found[idx] = True
         return f, stop.any(1)
+
+    def keys(self, owner: torch.Tensor, cand: torch.Tensor) -> torch.Tensor:
+        """(K, 1 + d * (1 + C)) int64: the image, then each pixel's place and 8-bit colour: equal
+        rows are the same candidate image (as the scorers write it)."""
+        rows = cand[..., 0].floor().long().clamp_(0, self.h - 1)
+        cols = cand[..., 1].floor().long().clamp_(0, self.w - 1)
+        colour = to_uint8(cand[..., 2:]).long()
+        pixels = torch.cat([(rows * self.w + cols)[..., None], colour], -1).flatten(1)
+        return torch.cat([owner[:, None], pixels], 1)
 
     def mutate(self, pop: torch.Tensor, fit: torch.Tensor) -> torch.Tensor:
         """One DE generation's children: rand1 ``x_r1 + F (x_r2 - x_r3)`` or best1

@@ -129,8 +129,7 @@ def build_scorer(
             cols = cs[..., 1].floor().long().clamp_(0, w - 1)
             return local(o, rows, cols, model.normalise(quantize(cs[..., 2:]), -1)).float()
 
-        # no full images are built: large chunks pay (up to ~8192 windows)
-        return Scorer(exact, batch_size or 8192 // pixels, incremental_logits, "incremental")
+        return Scorer(exact, batch_size or local.chunk(pixels), incremental_logits, "incremental")
     if precision == "bf16":
         net16 = copy.deepcopy(model.net).to(torch.bfloat16).eval()
         return Scorer(exact, chunk, _input_writer(model, net16, xn.to(torch.bfloat16)), "bf16")
