@@ -118,6 +118,7 @@ def run_advex(model, counter, x, y, target, a, **variant) -> tuple[dict, torch.T
         "time_s": round(t, 3),
         "reported_time_s": round(float(r.time_s), 3),
         "mean_queries": round(float(q.float().mean()), 1),
+        "mean_scored": round(float(r.extra["scored"].float().mean()), 1),  # repeats take their first's fitness
         "max_queries": int(q.max()),
         "counted_queries_per_image": round(counted / len(x), 1),
         "reported_success_rate": round(float(r.success.float().mean()), 4),

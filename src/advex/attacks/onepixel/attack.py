@@ -104,9 +104,10 @@ class OnePixel(Attack):
         incremental: on an ``nn.Sequential`` CNN (convolutions, element-wise layers, then
             Flatten and Linear: the zoo's small/large nets), score candidates by recomputing
             only the activations the pixels can reach (exact; on cifar10-small ~7x faster than
-            full passes for one pixel, ~1.5x for three; not used where the pixels would reach
-            most of the last convolution's output, e.g. 4 or more pixels there, 3 on MNIST's
-            7 x 7; see :mod:`advex.attacks.onepixel.incremental`); other networks always run
+            full passes for one pixel, ~2x for three and ~1.6x for five; not used where the
+            pixels' windows would take over a fifth of a full pass's convolution work: 8 or more
+            pixels there, 5 or more on MNIST's small net; see
+            :mod:`advex.attacks.onepixel.incremental`); other networks always run
             whole. Successes are confirmed by a full pass.
         seed: seed of the attack's own generator (results are deterministic).
 

@@ -133,7 +133,7 @@ class LocalForward:
     def pays(self, pixels: int) -> bool:
         """Whether scoring ``pixels``-pixel candidates this way beats full passes: for one pixel
         always (as issue 5 found it), for more while their windows' convolution work is at most
-        a fifth of a full pass's convolutions (measured: cifar10-small ~1.7x full passes at 5
+        a fifth of a full pass's convolutions (measured: cifar10-small ~1.6x full passes at 5
         pixels, even at 8; MNIST's small net ~1.3x at 4)."""
         return pixels == 1 or 5 * pixels * self.window_macs <= self.full_macs
 
