@@ -105,8 +105,8 @@ class OnePixel(Attack):
             Flatten and Linear: the zoo's small/large nets), score candidates by recomputing
             only the activations the pixels can reach (exact; on cifar10-small ~7x faster than
             full passes for one pixel, ~2x for three and ~1.6x for five; not used where the
-            pixels' windows would take over a fifth of a full pass's convolution work: 8 or more
-            pixels there, 5 or more on MNIST's small net; see
+            pixels' windows would cost about as much as a full pass: 8 or more pixels there, 5
+            or more on MNIST's small net and the ``large`` net; see
             :mod:`advex.attacks.onepixel.incremental`); other networks always run
             whole. Successes are confirmed by a full pass.
         seed: seed of the attack's own generator (results are deterministic).

@@ -88,11 +88,14 @@ class LocalForward:
             if isinstance(m, nn.Conv2d):
                 self.window_macs += m.in_channels * math.prod(sizes[i]) * m.out_channels * math.prod(sizes[i + 1])
                 self.full_macs += acts[i + 1][0].numel() * m.weight[0].numel()
+        self.last = max(i for i, m in enumerate(head) if isinstance(m, nn.Conv2d))
+        self.too_big = _table_bytes(head, linear, acts, sizes, self.last) > self.MAX_TABLE_BYTES
+        if self.too_big:  # checked before any table is made (CNN7's would take seconds and GBs)
+            return
         # Every window of every activation a convolution reads or writes, cut out of the base
         # activations once (one row per image and position), so a lookup is one row gather.
         self.tables: dict[int, tuple[torch.Tensor, torch.Tensor, int, int, int, int]] = {}
         self.maps: dict[tuple[int, int, int, int], torch.Tensor] = {}
-        total = 0
         for i, m in enumerate(head):
             if not isinstance(m, nn.Conv2d):
                 continue
@@ -103,7 +106,6 @@ class LocalForward:
             oh_all, ow_all = acts[i + 1].shape[-2:]
             lh, lw = oh_all - sizes[i + 1][0] + 1, ow_all - sizes[i + 1][1] + 1
             self.tables[i] = (t_in, t_out, h_in, w_in, lh, lw)
-            total += (t_in.numel() + t_out.numel()) * t_in.element_size()
         c, hh, ww = acts[-1].shape[1:]
         wh, wwid = sizes[-1]
         self.pos_h, self.pos_w = hh - wh + 1, ww - wwid + 1
@@ -117,9 +119,7 @@ class LocalForward:
                 for u in range(self.pos_w)
             ]
         )  # (positions, C*wh*ww, out)
-        total += self.base_win.numel() * 4 + self.win_weights.numel() * 4
         # several pixels: the last convolution's output made whole, position-major (N, H*W*O)
-        self.last = max(i for i, m in enumerate(head) if isinstance(m, nn.Conv2d))
         pre = acts[self.last + 1]
         self.base_pre = pre.permute(0, 2, 3, 1).reshape(pre.shape[0], -1).contiguous()
         self.last_hw = pre.shape[-2:]
@@ -127,15 +127,15 @@ class LocalForward:
         self.offsets = (torch.arange(oh)[:, None] * pre.shape[-1] + torch.arange(ow)).flatten().to(pre.device)
         self.lin_weight = wl.permute(0, 2, 3, 1).reshape(wl.shape[0], -1).t().contiguous()  # (H*W*C, out)
         self.lin_bias = linear.bias.detach() if linear.bias is not None else None
-        total += self.base_pre.numel() * 4 + self.lin_weight.numel() * 4
-        self.too_big = total > self.MAX_TABLE_BYTES
 
     def pays(self, pixels: int) -> bool:
         """Whether scoring ``pixels``-pixel candidates this way beats full passes: for one pixel
-        always (as issue 5 found it), for more while their windows' convolution work is at most
-        a fifth of a full pass's convolutions (measured: cifar10-small ~1.6x full passes at 5
-        pixels, even at 8; MNIST's small net ~1.3x at 4)."""
-        return pixels == 1 or 5 * pixels * self.window_macs <= self.full_macs
+        always (as issue 5 found it), for more while their windows' convolution work, with
+        ~50k multiply-adds of gathers and sums per window, is at most two thirds of a full
+        pass's convolutions. Fitted to where full passes caught up on this CPU: 8 pixels on
+        cifar10-small (~1.6x faster at 5), 5-6 on the ``large`` net (1.3x at 4, 0.77x at 6),
+        5-6 on MNIST's small net (~1.3x at 4); so up to 7, 4 and 4 pixels."""
+        return pixels == 1 or 3 * pixels * (self.window_macs + 50_000) <= 2 * self.full_macs
 
     def chunk(self, pixels: int) -> int:
         """Candidates per call: one pixel's windows are small, so large calls pay (~8192
@@ -329,6 +329,26 @@ def _grouped(x: torch.Tensor, key: torch.Tensor, matrix) -> torch.Tensor:
     inverse = torch.empty_like(order)
     inverse[order] = torch.arange(order.numel(), device=order.device)
     return out.index_select(0, inverse)
+
+
+def _table_bytes(head: list[nn.Module], linear: nn.Linear, acts: list[torch.Tensor], sizes, last: int) -> int:
+    """The bytes :class:`LocalForward`'s tables would take: every window a convolution reads
+    or writes, the windows the Linear reads with its weights cut per window, the last
+    convolution's whole output and the Linear's weights reordered."""
+
+    def per_image(act: torch.Tensor, size: tuple[int, int]) -> int:  # entries of all its windows
+        (_, c, h, w), (wh, ww) = act.shape, size
+        return (h - wh + 1) * (w - ww + 1) * c * wh * ww
+
+    images = acts[0].shape[0]
+    n = sum(
+        images * (per_image(acts[i], sizes[i]) + per_image(acts[i + 1], sizes[i + 1]))
+        for i, m in enumerate(head)
+        if isinstance(m, nn.Conv2d)
+    )
+    n += per_image(acts[-1], sizes[-1]) * (images + linear.out_features)
+    n += acts[last + 1].numel() + linear.weight.numel()
+    return n * acts[0].element_size()
 
 
 def _windows(act: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:

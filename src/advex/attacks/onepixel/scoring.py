@@ -12,8 +12,8 @@ population of candidates for every image. The way to score is chosen once per at
   (``precision="bf16"``: a bfloat16 copy of the network on bfloat16 images);
 - for a few pixels on a plain CNN (see :mod:`advex.attacks.onepixel.incremental`), only the
   activations the pixels reach are recomputed: exact, and several times fewer operations
-  (one pixel; less with more, and not used where the pixels' windows would take over a
-  fifth of a full pass's convolution work);
+  (one pixel; less with more, and not used where the pixels' windows would cost about as
+  much as a full pass);
 - a fast twin of the model (``model.fast(...)``) scores first and the fp32 original confirms.
 
 The bf16, incremental and twin scorers are "fast": a success or stop they find is re-scored by
