@@ -39,7 +39,7 @@ import torch
 
 from advex.attacks.base import Attack, Batch, Outcome
 from advex.attacks.onepixel.scoring import Judge, Scorer, apply_pixels, build_scorer
-from advex.data.images import to_uint8
+from advex.data import to_uint8
 from advex.errors import AdvexError
 
 
