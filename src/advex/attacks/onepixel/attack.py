@@ -38,7 +38,7 @@ from dataclasses import dataclass
 import torch
 
 from advex.attacks.base import Attack, Batch, Outcome
-from advex.attacks.onepixel.scoring import Judge, Scorer, apply_pixels, build_scorer
+from advex.attacks.onepixel.scoring import Judge, Scorer, apply_pixels, build_scorer, places
 from advex.data import to_uint8
 from advex.errors import AdvexError
 
@@ -315,8 +315,7 @@ class _Evolution:
     def keys(self, owner: torch.Tensor, cand: torch.Tensor) -> torch.Tensor:
         """(K, 1 + d * (1 + C)) int64: the image, then each pixel's place and 8-bit colour: equal
         rows are the same candidate image (as the scorers write it)."""
-        rows = cand[..., 0].floor().long().clamp_(0, self.h - 1)
-        cols = cand[..., 1].floor().long().clamp_(0, self.w - 1)
+        rows, cols = places(cand, self.h, self.w)
         colour = to_uint8(cand[..., 2:]).long()
         pixels = torch.cat([(rows * self.w + cols)[..., None], colour], -1).flatten(1)
         return torch.cat([owner[:, None], pixels], 1)

@@ -95,7 +95,7 @@ class LocalForward:
         # Every window of every activation a convolution reads or writes, cut out of the base
         # activations once (one row per image and position), so a lookup is one row gather.
         self.tables: dict[int, tuple[torch.Tensor, torch.Tensor, int, int, int, int]] = {}
-        self.maps: dict[tuple[int, int, int, int], torch.Tensor] = {}
+        self.maps: dict[tuple[int, int, int, bool], torch.Tensor] = {}
         for i, m in enumerate(head):
             if not isinstance(m, nn.Conv2d):
                 continue
@@ -243,11 +243,12 @@ class LocalForward:
         delta = win.flatten(1) - t_in.index_select(0, own * (h_in * w_in) + t * w_in + u)
         if pairs is not None:
             delta = _owned(delta, pairs, self.sizes[i][0] * self.sizes[i][1])
-        key = (r0 * 4096 + c0) * 2 + int(positions_first)
-        change = _grouped(delta, key, lambda q: self._map(i, m, q // 8192, q // 2 % 4096, win.shape, q % 2))
+        change = _grouped(
+            delta, r0 * 4096 + c0, lambda q: self._map(i, m, q // 4096, q % 4096, win.shape, positions_first)
+        )
         return ot, ou, change
 
-    def _map(self, i: int, m: nn.Conv2d, r0: int, c0: int, shape, positions_first: int = 0) -> torch.Tensor:
+    def _map(self, i: int, m: nn.Conv2d, r0: int, c0: int, shape, positions_first: bool = False) -> torch.Tensor:
         """(C*wh*ww, O*oh*ow): conv ``m`` restricted to an input window at offset (r0, c0) of
         the region its output window reads (window entries outside the region read nothing);
         ``positions_first``: columns ordered (oh*ow, O)."""

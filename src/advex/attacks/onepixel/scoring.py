@@ -35,13 +35,18 @@ Logits = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (owner (K,), ca
 Judge = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
 
 
+def places(cand: torch.Tensor, h: int, w: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The pixel each of candidates ``cand`` (..., 2 + C) writes in an ``h`` x ``w`` image:
+    its coordinates (row, col) floored, kept inside the image."""
+    return cand[..., 0].floor().long().clamp_(0, h - 1), cand[..., 1].floor().long().clamp_(0, w - 1)
+
+
 def write_pixels(x: torch.Tensor, cand: torch.Tensor, owner: torch.Tensor | None = None) -> torch.Tensor:
     """Copies of images ``x[owner]`` (``owner`` None: of ``x``) with the values
     ``cand[..., 2:]`` (K, d, C) written at the floored coordinates ``cand[..., :2]`` (row, col)."""
     m = cand.shape[0]
     _, c, h, w = x.shape
-    rows = cand[..., 0].floor().long().clamp_(0, h - 1)
-    cols = cand[..., 1].floor().long().clamp_(0, w - 1)
+    rows, cols = places(cand, h, w)
     flat = x.reshape(-1, c, h * w)
     flat = flat[owner] if owner is not None else flat.clone()
     idx = (rows * w + cols)[:, None, :].expand(m, c, -1)
@@ -125,8 +130,7 @@ def build_scorer(
     if local is not None and local.pays(pixels):
 
         def incremental_logits(o, cs):
-            rows = cs[..., 0].floor().long().clamp_(0, h - 1)
-            cols = cs[..., 1].floor().long().clamp_(0, w - 1)
+            rows, cols = places(cs, h, w)
             return local(o, rows, cols, model.normalise(quantize(cs[..., 2:]), -1)).float()
 
         return Scorer(exact, batch_size or local.chunk(pixels), incremental_logits, "incremental")
