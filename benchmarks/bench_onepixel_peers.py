@@ -188,7 +188,12 @@ def run_art(model, counter, x, y, target, a) -> tuple[dict, torch.Tensor]:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--model", default="cifar10-small", help="zoo name (cifar10-small, cifar10-small-pgd, mnist-small)")
+    p.add_argument(
+        "--model",
+        default="cifar10-small",
+        help="zoo name (cifar10-small, cifar10-small-pgd, mnist-small) or FILE.py (benchmarks/cifar10_cnn7.py)",
+    )
+    p.add_argument("--weights", type=Path, help="the model's weights (a FILE.py model: e.g. a trained cnn7)")
     p.add_argument("--n", type=int, default=20, help="first N correctly classified test images")
     p.add_argument("--pixels", type=int, default=1, choices=(1, 3, 5))
     p.add_argument("--population", type=int, default=400)
@@ -208,7 +213,7 @@ def main() -> None:
     a = p.parse_args()
 
     torch.manual_seed(a.seed)
-    model = load(a.model, device="cpu")
+    model = load(a.model, weights=a.weights, device="cpu")
     counter = QueryCounter(model)
     dataset = "mnist" if a.model.startswith("mnist") else "cifar10"
     x_all, y_all = load_dataset(dataset, "test").floats()
@@ -238,6 +243,7 @@ def main() -> None:
         },
         "settings": {
             "model": a.model,
+            "weights": str(a.weights) if a.weights else None,
             "dataset": f"{dataset} test",
             "n": len(x),
             "image_indices": idx.tolist(),

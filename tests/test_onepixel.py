@@ -12,10 +12,12 @@ from advex.attacks import OnePixel
 from advex.attacks.onepixel import apply_pixels, write_pixels
 from advex.attacks.onepixel import attack as onepixel_attack
 from advex.attacks.onepixel.attack import distinct_others, first_copies
+from advex.attacks.onepixel.crops import CropForward
 from advex.attacks.onepixel.incremental import LocalForward
 from advex.cli import main
 from advex.errors import AdvexError
 from advex.models import Classifier
+from advex.models.archs import cnn7, resnet
 
 
 class Needle(nn.Module):
@@ -311,6 +313,10 @@ def _random_net(seed, convs, channels=3, size=12, bn=False):
     return net.eval()
 
 
+LOCAL = pytest.mark.parametrize("local", [LocalForward, CropForward], ids=["tables", "crops"])
+
+
+@LOCAL
 @pytest.mark.parametrize(
     "convs, bn",
     [
@@ -318,15 +324,16 @@ def _random_net(seed, convs, channels=3, size=12, bn=False):
         ([(5, 3, 1, 1), (4, 4, 2, 1), (6, 3, 1, 0)], True),  # the large net's kinds of layers, batch norm
         ([(3, 5, 3, 2), (4, 2, 1, 0)], False),  # odd kernel/stride/padding combinations
         ([(4, 1, 1, 0)], False),
+        ([(4, 1, 2, 0), (3, 3, 1, 1)], False),  # a kernel smaller than its stride: some pixels reach nothing
     ],
 )
-def test_local_forward_equals_the_full_forward_pass(convs, bn):
+def test_local_forward_equals_the_full_forward_pass(convs, bn, local):
     """Every pixel position (edges and corners included) and random colours: the local
-    computation gives the full network's logits."""
+    computation (window tables, or convolutions of crops) gives the full network's logits."""
     net = _random_net(0, convs, bn=bn)
     g = torch.Generator().manual_seed(1)
     base = torch.randn(3, 3, 12, 12, generator=g)
-    lf = LocalForward.build(net, base)
+    lf = local.build(net, base)
     assert lf is not None
     rows, cols = torch.meshgrid(torch.arange(12), torch.arange(12), indexing="ij")
     rows, cols = rows.flatten().repeat(3), cols.flatten().repeat(3)
@@ -338,6 +345,7 @@ def test_local_forward_equals_the_full_forward_pass(convs, bn):
     assert torch.allclose(lf(owner, rows, cols, value), full, atol=1e-4, rtol=1e-4)
 
 
+@LOCAL
 @pytest.mark.parametrize("pixels", [2, 3, 5])
 @pytest.mark.parametrize(
     "convs, bn",
@@ -345,15 +353,16 @@ def test_local_forward_equals_the_full_forward_pass(convs, bn):
         ([(4, 4, 2, 1), (6, 4, 2, 1)], False),
         ([(5, 3, 1, 1), (4, 4, 2, 1), (6, 3, 1, 0)], True),
         ([(3, 5, 3, 2), (4, 2, 1, 0)], False),
+        ([(4, 3, 2, 1), (3, 1, 3, 0), (5, 3, 1, 1)], False),
     ],
 )
-def test_local_forward_with_several_pixels_equals_the_full_forward_pass(convs, bn, pixels):
+def test_local_forward_with_several_pixels_equals_the_full_forward_pass(convs, bn, pixels, local):
     """Several pixels per candidate whose windows overlap at every layer (neighbours, the same
     pixel twice: the later one holds, as when written into the image) or lie apart."""
     net = _random_net(0, convs, bn=bn)
     g = torch.Generator().manual_seed(pixels)
     base = torch.randn(3, 3, 12, 12, generator=g)
-    lf = LocalForward.build(net, base)
+    lf = local.build(net, base)
     k = 600
     rows = torch.randint(0, 12, (k, pixels), generator=g)
     cols = torch.randint(0, 12, (k, pixels), generator=g)
@@ -401,38 +410,97 @@ def test_local_forward_declines_tables_too_big_before_making_them(monkeypatch):
     assert LocalForward.build(net, base) is None
 
 
-def test_local_forward_declines_what_it_does_not_support():
+def test_crops_score_where_tables_are_too_big_and_full_passes_where_both_are(monkeypatch):
+    from advex.attacks.onepixel.scoring import build_scorer
+
+    net = _random_net(0, [(4, 4, 2, 1), (6, 4, 2, 1)], size=32)
+    model = Classifier(net, input_size=(32, 32), channels=3)
+    x = torch.rand(4, 3, 32, 32)
+    assert build_scorer(model, x, pixels=1).kind == "incremental"
+    monkeypatch.setattr(LocalForward, "MAX_TABLE_BYTES", 0)
+    calls, score = [], CropForward.__call__
+    monkeypatch.setattr(CropForward, "__call__", lambda *a: calls.append(1) or score(*a))
+    scorer = build_scorer(model, x, pixels=1)
+    assert scorer.kind == "incremental"
+    scorer.fast(torch.arange(4), torch.tensor([[[3.0, 5.0, 0.1, 0.2, 0.3]]] * 4))
+    assert calls
+    monkeypatch.setattr(CropForward, "MAX_BYTES", x.numel() * 4)  # not even the images themselves
+    assert CropForward.build(net, model.preprocess(x)) is None
+    assert build_scorer(model, x, pixels=1).kind == "full"
+
+
+@LOCAL
+def test_local_forward_declines_what_it_does_not_support(local):
     base = torch.rand(2, 3, 12, 12)
-    assert LocalForward.build(nn.Sequential(nn.Flatten(), nn.Linear(432, 5)), base) is None  # no conv
+    assert local.build(nn.Sequential(nn.Flatten(), nn.Linear(432, 5)), base) is None  # no conv
     pooled = nn.Sequential(nn.Conv2d(3, 4, 3), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(100, 5))
-    assert LocalForward.build(pooled, base) is None
+    assert local.build(pooled, base) is None
     grouped = nn.Sequential(nn.Conv2d(3, 3, 3, groups=3), nn.Flatten(), nn.Linear(300, 5))
-    assert LocalForward.build(grouped, base) is None
+    assert local.build(grouped, base) is None
     training_bn = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.Flatten(), nn.Linear(400, 5))
-    assert LocalForward.build(training_bn, base) is None
-    assert LocalForward.build(training_bn.eval(), base) is not None
+    assert local.build(training_bn, base) is None
+    assert local.build(training_bn.eval(), base) is not None
     flat0 = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Flatten(0), nn.Linear(800, 5))
-    assert LocalForward.build(flat0, base) is None
+    assert local.build(flat0, base) is None
+    assert local.build(resnet(width=4, blocks=(1,)).eval(), torch.rand(2, 3, 32, 32)) is None  # residual blocks
+
+
+def test_cnn7_is_scored_by_crops_where_they_pay():
+    """cnn7's window tables would be too big; convolutions of crops give its logits (one and
+    three pixels, batch norm in eval mode) and are used up to 6 pixels (where full passes
+    caught up on this CPU: 7-8)."""
+    net = cnn7()
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for m in net.modules():
+            if isinstance(m, (nn.BatchNorm2d, nn.BatchNorm1d)):
+                m.running_mean.copy_(torch.randn(m.running_mean.shape, generator=g) * 0.1)
+                m.running_var.copy_(torch.rand(m.running_var.shape, generator=g) + 0.5)
+    net.eval()
+    base = torch.randn(2, 3, 32, 32, generator=g)
+    assert LocalForward.build(net, base) is None
+    cf = CropForward.build(net, base)
+    assert [cf.pays(p) for p in range(1, 9)] == [True] * 6 + [False] * 2
+    for pixels in (1, 3):
+        k = 40
+        rows = torch.randint(0, 32, (k, pixels), generator=g)
+        cols = torch.randint(0, 32, (k, pixels), generator=g)
+        owner = torch.randint(0, 2, (k,), generator=g)
+        value = torch.randn(k, pixels, 3, generator=g) * 2
+        cand = torch.cat([rows[..., None].float(), cols[..., None].float(), value], -1)
+        with torch.no_grad():
+            full = net(write_pixels(base, cand, owner))
+        assert torch.allclose(cf(owner, rows, cols, value), full, atol=1e-4, rtol=1e-4)
 
 
 @needs_data
-def test_incremental_scoring_gives_the_same_attack():
+def test_incremental_scoring_gives_the_same_attack(monkeypatch):
     """On the zoo's cifar10-small, with one pixel and with three, the attack with incremental
-    scoring makes the same choices as with full forward passes (identical here; the two sum in
-    different orders, so a near-tie could in principle go the other way on another machine:
-    allow one image of slack)."""
+    scoring (window tables, and convolutions of crops as where tables are too big) makes the
+    same choices as with full forward passes (identical here; they sum in different orders, so
+    a near-tie could in principle go the other way on another machine: allow one image of
+    slack)."""
     from advex.data.datasets import load_dataset
     from advex.models import load
 
     model = load("cifar10-small")
     x, y = load_dataset("cifar10", "test").subset(10).floats()
-    a = OnePixel(population=60, iterations=15, seed=2)(model, x, y)
-    b = OnePixel(population=60, iterations=15, seed=2, incremental=False)(model, x, y)
-    assert a.success.any()
-    same = [pa == pb for pa, pb in zip(a.extra["pixels"], b.extra["pixels"])]
-    assert sum(same) >= 9 and int((a.success != b.success).sum()) <= 1
-    c = OnePixel(pixels=3, population=60, iterations=15, seed=2)(model, x, y)
-    d = OnePixel(pixels=3, population=60, iterations=15, seed=2, incremental=False)(model, x, y)
-    assert c.success.any()
-    same = [pc == pd for pc, pd in zip(c.extra["pixels"], d.extra["pixels"])]
-    assert sum(same) >= 9 and int((c.success != d.success).sum()) <= 1
+    calls, score = [], CropForward.__call__
+
+    def counted(*a):
+        calls.append(1)
+        return score(*a)
+
+    for pixels in (1, 3):
+        full = OnePixel(pixels=pixels, population=60, iterations=15, seed=2, incremental=False)(model, x, y)
+        assert full.success.any()
+        tables = OnePixel(pixels=pixels, population=60, iterations=15, seed=2)(model, x, y)
+        calls.clear()
+        with monkeypatch.context() as patch:
+            patch.setattr(LocalForward, "MAX_TABLE_BYTES", 0)
+            patch.setattr(CropForward, "__call__", counted)
+            crops = OnePixel(pixels=pixels, population=60, iterations=15, seed=2)(model, x, y)
+        assert calls  # the crops scored
+        for a in (tables, crops):
+            same = [pa == pb for pa, pb in zip(a.extra["pixels"], full.extra["pixels"])]
+            assert sum(same) >= 9 and int((a.success != full.success).sum()) <= 1

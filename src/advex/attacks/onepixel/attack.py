@@ -102,13 +102,15 @@ class OnePixel(Attack):
             values, and every success or stop is re-checked in fp32 before it counts. Where
             the incremental path applies it is used instead (it is exact and faster).
         incremental: on an ``nn.Sequential`` CNN (convolutions, element-wise layers, then
-            Flatten and Linear: the zoo's small/large nets), score candidates by recomputing
-            only the activations the pixels can reach (exact; on cifar10-small ~7x faster than
-            full passes for one pixel, ~2x for three and ~1.6x for five; not used where the
-            pixels' windows would cost about as much as a full pass: 8 or more pixels there, 5
-            or more on MNIST's small net and the ``large`` net; see
-            :mod:`advex.attacks.onepixel.incremental`); other networks always run
-            whole. Successes are confirmed by a full pass.
+            Flatten and Linear: the zoo's small/large nets and ``cnn7``), score candidates by
+            recomputing only the activations the pixels can reach (exact; on cifar10-small
+            ~7x faster than full passes for one pixel, ~2x for three and ~1.6x for five; on a
+            trained cnn7 8.9x, 3.3x and 1.5x; not used where the pixels' windows would cost
+            about as much as a full pass: 8 or more pixels on cifar10-small, 5 or more on
+            MNIST's small net and the ``large`` net, 7 or more on cnn7; see
+            :mod:`advex.attacks.onepixel.incremental` and :mod:`advex.attacks.onepixel.crops`);
+            other networks (the ResNet) always run whole. Successes are confirmed by a full
+            pass.
         seed: seed of the attack's own generator (results are deterministic).
 
     ``result.extra`` holds ``queries`` (candidates DE evaluated per image: the population at

@@ -28,7 +28,9 @@ Supported: an ``nn.Sequential`` (nested ones are flattened) of Conv2d (any kerne
 padding; groups 1, dilation 1), element-wise layers (ReLU, LeakyReLU, Tanh, Sigmoid, ELU,
 GELU, SiLU, Identity, BatchNorm2d in eval mode, Dropout in eval mode), then Flatten and a
 Linear; anything after that Linear is run as it is. ``LocalForward.build`` returns None for
-any other network, and the attack falls back to full forward passes.
+any other network, and the attack falls back to full forward passes; and where the tables
+would be too big (cnn7), :mod:`advex.attacks.onepixel.crops` computes the same windows by
+running each convolution on crops instead.
 """
 
 from __future__ import annotations
@@ -60,6 +62,52 @@ def _flatten(net: nn.Module) -> list[nn.Module]:
     return [net]
 
 
+def split(net: nn.Module) -> tuple[list[nn.Module], nn.Linear, nn.Module] | None:
+    """A supported network's layers before its Flatten (convolutions and element-wise layers,
+    at least one convolution), the Linear after it and the rest; None for any other network."""
+    layers = _flatten(net)
+    head: list[nn.Module] = []
+    for i, m in enumerate(layers):
+        if isinstance(m, nn.Flatten):
+            flat = m.start_dim == 1 and m.end_dim == -1
+            if flat and i + 1 < len(layers) and isinstance(layers[i + 1], nn.Linear):
+                if any(isinstance(h, nn.Conv2d) for h in head):
+                    return head, layers[i + 1], nn.Sequential(*layers[i + 2 :])
+            return None
+        if isinstance(m, nn.Conv2d):
+            if m.groups != 1 or m.dilation != (1, 1) or m.padding_mode != "zeros" or isinstance(m.padding, str):
+                return None
+        elif isinstance(m, (nn.BatchNorm2d, nn.Dropout)):
+            if m.training:
+                return None
+        elif not isinstance(m, _ELEMENTWISE):
+            return None
+        head.append(m)
+    return None
+
+
+def window_sizes(head: list[nn.Module], acts: list[torch.Tensor]) -> list[tuple[int, int]]:
+    """The size of the window one pixel can change in each activation ``acts`` (the input to
+    each head layer, then the last): 1 x 1 at the input, grown by every convolution (a k x k,
+    stride-s one makes w into (w + k - 2) // s + 1, at most the whole map)."""
+    sizes = [(1, 1)]
+    for i, m in enumerate(head):
+        h, w = sizes[-1]
+        if isinstance(m, nn.Conv2d):
+            oh, ow = acts[i + 1].shape[-2:]
+            (kh, kw), (sh, sw) = m.kernel_size, m.stride
+            h, w = min(oh, (h + kh - 2) // sh + 1), min(ow, (w + kw - 2) // sw + 1)
+        sizes.append((h, w))
+    return sizes
+
+
+def first_rows(t: torch.Tensor, m: nn.Conv2d, axis: int, last: int) -> torch.Tensor:
+    """The first output row (``axis`` 0; column: 1) of conv ``m`` that can see an input window
+    starting at ``t``, kept at most ``last`` so the whole output window fits."""
+    k, s, p = m.kernel_size[axis], m.stride[axis], m.padding[axis]
+    return torch.div(t + p - k + s, s, rounding_mode="floor").clamp(0, last)
+
+
 class LocalForward:
     """Logits of base images with a few pixels replaced, computed locally (see the module doc)."""
 
@@ -72,16 +120,7 @@ class LocalForward:
             for m in head:
                 acts.append(m(acts[-1]))
             self.lin_out = linear(acts[-1].flatten(1))
-        # window size per layer: 1x1 at the input, grown by every convolution
-        sizes = [(1, 1)]
-        for i, m in enumerate(head):
-            h, w = sizes[-1]
-            if isinstance(m, nn.Conv2d):
-                oh, ow = acts[i + 1].shape[-2:]
-                (kh, kw), (sh, sw) = m.kernel_size, m.stride
-                h, w = min(oh, (h + kh - 2) // sh + 1), min(ow, (w + kw - 2) // sw + 1)
-            sizes.append((h, w))
-        self.sizes = sizes
+        self.sizes = sizes = window_sizes(head, acts)
         # multiply-adds of one pixel's windows and of a full pass, through the convolutions
         self.window_macs = self.full_macs = 0
         for i, m in enumerate(head):
@@ -146,27 +185,11 @@ class LocalForward:
     def build(cls, net: nn.Module, base: torch.Tensor) -> LocalForward | None:
         """A LocalForward for ``net`` on ``base`` (N, C, H, W) images, or None if unsupported
         (or if its window tables would take more than MAX_TABLE_BYTES)."""
-        layers = _flatten(net)
-        head: list[nn.Module] = []
-        for i, m in enumerate(layers):
-            if isinstance(m, nn.Flatten):
-                flat = m.start_dim == 1 and m.end_dim == -1
-                if flat and i + 1 < len(layers) and isinstance(layers[i + 1], nn.Linear) and head:
-                    if not any(isinstance(h, nn.Conv2d) for h in head):
-                        return None
-                    lf = cls(head, layers[i + 1], nn.Sequential(*layers[i + 2 :]), base)
-                    return None if lf.too_big else lf
-                return None
-            if isinstance(m, nn.Conv2d):
-                if m.groups != 1 or m.dilation != (1, 1) or m.padding_mode != "zeros" or isinstance(m.padding, str):
-                    return None
-            elif isinstance(m, (nn.BatchNorm2d, nn.Dropout)):
-                if m.training:
-                    return None
-            elif not isinstance(m, _ELEMENTWISE):
-                return None
-            head.append(m)
-        return None
+        parts = split(net)
+        if parts is None:
+            return None
+        lf = cls(*parts, base)
+        return None if lf.too_big else lf
 
     @torch.no_grad()
     def __call__(self, owner: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, value: torch.Tensor):
@@ -181,7 +204,7 @@ class LocalForward:
         own = owner.repeat_interleave(d) if d > 1 else owner  # window j of candidate k: row k * d + j
         win = value.reshape(k * d, -1, 1, 1)
         t, u = rows.reshape(-1), cols.reshape(-1)
-        pairs = _pairs(t, u, (1, 1), d) if d > 1 else None  # the windows that overlap
+        pairs = window_pairs(t, u, (1, 1), d) if d > 1 else None  # the windows that overlap
         for i, m in enumerate(self.head):
             if isinstance(m, nn.Conv2d) and i == self.last and d > 1:
                 return self._whole(i, m, owner, own, win, t, u, pairs)
@@ -192,7 +215,7 @@ class LocalForward:
         pos = t * self.pos_w + u
         delta = win.flatten(1) - self.base_win.index_select(0, own * (self.pos_h * self.pos_w) + pos)
         # the Linear's change, grouped by window position: one small matmul per position
-        return self.tail(self.lin_out.index_select(0, owner).add_(_grouped(delta, pos, lambda p: self.win_weights[p])))
+        return self.tail(self.lin_out.index_select(0, owner).add_(grouped(delta, pos, lambda p: self.win_weights[p])))
 
     def _whole(self, i: int, m: nn.Conv2d, owner, own, win, t, u, pairs) -> torch.Tensor:
         """The logits of candidates on images ``owner`` whose d windows each (``win``, image
@@ -221,30 +244,30 @@ class LocalForward:
         oh, ow = self.sizes[i + 1]
         out = t_out.index_select(0, own * (lh * lw) + ot * lw + ou).add_(change)  # the base plus the change
         if pairs is not None:
-            pairs = _pairs(ot, ou, (oh, ow), pairs.d)
+            pairs = window_pairs(ot, ou, (oh, ow), pairs.d)
             out.index_add_(0, *_overlaps(change, pairs, oh * ow))
         return out.view(-1, m.out_channels, oh, ow), ot, ou, pairs
 
     def _change(self, i: int, m: nn.Conv2d, own, win, t, u, pairs, positions_first: bool = False):
         """Where the output windows of conv ``m`` (layer ``i``) sit, and the change each
         input window ``win`` (new values at (t, u), ``pairs`` of them overlapping: see
-        :func:`_pairs`; None: one window per candidate) makes in its own. That change is the
+        :func:`window_pairs`; None: one window per candidate) makes in its own. That change is the
         input window's change times the convolution's linear map from input window to output
         window, which depends only on where the input window sits in the region the output
         window reads (a few cases, each one matrix, made once); a position several input
         windows hold changes once. ``positions_first``: the change's entries ordered by
         position, then channel (else channel, then position)."""
-        (kh, kw), (sh, sw), (ph, pw) = m.kernel_size, m.stride, m.padding
+        (sh, sw), (ph, pw) = m.stride, m.padding
         t_in, _, h_in, w_in, lh, lw = self.tables[i]
-        # first output row that can see the window, kept so the whole output window fits
-        ot = torch.div(t + ph - kh + sh, sh, rounding_mode="floor").clamp(0, lh - 1)
-        ou = torch.div(u + pw - kw + sw, sw, rounding_mode="floor").clamp(0, lw - 1)
+        ot, ou = first_rows(t, m, 0, lh - 1), first_rows(u, m, 1, lw - 1)
         r0, c0 = t + ph - ot * sh, u + pw - ou * sw  # the window's offset in the region read
         delta = win.flatten(1) - t_in.index_select(0, own * (h_in * w_in) + t * w_in + u)
         if pairs is not None:
             delta = _owned(delta, pairs, self.sizes[i][0] * self.sizes[i][1])
-        change = _grouped(
-            delta, r0 * 4096 + c0, lambda q: self._map(i, m, q // 4096, q % 4096, win.shape, positions_first)
+        change = grouped(  # by offset (from -stride, a kernel smaller than its stride skipping rows)
+            delta,
+            (r0 + 2048) * 4096 + c0 + 2048,
+            lambda q: self._map(i, m, q // 4096 - 2048, q % 4096 - 2048, win.shape, positions_first),
         )
         return ot, ou, change
 
@@ -258,10 +281,12 @@ class LocalForward:
             oh, ow = self.sizes[i + 1]
             rh, rw = (oh - 1) * sh + kh, (ow - 1) * sw + kw
             c, wh, ww = shape[1:]
-            basis = torch.zeros(c * wh * ww, c, rh + wh + r0, rw + ww + c0, device=m.weight.device)
+            top, left = max(0, -r0), max(0, -c0)  # a kernel smaller than its stride skips rows
+            basis = torch.zeros(c * wh * ww, c, top + rh + wh + r0, left + rw + ww + c0, device=m.weight.device)
             j = torch.arange(c * wh * ww, device=basis.device)
-            basis[j, j // (wh * ww), r0 + (j // ww) % wh, c0 + j % ww] = 1.0
-            out = F.conv2d(basis[:, :, :rh, :rw].to(m.weight.dtype), m.weight, None, stride=m.stride)
+            basis[j, j // (wh * ww), top + r0 + (j // ww) % wh, left + c0 + j % ww] = 1.0
+            basis = basis[:, :, top : top + rh, left : left + rw]
+            out = F.conv2d(basis.to(m.weight.dtype), m.weight, None, stride=m.stride)
             if positions_first:
                 out = out.permute(0, 2, 3, 1)
             self.maps[key] = out.reshape(c * wh * ww, -1).contiguous()
@@ -280,7 +305,7 @@ class Pairs(NamedTuple):
     d: int
 
 
-def _pairs(t: torch.Tensor, u: torch.Tensor, size: tuple[int, int], d: int) -> Pairs:
+def window_pairs(t: torch.Tensor, u: torch.Tensor, size: tuple[int, int], d: int) -> Pairs:
     """The :class:`Pairs` of windows of ``size`` at (t, u), d per candidate."""
     h, w = size
     k = t.numel() // d
@@ -301,14 +326,23 @@ def _owned(delta: torch.Tensor, pairs: Pairs, hw: int) -> torch.Tensor:
     """``delta`` (K * d, C * h * w), the changes of the windows, with every position that a
     later window of the same candidate also holds set to 0 (in place): summed, every changed
     position then counts once."""
-    later = (pairs.src > pairs.dst).nonzero().flatten()
-    if later.numel():
-        rows, slot = pairs.dst[later].unique(return_inverse=True)
-        held = torch.zeros(rows.numel(), hw, device=delta.device)
-        held.index_add_(0, slot, (pairs.at[later] < hw).to(held.dtype))  # by how many later windows
+    rows, keep = later_held(pairs, hw)
+    if rows is not None:
         d = delta.view(delta.shape[0], -1, hw)
-        d[rows] = d[rows] * (held == 0).to(d.dtype)[:, None, :]
+        d[rows] = d[rows] * keep.to(d.dtype)[:, None, :]
     return delta
+
+
+def later_held(pairs: Pairs, hw: int) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """The windows (rows) some of whose ``hw`` positions a later window of the same candidate
+    also holds, and for each a (rows, hw) 0/1 mask: 0 at those positions; None, None if none."""
+    later = (pairs.src > pairs.dst).nonzero().flatten()
+    if not later.numel():
+        return None, None
+    rows, slot = pairs.dst[later].unique(return_inverse=True)
+    held = torch.zeros(rows.numel(), hw, device=pairs.at.device)
+    held.index_add_(0, slot, (pairs.at[later] < hw).to(held.dtype))  # by how many later windows
+    return rows, (held == 0).float()
 
 
 def _overlaps(change: torch.Tensor, pairs: Pairs, hw: int):
@@ -320,7 +354,7 @@ def _overlaps(change: torch.Tensor, pairs: Pairs, hw: int):
     return pairs.dst, vals.reshape(pairs.dst.numel(), change.shape[1])
 
 
-def _grouped(x: torch.Tensor, key: torch.Tensor, matrix) -> torch.Tensor:
+def grouped(x: torch.Tensor, key: torch.Tensor, matrix) -> torch.Tensor:
     """Row k of the result is ``x[k] @ matrix(key[k])``: rows sorted by key, one matmul per
     key, and put back in their order."""
     order = key.argsort()

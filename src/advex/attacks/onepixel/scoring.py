@@ -13,7 +13,8 @@ population of candidates for every image. The way to score is chosen once per at
 - for a few pixels on a plain CNN (see :mod:`advex.attacks.onepixel.incremental`), only the
   activations the pixels reach are recomputed: exact, and several times fewer operations
   (one pixel; less with more, and not used where the pixels' windows would cost about as
-  much as a full pass);
+  much as a full pass); by precomputed window tables, or where those would be too big (cnn7)
+  by convolutions of crops (:mod:`advex.attacks.onepixel.crops`);
 - a fast twin of the model (``model.fast(...)``) scores first and the fp32 original confirms.
 
 The bf16, incremental and twin scorers are "fast": a success or stop they find is re-scored by
@@ -27,6 +28,7 @@ from collections.abc import Callable
 
 import torch
 
+from advex.attacks.onepixel.crops import CropForward
 from advex.attacks.onepixel.incremental import LocalForward
 from advex.data import quantize
 from advex.models import Classifier
@@ -126,7 +128,7 @@ def build_scorer(
 
     xn = model.preprocess(x)  # the network's input, made once
     exact = _input_writer(model, model.net, xn)
-    local = LocalForward.build(model.net, xn) if incremental else None
+    local = (LocalForward.build(model.net, xn) or CropForward.build(model.net, xn)) if incremental else None
     if local is not None and local.pays(pixels):
 
         def incremental_logits(o, cs):
