@@ -28,19 +28,27 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from advex.attacks.onepixel.incremental import first_rows, grouped, later_held, split, window_pairs, window_sizes
+from advex.attacks.onepixel.incremental import (
+    base_activations,
+    candidates,
+    first_rows,
+    grouped,
+    later_held,
+    split,
+    window_pairs,
+    window_sizes,
+)
 
 
 class CropForward:
     """Logits of base images with a few pixels replaced, by convolutions of crops (module doc)."""
 
+    MAX_BYTES = 2**31  # the base images' activations it keeps (cnn7: ~1 MB an image)
+    PAYS = 0.9  # see pays
+
     def __init__(self, head: list[nn.Module], linear: nn.Linear, tail: nn.Module, base: torch.Tensor) -> None:
         self.head, self.tail = head, tail
-        acts = [base]  # the base activation entering each head layer, and the last one
-        with torch.no_grad():
-            for m in head:
-                acts.append(m(acts[-1]))
-            self.lin_out = linear(acts[-1].flatten(1))
+        acts, self.lin_out = base_activations(head, linear, base)
         self.sizes = window_sizes(head, acts)
         # each convolution's base input, zero-padded, one row per (image, position), and the
         # size of its output map; multiply-adds of one pixel's windows and of a full pass
@@ -63,9 +71,6 @@ class CropForward:
         self.window_macs += math.prod(self.sizes[-1]) * c * linear.out_features
         self.full_macs += linear.weight.numel()
 
-    MAX_BYTES = 2**31  # the base images' activations it keeps (cnn7: ~1 MB an image)
-    PAYS = 0.9  # see pays
-
     @classmethod
     def build(cls, net: nn.Module, base: torch.Tensor) -> CropForward | None:
         """A CropForward for ``net`` on ``base`` (N, C, H, W) images, or None if unsupported
@@ -73,10 +78,7 @@ class CropForward:
         parts = split(net)
         if parts is None:
             return None
-        with torch.no_grad():  # one image's activations, to size them all
-            acts = [base[:1]]
-            for m in parts[0]:
-                acts.append(m(acts[-1]))
+        acts, _ = base_activations(*parts[:2], base[:1])  # one image's, to size them all
         if base.shape[0] * sum(a.numel() for a in acts) * base.element_size() > cls.MAX_BYTES:
             return None
         return cls(*parts, base)
@@ -95,18 +97,10 @@ class CropForward:
 
     @torch.no_grad()
     def __call__(self, owner: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, value: torch.Tensor):
-        """Logits of base image ``owner[k]`` with pixel (``rows[k]``, ``cols[k]``) set to
-        ``value[k]`` (C,), already normalised as the network's input; or, with ``rows`` and
-        ``cols`` (K, d) and ``value`` (K, d, C), with d pixels set (of two at the same
-        place, the later one holds)."""
-        k = owner.numel()
-        if rows.dim() == 1:
-            rows, cols, value = rows[:, None], cols[:, None], value[:, None]
-        d = rows.shape[1]
+        """As :meth:`LocalForward.__call__ <advex.attacks.onepixel.incremental.LocalForward.__call__>`."""
+        k, d, own, t, u, value = candidates(owner, rows, cols, value)
         if d > 1:
-            value = _later_holds(rows, cols, value)
-        own = owner.repeat_interleave(d) if d > 1 else owner  # window j of candidate k: row k * d + j
-        t, u = rows.reshape(-1), cols.reshape(-1)
+            value = _later_holds(t.view(k, d), u.view(k, d), value)
         win = value.reshape(k * d, 1, 1, -1)  # the windows, channels-last: (K * d, h, w, C)
         for i, m in enumerate(self.head):
             if isinstance(m, nn.Conv2d):

@@ -86,6 +86,26 @@ def split(net: nn.Module) -> tuple[list[nn.Module], nn.Linear, nn.Module] | None
     return None
 
 
+@torch.no_grad()
+def base_activations(head: list[nn.Module], linear: nn.Linear, base: torch.Tensor):
+    """The activation entering each ``head`` layer and the last one, and the Linear's output."""
+    acts = [base]
+    for m in head:
+        acts.append(m(acts[-1]))
+    return acts, linear(acts[-1].flatten(1))
+
+
+def candidates(owner: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, value: torch.Tensor):
+    """The arguments of :meth:`LocalForward.__call__` as K candidates of d pixels: K, d, the
+    base image of each pixel's window (row k * d + j: candidate k's pixel j), its row and
+    column, and ``value`` (K, d, C)."""
+    if rows.dim() == 1:
+        rows, cols, value = rows[:, None], cols[:, None], value[:, None]
+    d = rows.shape[1]
+    own = owner.repeat_interleave(d) if d > 1 else owner
+    return owner.numel(), d, own, rows.reshape(-1), cols.reshape(-1), value
+
+
 def window_sizes(head: list[nn.Module], acts: list[torch.Tensor]) -> list[tuple[int, int]]:
     """The size of the window one pixel can change in each activation ``acts`` (the input to
     each head layer, then the last): 1 x 1 at the input, grown by every convolution (a k x k,
@@ -115,11 +135,7 @@ class LocalForward:
 
     def __init__(self, head: list[nn.Module], linear: nn.Linear, tail: nn.Module, base: torch.Tensor) -> None:
         self.head, self.tail = head, tail
-        acts = [base]  # the base activation entering each head layer, and the last one
-        with torch.no_grad():
-            for m in head:
-                acts.append(m(acts[-1]))
-            self.lin_out = linear(acts[-1].flatten(1))
+        acts, self.lin_out = base_activations(head, linear, base)
         self.sizes = sizes = window_sizes(head, acts)
         # multiply-adds of one pixel's windows and of a full pass, through the convolutions
         self.window_macs = self.full_macs = 0
@@ -197,13 +213,8 @@ class LocalForward:
         ``value[k]`` (C,), already normalised as the network's input; or, with ``rows`` and
         ``cols`` (K, d) and ``value`` (K, d, C), with d pixels set (of two at the same
         place, the later one holds)."""
-        k = owner.numel()
-        if rows.dim() == 1:
-            rows, cols, value = rows[:, None], cols[:, None], value[:, None]
-        d = rows.shape[1]
-        own = owner.repeat_interleave(d) if d > 1 else owner  # window j of candidate k: row k * d + j
+        k, d, own, t, u, value = candidates(owner, rows, cols, value)
         win = value.reshape(k * d, -1, 1, 1)
-        t, u = rows.reshape(-1), cols.reshape(-1)
         pairs = window_pairs(t, u, (1, 1), d) if d > 1 else None  # the windows that overlap
         for i, m in enumerate(self.head):
             if isinstance(m, nn.Conv2d) and i == self.last and d > 1:
