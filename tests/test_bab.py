@@ -2,6 +2,8 @@
 networks), every domain's bound below the exact minimum over that domain, counterexamples that
 hold up, and the zoo's MNIST network."""
 
+import functools
+
 import pytest
 import torch
 from exact import exact_min, layers_of
@@ -27,6 +29,7 @@ def random_net(seed: int, din: int, hidden=(16, 16), classes: int = 3) -> nn.Seq
     return nn.Sequential(*mods[:-1]).eval()
 
 
+@functools.cache  # made once for all the tests that use it (the MILPs are most of their time)
 def hard_problem(seed: int):
     """A random network and a point, with the L-inf radius at which its exact worst margin
     crosses 0 (bisection on the MILP): the problems just inside and outside it are the hard ones."""
@@ -37,6 +40,7 @@ def hard_problem(seed: int):
     C = margin_spec(torch.tensor([y]), 3)[0]
     layers = layers_of(net)
 
+    @functools.cache
     def worst(eps):
         lo, hi = (x0 - eps)[0].numpy(), (x0 + eps)[0].numpy()
         return min(exact_min(layers, lo, hi, c.double().numpy()) for c in C)
@@ -254,6 +258,31 @@ def test_every_falsified_sample_has_a_counterexample_that_holds():
     assert r.certified.tolist() == [s == VERIFIED for s in r.status]
 
 
+@functools.cache  # made once for both splits
+def conjunction_problem(seed: int):
+    """A random network, a point, the two atoms "class a (the middle one at x0) is below class
+    b" and "... below class c", and the L-inf radius where their exact joint answer changes."""
+    din = 2
+    net = random_net(seed, din)
+    x0 = torch.rand(1, din, generator=torch.Generator().manual_seed(200 + seed))
+    z = net(x0)[0]
+    a = int(z.argsort()[1])  # the middle logit at x0
+    others = [k for k in range(3) if k != a]
+    C = torch.zeros(2, 3)
+    for r, k in enumerate(others):
+        C[r, a], C[r, k] = 1.0, -1.0
+    layers = layers_of(net)
+
+    @functools.cache
+    def worst(eps):
+        return exact_min(layers, (x0 - eps)[0].numpy(), (x0 + eps)[0].numpy(), C.double().numpy(), [0.0, 0.0])
+
+    lo_, hi_ = 0.0, 2.0
+    for _ in range(10):
+        lo_, hi_ = ((lo_ + hi_) / 2, hi_) if worst((lo_ + hi_) / 2) > 0 else (lo_, (lo_ + hi_) / 2)
+    return net, x0, C, worst, lo_
+
+
 @pytest.mark.parametrize("split", ["relu", "input"])
 def test_conjunctions_agree_with_the_exact_milp(split):
     """A VNNLIB-style property: unsafe where class a (the middle one at x0) is the smallest logit, i.e. where both
@@ -261,23 +290,8 @@ def test_conjunctions_agree_with_the_exact_milp(split):
     two is > 0 everywhere, the exact answer from a MILP of min over the box of their max."""
     decided = 0
     for seed in (3, 4):
-        din = 2
-        net = random_net(seed, din)
-        x0 = torch.rand(1, din, generator=torch.Generator().manual_seed(200 + seed))
-        z = net(x0)[0]
-        a = int(z.argsort()[1])  # the middle logit at x0
-        others = [k for k in range(3) if k != a]
-        C = torch.zeros(2, 3)
-        for r, k in enumerate(others):
-            C[r, a], C[r, k] = 1.0, -1.0
-        layers = layers_of(net)
-
-        def worst(eps, C=C, x0=x0, layers=layers):
-            return exact_min(layers, (x0 - eps)[0].numpy(), (x0 + eps)[0].numpy(), C.double().numpy(), [0.0, 0.0])
-
-        lo_, hi_ = 0.0, 2.0
-        for _ in range(10):
-            lo_, hi_ = ((lo_ + hi_) / 2, hi_) if worst((lo_ + hi_) / 2) > 0 else (lo_, (lo_ + hi_) / 2)
+        net, x0, C, worst, lo_ = conjunction_problem(seed)
+        din = x0.shape[1]
         assert 0 < lo_ < 1.9  # a radius where the answer changes
         for eps in (0.97 * lo_, 1.03 * lo_):
             truth = VERIFIED if worst(eps) > 0 else FALSIFIED
