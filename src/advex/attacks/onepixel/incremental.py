@@ -144,9 +144,6 @@ class LocalForward:
                 self.window_macs += m.in_channels * math.prod(sizes[i]) * m.out_channels * math.prod(sizes[i + 1])
                 self.full_macs += acts[i + 1][0].numel() * m.weight[0].numel()
         self.last = max(i for i, m in enumerate(head) if isinstance(m, nn.Conv2d))
-        self.too_big = _table_bytes(head, linear, acts, sizes, self.last) > self.MAX_TABLE_BYTES
-        if self.too_big:  # checked before any table is made (CNN7's would take seconds and GBs)
-            return
         # Every window of every activation a convolution reads or writes, cut out of the base
         # activations once (one row per image and position), so a lookup is one row gather.
         self.tables: dict[int, tuple[torch.Tensor, torch.Tensor, int, int, int, int]] = {}
@@ -204,8 +201,11 @@ class LocalForward:
         parts = split(net)
         if parts is None:
             return None
-        lf = cls(*parts, base)
-        return None if lf.too_big else lf
+        head, linear, _ = parts
+        one, _ = base_activations(head, linear, base[:1])  # sized before any pass or table over all
+        if _table_bytes(head, linear, one, window_sizes(head, one), base.shape[0]) > cls.MAX_TABLE_BYTES:
+            return None  # (CNN7's tables would take seconds and GBs)
+        return cls(*parts, base)
 
     @torch.no_grad()
     def __call__(self, owner: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, value: torch.Tensor):
@@ -377,23 +377,24 @@ def grouped(x: torch.Tensor, key: torch.Tensor, matrix) -> torch.Tensor:
     return out.index_select(0, inverse)
 
 
-def _table_bytes(head: list[nn.Module], linear: nn.Linear, acts: list[torch.Tensor], sizes, last: int) -> int:
-    """The bytes :class:`LocalForward`'s tables would take: every window a convolution reads
-    or writes, the windows the Linear reads with its weights cut per window, the last
-    convolution's whole output and the Linear's weights reordered."""
+def _table_bytes(head: list[nn.Module], linear: nn.Linear, acts: list[torch.Tensor], sizes, images: int) -> int:
+    """The bytes :class:`LocalForward`'s tables would take for ``images`` images, from one
+    image's activations ``acts``: every window a convolution reads or writes, the windows the
+    Linear reads with its weights cut per window, the last convolution's whole output and the
+    Linear's weights reordered."""
 
     def per_image(act: torch.Tensor, size: tuple[int, int]) -> int:  # entries of all its windows
         (_, c, h, w), (wh, ww) = act.shape, size
         return (h - wh + 1) * (w - ww + 1) * c * wh * ww
 
-    images = acts[0].shape[0]
+    last = max(i for i, m in enumerate(head) if isinstance(m, nn.Conv2d))
     n = sum(
         images * (per_image(acts[i], sizes[i]) + per_image(acts[i + 1], sizes[i + 1]))
         for i, m in enumerate(head)
         if isinstance(m, nn.Conv2d)
     )
     n += per_image(acts[-1], sizes[-1]) * (images + linear.out_features)
-    n += acts[last + 1].numel() + linear.weight.numel()
+    n += images * acts[last + 1][0].numel() + linear.weight.numel()
     return n * acts[0].element_size()
 
 
