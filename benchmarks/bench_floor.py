@@ -11,7 +11,11 @@ EfficientNet-Lite0 here; the contiguous floor, torchattacks' layout, is recorded
 ``ratio`` = the median over ``--reps`` calls of attack wall time / floor: 1.05 means 5% of
 bookkeeping (clean and final predictions, projections, the optimiser) on top of the passes.
 ``ratio_fwd`` counts the clean and final predictions (no-grad forward passes, ``t_f`` each) as part
-of the floor where the method needs them. Early stopping is off, so every image makes every step.
+of the floor where the method needs them: none where they come from the attack's own passes (C&W's
+clean prediction is its first step's pass, its final one the pass that chose each point; FGSM's
+clean one its step's). Attacks whose first step is at the clean images (`Attack.starts_at_clean`)
+are also timed, alternately, with a clean pass of their own (as before that reuse):
+``clean_pass_reused_speedup``. Early stopping is off, so every image makes every step.
 Square's floor is its queries (forward passes, ``t_f`` each, the first included: mean per image).
 Then PGD-10 on the opt-in fast twins (`Classifier.fast`: bf16 autocast, channels_last, and with
 ``--compile`` torch.compile), and torchattacks' PGD-10 where installed, each against advex's fp32
@@ -24,6 +28,7 @@ Models: the zoo's mnist-small and cifar10-small (the test images among the first
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import platform
@@ -94,10 +99,10 @@ def attacks(eps: float) -> dict:
     return {
         "PGD-10": (PGD(eps=eps, steps=10, early_stop=False), 2),
         "PGD-10 l2": (PGD(eps=eps * 40, steps=10, norm="l2", early_stop=False), 2),
-        "FGSM": (FGSM(eps=eps), 2),
+        "FGSM": (FGSM(eps=eps), 1),  # the clean prediction is its step's pass
         "APGD-CE-10": (APGD(eps=eps, steps=10, early_stop=False), 2),
-        "CW-50": (CW(c=1.0, steps=50), 1),
-        "CW-10x5": (CW(c=1.0, steps=10, search_steps=5), 1),
+        "CW-50": (CW(c=1.0, steps=50), 0),  # clean from its first step, final from its passes
+        "CW-10x5": (CW(c=1.0, steps=10, search_steps=5), 0),
         "Square-100": (Square(eps=eps, queries=100), 1),  # forward passes only: its floor is in t_f
     }
 
@@ -136,7 +141,14 @@ def run_model(name: str, x, y, eps: float, reps: int, peers: bool, compile_too: 
         res = atk(model, x, y)  # warm-up, and the evaluations it spends
         square = isinstance(atk, Square)  # its queries are forward passes (the first one included)
         evals = float((res.extra["queries"] if square else res.grad_evals).float().mean())
-        times, ratios, ratios_fwd = [], [], []
+        # where the first step is at the clean images, the same attack with a clean pass of its
+        # own (as before the reuse) alternates with it: the reuse's speed-up
+        plain = None
+        if atk.starts_at_clean():
+            plain = copy.copy(atk)
+            plain.starts_at_clean = lambda: False
+            plain(model, x, y)
+        times, ratios, ratios_fwd, reuse = [], [], [], []
         for _ in range(reps):  # the floor measured again right before each timed call: drift cancels
             tfb, tf = pass_times(model, xl, y, 1)
             t0 = time.perf_counter()
@@ -146,6 +158,10 @@ def run_model(name: str, x, y, eps: float, reps: int, peers: bool, compile_too: 
             times.append(t)
             ratios.append(t / floor)
             ratios_fwd.append(t / (floor + fwd * tf))
+            if plain is not None:
+                t0 = time.perf_counter()
+                plain(model, x, y)
+                reuse.append((time.perf_counter() - t0) / t)
         t = statistics.median(times)
         r = {
             "time_s": round(t, 4),
@@ -155,10 +171,14 @@ def run_model(name: str, x, y, eps: float, reps: int, peers: bool, compile_too: 
             "ratios": [round(v, 3) for v in ratios],
             "success": round(float(res.success.float().mean()), 4),
         }
+        if reuse:
+            r["clean_pass_reused_speedup"] = round(statistics.median(reuse), 3)
+            r["clean_pass_reused_speedups"] = [round(v, 3) for v in reuse]
         row["attacks"][label] = r
         print(
             f"  {label:12s} {t:7.3f} s  evals {evals:5.1f}  x floor {r['ratio']:.3f}  "
-            f"(with {fwd} forward: {r['ratio_fwd']:.3f})  success {r['success']:.3f}",
+            f"(with {fwd} forward: {r['ratio_fwd']:.3f})  success {r['success']:.3f}"
+            + (f"  reused clean pass {r['clean_pass_reused_speedup']:.3f}x" if reuse else ""),
             flush=True,
         )
     if hasattr(model, "fast") and not only:  # the opt-in fast path on this machine

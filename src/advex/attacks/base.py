@@ -9,7 +9,10 @@ target=None)`` runs :meth:`Attack.__call__`, which for every attack
    of mixed sizes for attacks that take them), the labels ``y`` and the targets (a class
    index or name, or one per image), with one clear error for anything wrong;
 3. predicts the clean images once, and leaves out those that are already adversarial
-   (they are returned unchanged, counted as successes, at no cost);
+   (they are returned unchanged, counted as successes, at no cost). An attack whose
+   first step is a gradient at the clean images themselves (:meth:`Attack.starts_at_clean`:
+   FGSM, BIM, DeepFool, C&W's first search step) gets that pass with its graph kept
+   (:class:`FirstPass`), so the clean prediction costs no pass of its own;
 4. calls the subclass's :meth:`Attack.run` on a :class:`Batch` of the rest, which returns
    an :class:`Outcome` (the adversarial images, the work spent, anything extra);
 5. predicts the adversarial images once (unless the attack returns their logits from its
@@ -43,12 +46,39 @@ Labels = torch.Tensor | Sequence[int] | None
 
 
 @dataclass
+class FirstPass:
+    """The clean images' forward pass with its graph kept, for an attack whose first step is
+    a gradient at the clean images (:meth:`Attack.starts_at_clean`): the step differentiates
+    this pass instead of making it again. ``x`` is the leaf it differentiates (every image of
+    the call), ``z`` the logits with their graph, ``rows`` the call's images the batch holds."""
+
+    x: torch.Tensor
+    z: torch.Tensor
+    rows: torch.Tensor | None = None
+
+    def logits(self) -> torch.Tensor:
+        """The batch's fp32 logits, with their graph."""
+        z = self.z.float()
+        return z if self.rows is None else z[self.rows]
+
+    def grad(self, out: torch.Tensor, retain_graph: bool = False) -> torch.Tensor:
+        """d out / d (the batch's clean images); ``out`` a scalar made from :meth:`logits`."""
+        (g,) = torch.autograd.grad(out, self.x, retain_graph=retain_graph)
+        return g if self.rows is None else g[self.rows]
+
+    def subset(self, rows: torch.Tensor) -> FirstPass:
+        return FirstPass(self.x, self.z, rows if self.rows is None else self.rows[rows])
+
+
+@dataclass
 class Batch:
     """The images an attack's :meth:`Attack.run` works on, on the model's device: the
     clean images ``x``, their clean ``logits``, the labels ``y`` to move away from and the
     ``target`` classes to move to (None: untargeted). For mixed-size photos ``x`` is a
     zero-padded canvas and ``sizes`` (M, 2) holds each photo's own (H, W). ``forward`` and
-    ``hit`` take the rows of the batch that their input holds (default: all)."""
+    ``hit`` take the rows of the batch that their input holds (default: all). ``first``: the
+    clean images' pass with its graph, where the attack starts at them (else None; used once,
+    by the first step)."""
 
     model: Classifier
     x: torch.Tensor
@@ -57,6 +87,7 @@ class Batch:
     logits: torch.Tensor
     criterion: Callable[[torch.Tensor, torch.Tensor, bool], torch.Tensor]
     sizes: torch.Tensor | None = None
+    first: FirstPass | None = None
 
     def __len__(self) -> int:
         return self.x.shape[0]
@@ -118,6 +149,7 @@ class Batch:
             self.logits[rows],
             self.criterion,
             None if self.sizes is None else self.sizes[rows.cpu()],
+            None if self.first is None else self.first.subset(rows),
         )
 
 
@@ -197,6 +229,11 @@ class Attack:
         """This attack's success criterion on logits ``z`` (default: the argmax)."""
         return argmax_criterion(z, goal, targeted)
 
+    def starts_at_clean(self) -> bool:
+        """Whether :meth:`run`'s first gradient is taken at the clean images themselves and
+        comes from ``batch.first`` where given (default: no)."""
+        return False
+
     # ------------------------------------------------------------------ what every attack shares
     def _images(self, x) -> tuple[torch.Tensor, torch.Tensor | None, bool]:
         if isinstance(x, (list, tuple)):
@@ -219,24 +256,39 @@ class Attack:
         x = x.detach().to(dev, torch.float32)
         n = x.shape[0]
         ref = clf.reference  # clean predictions in fp32, whatever the attack's passes run in
+        first = None
         if sizes is None:  # the attack's images, and so all its passes, in the network's fast layout
             x = clf.fast_layout(x)
-        z0 = check_logits(ref(x, sizes) if sizes is not None else ref(x), n).float()
-        if sizes is None and not clf.prefers_channels_last(x):  # e.g. it turned out to .view() its activations
-            x = x.contiguous()
+            if ref is clf and self.starts_at_clean():  # the clean pass is the first step's: keep its graph
+                x = x.detach().requires_grad_(True)
+                with torch.enable_grad():
+                    first = FirstPass(x, check_logits(clf(x), n))
+        if first is not None:
+            z0, x = first.z.detach(), x.detach()
+        else:
+            z0 = ref(x, sizes) if sizes is not None else ref(x)
+        z0 = check_logits(z0, n).float()
+        if sizes is None and not clf.prefers_channels_last(x) and not x.is_contiguous():
+            x, first = x.contiguous(), None  # e.g. it turned out to .view() its activations
         warn_if_probabilities(z0)
         k = z0.shape[1]
         yt = z0.argmax(1) if y is None else check_labels(y, n, k, dev)
         t = resolve_targets(clf, target, n, dev, k)
-        return Batch(clf, x, yt, t, z0, self.adversarial, sizes)
+        return Batch(clf, x, yt, t, z0, self.adversarial, sizes, first)
 
     def _run(self, full: Batch, todo: torch.Tensor) -> Outcome:
         n = len(full)
         if todo.numel() == n:
             return self.run(full)
+        first, full.first = full.first, None  # the kept graph lives only as long as the batch using it
         if todo.numel() == 0:
             return Outcome(full.x.clone(), logits=full.logits)
-        out = self.run(full.subset(todo))
+        sub = full.subset(todo)
+        if first is not None and 3 * todo.numel() >= 2 * n:
+            # it is differentiated over all n images (a backward ~ 2 forwards): with fewer than
+            # 2/3 of them left, a fresh first pass over those is cheaper
+            sub.first = first.subset(todo)
+        out = self.run(sub)
         x_adv = full.x.clone()
         x_adv[todo] = out.x_adv
         evals = None

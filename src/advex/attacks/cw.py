@@ -75,6 +75,9 @@ class CW(Attack):
         m = margin(z, goal, targeted)
         return (m < 0) if self.kappa == 0 else (m <= -self.kappa)
 
+    def starts_at_clean(self) -> bool:
+        return self.box == "clip"  # the first step is at x' = x (tanh: at x up to its clipping)
+
     def run(self, batch: Batch) -> Outcome:
         x, n, dev = batch.x, len(batch), batch.device
         c = torch.full((n,), self.c, device=dev)
@@ -104,14 +107,21 @@ class CW(Attack):
         succeeded = torch.zeros(n, dtype=torch.bool, device=dev)
         check_every = max(1, self.steps // 10)
         for it in range(self.steps):
-            v.requires_grad_(True)
-            with torch.enable_grad():
-                xa = (torch.tanh(v) + 1) / 2 if tanh else v
-                z = batch.forward(xa)
-                m = margin(z, goal, batch.targeted)
-                l2sq = (xa - x).flatten(1).pow(2).sum(1)
-                loss = l2sq + c * m.clamp_min(-self.kappa)
-                (g,) = torch.autograd.grad(loss.sum(), v)
+            if batch.first is not None:  # the first step, at x' = x, from the kept clean pass
+                with torch.enable_grad():  # (the L2 term and its gradient are 0 there)
+                    z = batch.first.logits()
+                    loss = c * margin(z, goal, batch.targeted).clamp_min(-self.kappa)
+                    g = batch.first.grad(loss.sum())
+                batch.first, xa, l2sq = None, x, torch.zeros(n, device=dev)
+            else:
+                v.requires_grad_(True)
+                with torch.enable_grad():
+                    xa = (torch.tanh(v) + 1) / 2 if tanh else v
+                    z = batch.forward(xa)
+                    m = margin(z, goal, batch.targeted)
+                    l2sq = (xa - x).flatten(1).pow(2).sum(1)
+                    loss = l2sq + c * m.clamp_min(-self.kappa)
+                    (g,) = torch.autograd.grad(loss.sum(), v)
             v, xa, z, loss = v.detach(), xa.detach(), z.detach(), loss.detach()
             evals += active
             ok = self.adversarial(z, goal, batch.targeted) & active

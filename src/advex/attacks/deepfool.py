@@ -23,6 +23,9 @@ class DeepFool(Attack):
     def __repr__(self) -> str:
         return f"DeepFool(norm={self.norm!r}, steps={self.steps}, candidates={self.candidates})"
 
+    def starts_at_clean(self) -> bool:
+        return True  # the first linearisation is at x
+
     def run(self, batch: Batch) -> Outcome:
         x, ytrue, z0 = batch.x, batch.y, batch.logits
         n, dev = len(batch), batch.device
@@ -36,16 +39,25 @@ class DeepFool(Attack):
             a = active.nonzero().flatten()
             if a.numel() == 0:
                 break
-            xa = (x[a] + (1 + self.overshoot) * r_tot[a]).clamp(0, 1).requires_grad_(True)
+            first, batch.first = batch.first, None  # the first step, at x: the kept clean pass
             with torch.enable_grad():
-                z = batch.forward(xa, a)
+                if first is not None:
+                    z = first.logits()
+                else:
+                    xa = (x[a] + (1 + self.overshoot) * r_tot[a]).clamp(0, 1).requires_grad_(True)
+                    z = batch.forward(xa, a)
                 logits[a] = z.detach()
                 still = z.argmax(1) == ytrue[a]
                 active[a[~still]] = False  # crossed: a forward pass told us, no gradient needed
                 if not still.any():
                     break
                 zc = z.gather(1, cand[a])  # (m, k)
-                grads = [torch.autograd.grad(zc[still, j].sum(), xa, retain_graph=j < k - 1)[0] for j in range(k)]
+                grads = [
+                    first.grad(zc[still, j].sum(), j < k - 1)
+                    if first is not None
+                    else torch.autograd.grad(zc[still, j].sum(), xa, retain_graph=j < k - 1)[0]
+                    for j in range(k)
+                ]
             evals[a[still]] += 1
             r_tot[a[still]] += self._step(torch.stack(grads, 1), zc.detach())[still].view(-1, *x.shape[1:])
         x_adv = (x + (1 + self.overshoot) * r_tot).clamp(0, 1)

@@ -18,7 +18,7 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
-from advex.attacks.base import Attack, Batch, Outcome, warn_if_255
+from advex.attacks.base import Attack, Batch, FirstPass, Outcome, warn_if_255
 from advex.attacks.norms import NORMS, per_image
 from advex.errors import AdvexError
 
@@ -49,6 +49,7 @@ def pgd_loop(
     momentum: float = 0.0,
     done: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
     bf16: bool = False,
+    first: FirstPass | None = None,
 ) -> LoopResult:
     """Maximise ``loss(model(x + d), rows)`` over ``d`` in the ``norm`` ball of radius
     ``eps`` with ``x + d`` in [0, 1]: ``steps`` steepest-ascent steps of ``step_size`` from a
@@ -60,8 +61,12 @@ def pgd_loop(
     it. ``eps`` and ``step_size`` are numbers or per-image (N,) tensors. ``momentum`` is the
     decay of MI-FGSM's momentum of L1-normalised gradients. Only the input is
     differentiated: parameter gradients are never accumulated, and the model's mode is
-    left as it is (training attacks a network in training mode).
+    left as it is (training attacks a network in training mode). ``first``: a pass of ``x``
+    itself with its graph (without a random start only), differentiated by the first step
+    instead of a pass of its own.
     """
+    if first is not None and random_start:
+        raise AdvexError("pgd_loop: a kept pass of x (first=) serves only a loop without a random start")
     nrm = NORMS[norm]
     x = x.detach()
     n, dev = x.shape[0], x.device
@@ -85,10 +90,16 @@ def pgd_loop(
     mom = torch.zeros_like(x) if momentum > 0 else None
     logits = None
     for _ in range(steps):
-        d.requires_grad_(True)
-        with torch.enable_grad(), torch.autocast(dev.type, torch.bfloat16, enabled=bf16):
-            z = model(xi + d).float()
-            (g,) = torch.autograd.grad(loss(z, rows), d)
+        if first is not None:  # the first step, at x itself: its pass is already made
+            with torch.enable_grad():
+                z = first.logits()
+                g = first.grad(loss(z, rows))
+            first = None
+        else:
+            d.requires_grad_(True)
+            with torch.enable_grad(), torch.autocast(dev.type, torch.bfloat16, enabled=bf16):
+                z = model(xi + d).float()
+                (g,) = torch.autograd.grad(loss(z, rows), d)
         d = d.detach()
         evals[rows] += 1
         if done is not None:
@@ -187,6 +198,9 @@ class PGD(Attack):
             f"norm={self.norm!r}, restarts={self.restarts})"
         )
 
+    def starts_at_clean(self) -> bool:
+        return not self.random_start  # BIM and FGSM: the first gradient is at x
+
     def run(self, batch: Batch) -> Outcome:
         x, goal, n, dev = batch.x, batch.goal, len(batch), batch.device
         gen = torch.Generator(dev).manual_seed(self.seed)
@@ -213,7 +227,9 @@ class PGD(Attack):
                 momentum=self.momentum,
                 done=(lambda z, rows, ids=ids: batch.hit(z, ids[rows])) if self.early_stop else None,
                 bf16=self.bf16,
+                first=batch.first if ids.numel() == n and not self.random_start else None,
             )
+            batch.first = None
             best[ids] = run.x_adv
             evals[ids] += run.evals
             stopped = ids[run.stopped]
