@@ -166,3 +166,23 @@ def test_evaluate_l2_runs_the_ensemble(tiny_model):
     y = tiny_model.predict(x)[0]
     ev = evaluate(tiny_model, x, y, [0.0, 0.5], norm="l2", steps=10, queries=50, n_targets=1, sanity=False)
     assert ev.ensemble[0] == 1.0 and ev.ensemble[1] <= min(a[1] for a in ev.per_attack.values())
+
+
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+def test_square_linf_proposals_are_written_in_place_and_undone_where_not_kept(layout):
+    from advex.attacks.square import _linf_step
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(6, 3, 10, 10, generator=g).contiguous(memory_format=layout)
+    best = (x + 0.05 * torch.randn(6, 3, 10, 10, generator=g)).clamp(0, 1).contiguous(memory_format=layout)
+    before = best.clone()
+    undo = _linf_step(x, best, 0.1, 0.2, g)
+    proposal = best.clone()
+    changed = (proposal != before).flatten(1).any(1)
+    assert changed.all()  # every image got a new window ...
+    window = (proposal != before).any(1)  # ... a square of side round(sqrt(0.2 * 100)) = 4, at most
+    assert (window.flatten(1).sum(1) <= 16).all()
+    assert ((proposal - x).abs()[window[:, None].expand_as(x)] <= 0.1 + 1e-6).all()  # at +-eps from x, or clipped
+    keep = torch.tensor([True, False, True, False, False, True])
+    undo(keep)
+    assert torch.equal(best[keep], proposal[keep]) and torch.equal(best[~keep], before[~keep])

@@ -13,6 +13,8 @@ one query per iteration; broken ones stop.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
 from advex.attacks.base import Attack, Batch, Outcome, margin, warn_if_255
@@ -71,14 +73,18 @@ class Square(Attack):
             p = _p_at(self.p_init, it, self.queries)
             if self.norm == "l2":
                 cand = _l2_step(xr, br, self.eps, p, gen)
-            else:
-                cand = _linf_step(xr, br, self.eps, p, gen)
+            else:  # in place: br holds the proposals while they are scored, then keeps the better ones
+                undo = _linf_step(xr, br, self.eps, p, gen)
+                cand = br
             zc = batch.forward(cand, rows)
             lc = margin(zc, gr, targeted)
             queries[rows] += 1
             better = lc < lr_
+            if self.norm == "linf":
+                undo(better)
             if better.any():
-                br[better] = cand[better]
+                if self.norm == "l2":
+                    br[better] = cand[better]
                 lr_[better] = lc[better]
                 logits[rows[better]] = zc[better]
                 broken = lr_ < 0
@@ -90,10 +96,13 @@ class Square(Attack):
         return Outcome(best, extra={"queries": queries}, logits=logits)
 
 
-def _linf_step(x: torch.Tensor, xbest: torch.Tensor, eps: float, p: float, gen: torch.Generator) -> torch.Tensor:
-    """One L-inf proposal per image: a random square window of side ~sqrt(p h w) set to a
-    random +-eps per channel, the rest of the perturbation kept. Only the windows are
-    computed (a gather and a scatter): the rest of each image is a copy of ``xbest``."""
+def _linf_step(
+    x: torch.Tensor, xbest: torch.Tensor, eps: float, p: float, gen: torch.Generator
+) -> Callable[[torch.Tensor], None]:
+    """One L-inf proposal per image, written into ``xbest`` in place: a random square window of
+    side ~sqrt(p h w) set to a random +-eps per channel, the rest of the perturbation kept.
+    Returns ``undo(keep)``, which puts the old window back in the images not in ``keep``. Only
+    the windows are touched (gathers and scatters), never a whole image."""
     m, c, h, w = x.shape
     dev = x.device
     s = max(1, min(h, w, round((p * h * w) ** 0.5)))
@@ -103,7 +112,10 @@ def _linf_step(x: torch.Tensor, xbest: torch.Tensor, eps: float, p: float, gen: 
     off = torch.arange(s, device=dev)
     pos = ((r0[:, None] + off)[:, :, None] * w + (c0[:, None] + off)[:, None, :]).view(m, 1, s * s).expand(m, c, -1)
     window = (x.reshape(m, c, h * w).gather(2, pos) + vals).clamp_(0, 1)
-    return xbest.reshape(m, c, h * w).clone().scatter_(2, pos, window).view(m, c, h, w)
+    flat = xbest.view(m, c, h * w)
+    old = flat.gather(2, pos)
+    flat.scatter_(2, pos, window)
+    return lambda keep: flat.scatter_(2, pos, torch.where(keep[:, None, None], window, old))
 
 
 # ------------------------------------------------------------------------------ L2 helpers
