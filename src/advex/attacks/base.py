@@ -136,6 +136,11 @@ class Batch:
             sizes = self.sizes if rows is None else self.sizes[rows.cpu()]
         return model(x, sizes).float() if sizes is not None else model(x).float()
 
+    def take_first(self) -> FirstPass | None:
+        """The kept clean pass (see :class:`FirstPass`), handed over once: None from then on."""
+        first, self.first = self.first, None
+        return first
+
     def hit(self, z: torch.Tensor, rows: torch.Tensor | None = None) -> torch.Tensor:
         """Success, by the attack's criterion, of logits ``z`` of the batch's ``rows``."""
         return self.criterion(z, self.goal if rows is None else self.goal[rows], self.targeted)
@@ -280,7 +285,7 @@ class Attack:
         n = len(full)
         if todo.numel() == n:
             return self.run(full)
-        first, full.first = full.first, None  # the kept graph lives only as long as the batch using it
+        first = full.take_first()  # the kept graph lives only as long as the batch using it
         if todo.numel() == 0:
             return Outcome(full.x.clone(), logits=full.logits)
         sub = full.subset(todo)

@@ -107,12 +107,13 @@ class CW(Attack):
         succeeded = torch.zeros(n, dtype=torch.bool, device=dev)
         check_every = max(1, self.steps // 10)
         for it in range(self.steps):
-            if batch.first is not None:  # the first step, at x' = x, from the kept clean pass
+            first = batch.take_first()  # the first search step's first step, at x' = x: the clean pass
+            if first is not None:
                 with torch.enable_grad():  # (the L2 term and its gradient are 0 there)
-                    z = batch.first.logits()
+                    z = first.logits()
                     loss = c * margin(z, goal, batch.targeted).clamp_min(-self.kappa)
-                    g = batch.first.grad(loss.sum())
-                batch.first, xa, l2sq = None, x, torch.zeros(n, device=dev)
+                    g = first.grad(loss.sum())
+                xa, l2sq = x, torch.zeros(n, device=dev)
             else:
                 v.requires_grad_(True)
                 with torch.enable_grad():

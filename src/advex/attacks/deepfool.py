@@ -39,7 +39,7 @@ class DeepFool(Attack):
             a = active.nonzero().flatten()
             if a.numel() == 0:
                 break
-            first, batch.first = batch.first, None  # the first step, at x: the kept clean pass
+            first = batch.take_first()  # the first step, at x: the kept clean pass
             with torch.enable_grad():
                 if first is not None:
                     z = first.logits()

@@ -208,6 +208,7 @@ class PGD(Attack):
         success = torch.zeros(n, dtype=torch.bool, device=dev)
         evals = torch.zeros(n, dtype=torch.long, device=dev)
         logits = batch.logits.clone()  # of ``best``: from the pass that stopped an image, else one more
+        first = batch.take_first()  # the clean pass, for a first step at x (all images, first restart)
         sign = -1.0 if batch.targeted else 1.0  # targeted: descend the target's loss
         for _ in range(self.restarts):
             ids = (~success).nonzero().flatten()
@@ -227,9 +228,9 @@ class PGD(Attack):
                 momentum=self.momentum,
                 done=(lambda z, rows, ids=ids: batch.hit(z, ids[rows])) if self.early_stop else None,
                 bf16=self.bf16,
-                first=batch.first if ids.numel() == n and not self.random_start else None,
+                first=first if ids.numel() == n and not self.random_start else None,
             )
-            batch.first = None
+            first = None
             best[ids] = run.x_adv
             evals[ids] += run.evals
             stopped = ids[run.stopped]
